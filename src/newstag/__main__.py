@@ -1,0 +1,5 @@
+"""Allow `python -m newstag`."""
+
+from newstag.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,131 @@
+"""The `newstag` command: one subcommand per stage, each a thin layer over its module.
+
+Results go to stdout, logs and errors to stderr. A NewstagError becomes a one-line message and
+exit code 1 (the traceback only with --debug); Ctrl-C exits 130 without leaving partial files.
+"""
+
+import argparse
+import logging
+import sys
+
+from newstag import __version__
+from newstag.errors import NewstagError
+
+DEFAULT_EXPERIMENT = "experiments/default.yaml"
+DEFAULT_MODEL = "models/default/model.joblib"
+log = logging.getLogger("newstag")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="newstag", description="Tag news articles by topic and tone.")
+    parser.add_argument("--version", action="version", version=f"newstag {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text in (("preprocess", "validate, clean, de-duplicate and split the raw data"),
+                            ("train", "fit every task, log the run to MLflow, save the bundle"),
+                            ("evaluate", "score the bundle on the test split, write reports")):
+        stage = commands.add_parser(name, help=help_text, description=help_text)
+        stage.add_argument("experiment", nargs="?", default=DEFAULT_EXPERIMENT,
+                           help=f"experiment YAML (default: {DEFAULT_EXPERIMENT})")
+        if name != "preprocess":
+            stage.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    _add_predict(commands)
+    return parser
+
+
+def _add_predict(commands) -> None:
+    predict = commands.add_parser("predict", help="tag text, files or stdin with a saved model",
+                                  description="Tag articles. Output: one JSON object per article.")
+    predict.add_argument("texts", nargs="*", metavar="TEXT", help="article text(s) to tag")
+    predict.add_argument("-i", "--input", action="append", default=[], metavar="FILE",
+                         help=".txt (one article), .jsonl (field 'text', optional 'id'), .csv, "
+                              "or - for stdin (one article per line); repeatable")
+    predict.add_argument("-m", "--model", default=DEFAULT_MODEL, help=f"bundle (default: {DEFAULT_MODEL})")
+    predict.add_argument("-f", "--format", choices=("jsonl", "table"), default="jsonl")
+    predict.add_argument("--text-column", default="text", help="CSV column holding the text")
+    predict.add_argument("--strict", action="store_true",
+                         help="fail on the first bad record instead of writing an error row")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    _quiet_libraries(args.debug)
+    try:
+        return COMMANDS[args.command](args)
+    except NewstagError as exc:
+        if args.debug:
+            raise
+        print(f"newstag: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("newstag: interrupted; no partial output was kept", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader went away (e.g. `| head`): not an error
+        return 0
+
+
+def _quiet_libraries(debug: bool) -> None:
+    if not debug:
+        for name in ("mlflow", "alembic", "urllib3", "matplotlib", "git"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def run_preprocess(args) -> int:
+    from newstag.config import load_config
+    from newstag.preprocess import preprocess
+
+    config = load_config(args.experiment)
+    manifest = preprocess(config)
+    rows = ", ".join(f"{name} {split['rows']}" for name, split in manifest["splits"].items())
+    print(f"{config.name}: {rows} rows ({manifest['duplicates_removed']} duplicates removed) "
+          f"-> {config.processed_dir}")
+    return 0
+
+
+def run_train(args) -> int:
+    from newstag.config import load_config
+    from newstag.train import bundle_path, train
+
+    config = load_config(args.experiment)
+    sidecar = train(config, tracking=not args.no_tracking)
+    for task, info in sidecar["tasks"].items():
+        print(f"{task}: best {info['best_params'] or 'defaults'}, validation macro-F1 "
+              f"{info['validation']['f1_macro']:.3f}")
+    print(f"saved {bundle_path(config)}; next: newstag evaluate {args.experiment}")
+    return 0
+
+
+def run_evaluate(args) -> int:
+    from newstag.config import load_config
+    from newstag.evaluate import evaluate, format_summary
+
+    config = load_config(args.experiment)
+    summary = evaluate(config, tracking=not args.no_tracking)
+    print(format_summary(summary))
+    print(f"reports in {config.report_dir}/")
+    return 0
+
+
+def run_predict(args) -> int:
+    from newstag.bundle import load_bundle
+    from newstag.predict import predict_records, read_records, write_jsonl, write_table
+
+    if not args.texts and not args.input:
+        raise NewstagError("nothing to tag: give TEXT, --input FILE, or --input - for stdin")
+    bundle = load_bundle(args.model)
+    rows = predict_records(bundle, read_records(args.texts, args.input, args.text_column),
+                           strict=args.strict)
+    if args.format == "table":
+        errors = write_table(rows, list(bundle["pipelines"]))
+    else:
+        errors = write_jsonl(rows)
+    if errors:
+        log.warning("%d record(s) could not be tagged; see the 'error' rows", errors)
+    return 0
+
+
+COMMANDS = {"preprocess": run_preprocess, "train": run_train, "evaluate": run_evaluate,
+            "predict": run_predict}

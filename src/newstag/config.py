@@ -1,0 +1,240 @@
+"""Experiment files: load a YAML, check every key and type, and say where each stage writes.
+
+An experiment is immutable once loaded; nothing writes it back. Relative paths in the YAML are
+relative to the directory newstag runs in (the project root when run through `make`).
+"""
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from newstag.errors import NewstagError
+
+CLASSIFIERS = ("logreg", "linear_svm", "sgd", "complement_nb")
+FORMATS = ("auto", "csv", "tsv", "jsonl", "parquet")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the raw articles are and which columns hold what."""
+
+    path: str
+    format: str = "auto"
+    text_columns: tuple[str, ...] = ("text",)
+    id_column: str | None = None
+    split_column: str | None = None
+    encoding: str = "utf-8"
+    on_invalid: str = "error"
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Fractions held out for model selection and for the final score."""
+
+    validation: float = 0.15
+    test: float = 0.15
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """One tagging task: a label column, its allowed labels, a classifier and its grid."""
+
+    name: str
+    column: str
+    labels: tuple[str, ...] | None = None
+    classifier: str = "logreg"
+    params: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    """How runs are filed in MLflow."""
+
+    experiment: str = "newstag"
+    register: bool = True
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole experiment, as read from its YAML file."""
+
+    name: str
+    data: DataConfig
+    tasks: tuple[TaskConfig, ...]
+    seed: int = 42
+    split: SplitConfig = SplitConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+    description: str = ""
+
+    def to_dict(self) -> dict:
+        """A plain, JSON-friendly dict of the whole config."""
+        return _plain(asdict(self))
+
+    @property
+    def processed_dir(self) -> Path:
+        return Path("data/processed") / self.name
+
+    @property
+    def model_dir(self) -> Path:
+        return Path("models") / self.name
+
+    @property
+    def report_dir(self) -> Path:
+        return Path("reports") / self.name
+
+    @property
+    def task_names(self) -> list[str]:
+        return [task.name for task in self.tasks]
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read an experiment YAML; raise NewstagError naming the file and key on any mistake."""
+    path = Path(path)
+    if not path.is_file():
+        raise NewstagError(f"{path}: experiment file not found; see experiments/ for examples")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise NewstagError(f"{path}: not valid YAML ({_first_line(exc)})") from None
+    if not isinstance(raw, dict):
+        raise NewstagError(f"{path}: expected a mapping of keys at the top level")
+    try:
+        return _build_experiment(raw, path.stem)
+    except NewstagError as exc:
+        raise NewstagError(f"{path}: {exc}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _build_experiment(raw: dict, name: str) -> ExperimentConfig:
+    _check_keys(raw, ExperimentConfig, "top level", exclude={"name"})
+    for required in ("data", "tasks"):
+        if required not in raw:
+            raise NewstagError(f"missing required key '{required}'")
+    tasks_raw = _expect(raw["tasks"], dict, "tasks")
+    if not tasks_raw:
+        raise NewstagError("'tasks' is empty; declare at least one task, e.g. topic")
+    return ExperimentConfig(
+        name=name,
+        data=_build_data(_expect(raw["data"], dict, "data")),
+        tasks=tuple(_build_task(key, value) for key, value in tasks_raw.items()),
+        seed=_expect(raw.get("seed", 42), int, "seed"),
+        split=_build_split(_expect(raw.get("split", {}), dict, "split")),
+        mlflow=_build_mlflow(_expect(raw.get("mlflow", {}), dict, "mlflow")),
+        description=_expect(raw.get("description", ""), str, "description"),
+    )
+
+
+def _build_data(raw: dict) -> DataConfig:
+    _check_keys(raw, DataConfig, "data")
+    if "path" not in raw:
+        raise NewstagError("missing required key 'data.path' (the raw articles file)")
+    columns = raw.get("text_columns", ["text"])
+    columns = [columns] if isinstance(columns, str) else _expect(columns, list, "data.text_columns")
+    data = DataConfig(
+        path=_expect(raw["path"], str, "data.path"),
+        format=_expect(raw.get("format", "auto"), str, "data.format"),
+        text_columns=tuple(_expect(column, str, "data.text_columns[]") for column in columns),
+        id_column=_optional_str(raw.get("id_column"), "data.id_column"),
+        split_column=_optional_str(raw.get("split_column"), "data.split_column"),
+        encoding=_expect(raw.get("encoding", "utf-8"), str, "data.encoding"),
+        on_invalid=_expect(raw.get("on_invalid", "error"), str, "data.on_invalid"),
+    )
+    _check_choice(data.format, FORMATS, "data.format")
+    _check_choice(data.on_invalid, ("error", "drop"), "data.on_invalid")
+    if not data.text_columns:
+        raise NewstagError("'data.text_columns' is empty; name the column(s) holding the text")
+    return data
+
+
+def _build_split(raw: dict) -> SplitConfig:
+    _check_keys(raw, SplitConfig, "split")
+    split = SplitConfig(
+        validation=_fraction(raw.get("validation", 0.15), "split.validation"),
+        test=_fraction(raw.get("test", 0.15), "split.test"),
+    )
+    if split.validation + split.test >= 0.9:
+        raise NewstagError("split.validation + split.test must leave at least 10% for training")
+    return split
+
+
+def _build_task(name: str, raw) -> TaskConfig:
+    where = f"tasks.{name}"
+    raw = _expect(raw if raw is not None else {}, dict, where)
+    _check_keys(raw, TaskConfig, where, exclude={"name"})
+    labels = raw.get("labels")
+    if labels is not None:
+        labels = tuple(str(label) for label in _expect(labels, list, f"{where}.labels"))
+    grid = _expect(raw.get("grid", {}), dict, f"{where}.grid")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise NewstagError(f"'{where}.grid.{key}' must be a non-empty list of candidate values")
+    task = TaskConfig(
+        name=name,
+        column=_expect(raw.get("column", name), str, f"{where}.column"),
+        labels=labels,
+        classifier=_expect(raw.get("classifier", "logreg"), str, f"{where}.classifier"),
+        params=_expect(raw.get("params", {}), dict, f"{where}.params"),
+        grid=grid,
+    )
+    _check_choice(task.classifier, CLASSIFIERS, f"{where}.classifier")
+    return task
+
+
+def _build_mlflow(raw: dict) -> MlflowConfig:
+    _check_keys(raw, MlflowConfig, "mlflow")
+    return MlflowConfig(
+        experiment=_expect(raw.get("experiment", "newstag"), str, "mlflow.experiment"),
+        register=_expect(raw.get("register", True), bool, "mlflow.register"),
+    )
+
+
+def _check_keys(raw: dict, cls, where: str, exclude: frozenset | set = frozenset()) -> None:
+    valid = sorted(f.name for f in fields(cls) if f.name not in exclude)
+    unknown = sorted(str(key) for key in raw if key not in valid)
+    if unknown:
+        raise NewstagError(
+            f"unknown key {', '.join(repr(k) for k in unknown)} in {where}; "
+            f"valid keys are: {', '.join(valid)}"
+        )
+
+
+def _expect(value, kind, where: str):
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise NewstagError(
+            f"'{where}' should be {_kind_name(kind)}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _kind_name(kind) -> str:
+    names = {dict: "a mapping", list: "a list", str: "a string", int: "an integer", bool: "true or false"}
+    return names.get(kind, kind.__name__)
+
+
+def _optional_str(value, where: str) -> str | None:
+    return None if value is None else _expect(value, str, where)
+
+
+def _fraction(value, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+        raise NewstagError(f"'{where}' should be a fraction between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def _check_choice(value: str, choices: tuple[str, ...], where: str) -> None:
+    if value not in choices:
+        raise NewstagError(f"'{where}' is {value!r}; choose one of: {', '.join(choices)}")

@@ -1,0 +1,5 @@
+"""The one exception type the CLI turns into a one-line message and a non-zero exit."""
+
+
+class NewstagError(Exception):
+    """A problem the user can fix: the message names the file, row or field and what to do."""

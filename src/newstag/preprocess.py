@@ -1,0 +1,216 @@
+"""Stage 1: raw articles in, validated, cleaned, de-duplicated train/validation/test splits out."""
+
+import logging
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from newstag import __version__
+from newstag.clean import clean_text, dedup_key
+from newstag.config import ExperimentConfig
+from newstag.errors import NewstagError
+from newstag.files import atomic_path, sha256_file, write_json
+from newstag.readers import read_table
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "validation", "test")
+SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validation",
+                 "valid": "validation", "val": "validation", "dev": "validation", "test": "test"}
+
+
+def preprocess(config: ExperimentConfig) -> dict:
+    """Run the whole stage for one experiment and return its manifest."""
+    source = Path(config.data.path)
+    raw = read_table(source, config.data.format, config.data.encoding)
+    articles, dropped = build_articles(raw, config, source)
+    articles, duplicates = drop_duplicates(articles)
+    log.info("read %d rows from %s; dropped %d invalid, %d duplicates",
+             len(raw), source, sum(dropped.values()), duplicates)
+    splits = split_articles(articles, config)
+    return write_splits(splits, config, source, len(raw), dropped, duplicates)
+
+
+def build_articles(raw: pd.DataFrame, config: ExperimentConfig, source: Path):
+    """Check columns and values, clean the text; return (articles, counts of dropped rows)."""
+    _check_columns(raw, config, source)
+    articles = pd.DataFrame({"id": _ids(raw, config), "text": _joined_text(raw, config)})
+    for task in config.tasks:
+        articles[task.name] = raw[task.column].map(_label)
+    if config.data.split_column:
+        articles["split"] = raw[config.data.split_column].map(
+            lambda value: SPLIT_ALIASES.get(str(value).strip().lower()))
+    problems = _row_problems(articles, config)
+    if problems and config.data.on_invalid == "error":
+        row, reason = problems[0]
+        more = f" (and {len(problems) - 1} more rows)" if len(problems) > 1 else ""
+        raise NewstagError(f"{source}: row {row + 1}: {reason}{more}; fix the data or set "
+                           f"data.on_invalid: drop to skip such rows")
+    bad_rows = [row for row, _ in problems]
+    dropped = Counter(reason.split(":")[0] for _, reason in problems)
+    _check_unique_ids(articles.drop(index=bad_rows), source)
+    return articles.drop(index=bad_rows).reset_index(drop=True), dict(dropped)
+
+
+def _check_columns(raw: pd.DataFrame, config: ExperimentConfig, source: Path) -> None:
+    data = config.data
+    wanted = [*data.text_columns, *(task.column for task in config.tasks)]
+    wanted += [column for column in (data.id_column, data.split_column) if column]
+    missing = [column for column in wanted if column not in raw.columns]
+    if missing:
+        raise NewstagError(
+            f"{source}: missing column(s) {', '.join(missing)}; the file has: "
+            f"{', '.join(map(str, raw.columns))}. Fix the column names in the experiment's data section"
+        )
+
+
+def _ids(raw: pd.DataFrame, config: ExperimentConfig) -> pd.Series:
+    if config.data.id_column:
+        return raw[config.data.id_column].map(lambda value: "" if pd.isna(value) else str(value))
+    return pd.Series([f"row-{number}" for number in range(1, len(raw) + 1)], index=raw.index)
+
+
+def _joined_text(raw: pd.DataFrame, config: ExperimentConfig) -> pd.Series:
+    parts = raw[list(config.data.text_columns)].map(lambda v: "" if pd.isna(v) else str(v))
+    return parts.agg("\n".join, axis=1).map(clean_text)
+
+
+def _label(value) -> str | None:
+    return None if pd.isna(value) or not str(value).strip() else str(value).strip()
+
+
+def _row_problems(articles: pd.DataFrame, config: ExperimentConfig) -> list[tuple[int, str]]:
+    """Every invalid row as (row index, reason), in file order."""
+    problems = []
+    for row in articles.itertuples():
+        reason = _problem(row._asdict(), config)
+        if reason:
+            problems.append((row.Index, reason))
+    return problems
+
+
+def _problem(row: dict, config: ExperimentConfig) -> str | None:
+    if not row["text"]:
+        return "empty text: the text column(s) are blank after cleaning"
+    for task in config.tasks:
+        label = row[task.name]
+        if label is None:
+            return f"missing label: column '{task.column}' is empty"
+        if task.labels and label not in task.labels:
+            return (f"unknown label: {label!r} in column '{task.column}' "
+                    f"is not one of {', '.join(task.labels)}")
+    if config.data.split_column and row["split"] is None:
+        return f"unknown split: column '{config.data.split_column}' must be train, validation or test"
+    return None
+
+
+def _check_unique_ids(articles: pd.DataFrame, source: Path) -> None:
+    repeated = articles["id"][articles["id"].duplicated()]
+    if len(repeated):
+        raise NewstagError(f"{source}: id {repeated.iloc[0]!r} appears more than once; ids must be "
+                           f"unique (or leave data.id_column unset to number the rows)")
+
+
+def drop_duplicates(articles: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Keep the first of every group of articles with the same normalised text."""
+    keys = articles["text"].map(dedup_key)
+    keep = ~keys.duplicated()
+    return articles[keep].reset_index(drop=True), int((~keep).sum())
+
+
+def split_articles(articles: pd.DataFrame, config: ExperimentConfig) -> dict[str, pd.DataFrame]:
+    """Split by the data's own split column, or stratified and seeded."""
+    if config.data.split_column:
+        return _split_by_column(articles, config)
+    strata = _strata(articles, config)
+    rest, test = _stratified(articles, config.split.test, strata, config.seed)
+    validation_share = config.split.validation / (1 - config.split.test)
+    train, validation = _stratified(rest, validation_share, strata.loc[rest.index], config.seed)
+    return {"train": train, "validation": validation, "test": test}
+
+
+def _split_by_column(articles: pd.DataFrame, config: ExperimentConfig) -> dict[str, pd.DataFrame]:
+    parts = {name: articles[articles["split"] == name].drop(columns="split") for name in SPLITS}
+    if parts["train"].empty or parts["test"].empty:
+        raise NewstagError(f"split column '{config.data.split_column}' must mark some rows train "
+                           f"and some test")
+    if parts["validation"].empty:
+        strata = _strata(parts["train"], config)
+        share = config.split.validation
+        parts["train"], parts["validation"] = _stratified(parts["train"], share, strata, config.seed)
+    return parts
+
+
+def _strata(articles: pd.DataFrame, config: ExperimentConfig) -> pd.Series:
+    """Stratify on every task's labels together when each combination is common enough."""
+    first = config.tasks[0].name
+    counts = articles[first].value_counts()
+    if len(counts) < 2:
+        raise NewstagError(f"task '{first}' has only one label ({counts.index[0]!r}) after "
+                           f"cleaning; a classifier needs at least two")
+    if counts.min() < 2:
+        raise NewstagError(
+            f"label {counts.idxmin()!r} of task '{first}' has only {counts.min()} article; a "
+            f"stratified split needs at least 2 (add articles, drop that label, or add a split column)"
+        )
+    combined = articles[config.task_names].astype(str).agg("|".join, axis=1)
+    min_per_stratum = 1 / min(config.split.test, config.split.validation) + 1
+    return combined if combined.value_counts().min() >= min_per_stratum else articles[first]
+
+
+def _stratified(frame: pd.DataFrame, share: float, strata: pd.Series, seed: int):
+    try:
+        first, second = train_test_split(frame, test_size=share, stratify=strata, random_state=seed)
+    except ValueError as exc:
+        raise NewstagError(f"cannot split the data ({exc}); add articles to the rare labels or "
+                           f"lower split.test / split.validation") from None
+    return first.sort_index(), second.sort_index()
+
+
+def write_splits(splits, config, source: Path, rows_read: int, dropped: dict, duplicates: int):
+    """Write each split as Parquet plus a manifest and a Make dependency file, all atomically."""
+    out = config.processed_dir
+    manifest = {
+        "experiment": config.name,
+        "newstag_version": __version__,
+        "inputs": [{"path": str(source), "sha256": sha256_file(source)}],
+        "rows_read": rows_read,
+        "rows_dropped": dropped,
+        "duplicates_removed": duplicates,
+        "splits": {},
+    }
+    for name, frame in splits.items():
+        path = out / f"{name}.parquet"
+        with atomic_path(path) as tmp:
+            frame.reset_index(drop=True).to_parquet(tmp, index=False)
+        manifest["splits"][name] = {
+            "path": str(path),
+            "sha256": sha256_file(path),
+            "rows": len(frame),
+            "labels": {task: _counts(frame[task]) for task in config.task_names},
+        }
+    write_json(out / "manifest.json", manifest)
+    _write_deps(out, source)
+    return manifest
+
+
+def _counts(labels: pd.Series) -> dict[str, int]:
+    return {str(label): int(count) for label, count in sorted(labels.value_counts().items())}
+
+
+def _write_deps(out: Path, source: Path) -> None:
+    """Tell Make which raw file the manifest depends on, so an edited input re-runs this stage."""
+    def escape(path) -> str:
+        return str(path).replace(" ", "\\ ")
+
+    with atomic_path(out / "deps.mk") as tmp:
+        tmp.write_text(f"{escape(out / 'manifest.json')}: {escape(source)}\n")
+
+
+def load_split(config: ExperimentConfig, name: str) -> pd.DataFrame:
+    """Read one processed split, or say which command makes it."""
+    path = config.processed_dir / f"{name}.parquet"
+    if not path.is_file():
+        raise NewstagError(f"{path}: not found; run `newstag preprocess` (or `make preprocess`) first")
+    return pd.read_parquet(path)

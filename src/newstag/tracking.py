@@ -1,0 +1,167 @@
+"""Everything MLflow: one run per training (resumed by evaluation), the model registered.
+
+Only `train` and `evaluate` import this module; prediction never does. MLflow itself is imported
+inside the functions so that `--no-tracking` runs and error paths stay fast.
+"""
+
+import json
+import logging
+import os
+import subprocess
+import urllib.request
+from pathlib import Path
+
+from newstag.errors import NewstagError
+
+log = logging.getLogger(__name__)
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI, else a SQLite store `mlflow.db` in the current directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def check_reachable(uri: str) -> None:
+    """Fail before any work when a tracking server is named but does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5):
+            return
+    except OSError as exc:
+        reason = getattr(exc, "reason", exc)
+        raise NewstagError(
+            f"MLflow tracking server {uri} is unreachable ({reason}); start it with `make ui` "
+            f"or `mlflow server --host 127.0.0.1`, unset MLFLOW_TRACKING_URI, or pass --no-tracking"
+        ) from None
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, str]:
+    """{'a': {'b': 1}} -> {'a.b': '1'}; lists as JSON, so params read back as they were written."""
+    flat = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, list | dict) else str(value)
+    return flat
+
+
+def metric_name(*parts: str) -> str:
+    """Join parts with '_' keeping only characters MLflow accepts in a metric name."""
+    raw = "_".join(parts)
+    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in raw)
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def start_training(config, manifest: dict) -> "TrainingRun":
+    """Open the run a training logs into (a context manager)."""
+    return TrainingRun(config, manifest)
+
+
+class TrainingRun:
+    """An MLflow run holding a training's params, validation scores, plots and models."""
+
+    def __init__(self, config, manifest: dict):
+        import mlflow
+
+        self.mlflow, self.config = mlflow, config
+        self.uri = tracking_uri()
+        check_reachable(self.uri)
+        mlflow.set_tracking_uri(self.uri)
+        experiment = mlflow.set_experiment(config.mlflow.experiment)
+        self.run = mlflow.start_run(run_name=config.name, experiment_id=experiment.experiment_id,
+                                    tags={"git_commit": git_commit(),
+                                          "data_sha256": manifest["inputs"][0]["sha256"],
+                                          "experiment_file": config.name, "stage": "train"})
+        mlflow.log_params(flatten(config.to_dict()))
+        mlflow.log_dict(config.to_dict(), "config.json")
+        mlflow.log_dict(manifest, "data/manifest.json")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.mlflow.end_run("FINISHED" if exc_type is None else "FAILED")
+        return False
+
+    def log_training(self, results: dict, example_texts: list[str]) -> None:
+        from newstag.plots import grid_figure
+
+        for task, result in results.items():
+            self.mlflow.log_params({f"best.{task}.{k}": v for k, v in result.best_params.items()})
+            self.mlflow.log_metrics({metric_name(task, "val", key): value
+                                     for key, value in result.validation.items()})
+            self.mlflow.log_figure(grid_figure(task, result.candidates), f"plots/grid_{task}.png")
+            self.mlflow.log_dict(result.candidates, f"grid/{task}.json")
+            self._log_model(task, result.pipeline, example_texts)
+
+    def _log_model(self, task: str, pipeline, example_texts: list[str]) -> None:
+        import numpy as np
+        import sklearn
+        from mlflow.models import infer_signature
+
+        texts = np.array(example_texts, dtype=str)
+        registered = f"newstag-{self.config.name}-{task}" if self.config.mlflow.register else None
+        self.mlflow.sklearn.log_model(
+            pipeline, name=f"{task}-model", input_example=texts,
+            signature=infer_signature(texts, pipeline.predict(texts)),
+            registered_model_name=registered,
+            pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
+        )
+
+    def reference(self) -> dict:
+        return {"tracking_uri": self.uri, "run_id": self.run.info.run_id,
+                "experiment_id": self.run.info.experiment_id}
+
+
+class NoTracking:
+    """Stands in for MLflow under --no-tracking: same calls, nothing logged."""
+
+    def start_training(self, config, manifest):
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def log_training(self, results, example_texts):
+        return None
+
+    def reference(self) -> dict:
+        return {}
+
+
+def log_evaluation(config, bundle_metadata: dict, metrics: dict[str, float], report_dir: Path):
+    """Add test metrics and report files to the training's run, or to a new run if it is gone."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri = tracking_uri()
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    reference = bundle_metadata.get("mlflow") or {}
+    run_id = reference.get("run_id") if reference.get("tracking_uri") == uri else None
+    if run_id:
+        try:
+            mlflow.get_run(run_id)
+        except MlflowException:
+            run_id = None
+    experiment = mlflow.set_experiment(config.mlflow.experiment)
+    with mlflow.start_run(run_id=run_id, run_name=config.name,
+                          experiment_id=experiment.experiment_id):
+        mlflow.set_tag("evaluated", "true")
+        mlflow.log_metrics(metrics)
+        mlflow.log_artifacts(str(report_dir), artifact_path="evaluation")
+        return mlflow.active_run().info.run_id

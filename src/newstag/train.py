@@ -1,0 +1,102 @@
+"""Stage 2: pick each task's hyperparameters on the validation split, refit, save one bundle."""
+
+import json
+import logging
+from dataclasses import dataclass
+
+import pandas as pd
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.model_selection import ParameterGrid
+from tqdm.auto import tqdm
+
+from newstag.bundle import save_bundle
+from newstag.config import ExperimentConfig, TaskConfig
+from newstag.errors import NewstagError
+from newstag.pipelines import build_pipeline
+from newstag.preprocess import load_split
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TaskResult:
+    """What training one task produced: the refitted pipeline and how it was chosen."""
+
+    pipeline: object
+    labels: list[str]
+    best_params: dict
+    validation: dict
+    candidates: list[dict]
+
+
+def bundle_path(config: ExperimentConfig):
+    return config.model_dir / "model.joblib"
+
+
+def train(config: ExperimentConfig, tracking: bool = True) -> dict:
+    """Train every task, log the run to MLflow (unless tracking is off), save the bundle."""
+    train_df, validation_df = load_split(config, "train"), load_split(config, "validation")
+    manifest = json.loads((config.processed_dir / "manifest.json").read_text())
+    run = _tracker(tracking).start_training(config, manifest)
+    with run:
+        results = {task.name: fit_task(task, train_df, validation_df, config.seed)
+                   for task in tqdm(config.tasks, desc="tasks", unit="task", leave=False)}
+        run.log_training(results, example_texts=validation_df["text"].head(3).tolist())
+    metadata = {
+        "experiment": config.name,
+        "config": config.to_dict(),
+        "tasks": {name: {"labels": r.labels, "best_params": r.best_params,
+                         "validation": r.validation} for name, r in results.items()},
+        "data_sha256": _data_sha(manifest),
+        "mlflow": run.reference(),
+    }
+    pipelines = {name: result.pipeline for name, result in results.items()}
+    return save_bundle(bundle_path(config), pipelines, metadata)
+
+
+def _tracker(enabled: bool):
+    from newstag import tracking  # MLflow itself is imported only when a run starts
+
+    return tracking if enabled else tracking.NoTracking()
+
+
+def _data_sha(manifest: dict) -> str:
+    return manifest["inputs"][0]["sha256"] if manifest.get("inputs") else ""
+
+
+def fit_task(task: TaskConfig, train_df: pd.DataFrame, validation_df: pd.DataFrame,
+             seed: int) -> TaskResult:
+    """Score each grid candidate on validation, then refit the best on train + validation."""
+    X_train, y_train = train_df["text"].tolist(), train_df[task.name].tolist()
+    X_val, y_val = validation_df["text"].tolist(), validation_df[task.name].tolist()
+    candidates = []
+    grid = list(ParameterGrid(task.grid)) or [{}]
+    for params in tqdm(grid, desc=f"{task.name} grid", unit="fit", leave=False):
+        pipeline = _fit(build_pipeline(task, seed, params), X_train, y_train, task)
+        y_pred = pipeline.predict(X_val)
+        candidates.append({"params": params, "f1_macro": _f1(y_val, y_pred),
+                           "accuracy": float(accuracy_score(y_val, y_pred))})
+    best = max(candidates, key=lambda c: c["f1_macro"])  # first of equals: grid order decides
+    log.info("%s: best %s (validation macro-F1 %.3f)", task.name, best["params"], best["f1_macro"])
+    final = _fit(build_pipeline(task, seed, best["params"]), X_train + X_val, y_train + y_val, task)
+    return TaskResult(
+        pipeline=final,
+        labels=[str(label) for label in final.classes_],
+        best_params=best["params"],
+        validation={"f1_macro": best["f1_macro"], "accuracy": best["accuracy"]},
+        candidates=candidates,
+    )
+
+
+def _fit(pipeline, X, y, task: TaskConfig):
+    if len(set(y)) < 2:
+        raise NewstagError(f"task '{task.name}': the training data has only one label; "
+                           f"a classifier needs at least two")
+    try:
+        return pipeline.fit(X, y)
+    except ValueError as exc:  # includes scikit-learn's InvalidParameterError
+        raise NewstagError(f"task '{task.name}': {str(exc).splitlines()[0]}") from None
+
+
+def _f1(y_true, y_pred) -> float:
+    return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
