@@ -70,8 +70,10 @@ class ExperimentConfig:
     description: str = ""
 
     def to_dict(self) -> dict:
-        """A plain, JSON-friendly dict of the whole config."""
-        return _plain(asdict(self))
+        """A plain, JSON-friendly dict shaped like the YAML (tasks keyed by name)."""
+        plain = _plain(asdict(self))
+        plain["tasks"] = {task.pop("name"): task for task in plain["tasks"]}
+        return plain
 
     @property
     def processed_dir(self) -> Path:

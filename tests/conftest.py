@@ -1,0 +1,57 @@
+"""Shared fixtures: the project's paths, and one sample model trained once per test session."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample" / "articles.jsonl"
+DEFAULT_EXPERIMENT = ROOT / "experiments" / "default.yaml"
+
+
+def run_newstag(*args: str, cwd: Path, env: dict | None = None, stdin: str | None = None,
+                check: bool = True) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess, as a user would."""
+    result = subprocess.run([sys.executable, "-m", "newstag", *args], cwd=cwd, input=stdin,
+                            capture_output=True, text=True, env={**os.environ, **(env or {})},
+                            timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"newstag {' '.join(args)} failed:\n{result.stderr}")
+    return result
+
+
+def sample_experiment(directory: Path, **overrides) -> Path:
+    """A copy of the default experiment whose data path points at the bundled corpus."""
+    import yaml
+
+    config = yaml.safe_load(DEFAULT_EXPERIMENT.read_text())
+    config["data"]["path"] = str(SAMPLE)
+    config.update(overrides)
+    path = directory / "experiments" / "default.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_sample(tmp_path_factory):
+    """Preprocess, train and evaluate the default experiment once, in its own folder and store."""
+    work = tmp_path_factory.mktemp("sample-project")
+    experiment = sample_experiment(work)
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"}
+    outputs = {stage: run_newstag(stage, str(experiment), cwd=work, env=env)
+               for stage in ("preprocess", "train", "evaluate")}
+    return {"dir": work, "experiment": experiment, "env": env, "outputs": outputs,
+            "model": work / "models" / "default" / "model.joblib",
+            "metrics": json.loads((work / "reports" / "default" / "metrics.json").read_text())}
+
+
+@pytest.fixture(scope="session")
+def sample_bundle(trained_sample):
+    from newstag.bundle import load_bundle
+
+    return load_bundle(trained_sample["model"])
