@@ -33,7 +33,7 @@ def sample_experiment(directory: Path, **overrides) -> Path:
     config.update(overrides)
     path = directory / "experiments" / "default.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
 

@@ -118,10 +118,8 @@ def run_predict(args) -> int:
     bundle = load_bundle(args.model)
     rows = predict_records(bundle, read_records(args.texts, args.input, args.text_column),
                            strict=args.strict)
-    if args.format == "table":
-        errors = write_table(rows, list(bundle["pipelines"]))
-    else:
-        errors = write_jsonl(rows)
+    writer = (lambda r: write_table(r, list(bundle["pipelines"]))) if args.format == "table" else write_jsonl
+    errors = writer(rows)
     if errors:
         log.warning("%d record(s) could not be tagged; see the 'error' rows", errors)
     return 0

@@ -25,11 +25,12 @@ def free_port() -> int:
 def mlflow_server(tmp_path):
     port = free_port()
     mlflow = Path(sys.executable).with_name("mlflow")
+    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 (closed in the finally below)
     process = subprocess.Popen(
         [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
          "--artifacts-destination", str(tmp_path / "server-artifacts")],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"),
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=log,
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
@@ -39,6 +40,7 @@ def mlflow_server(tmp_path):
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+        log.close()
 
 
 def wait_until_healthy(url: str, process, log: Path, timeout: float = 90) -> None:

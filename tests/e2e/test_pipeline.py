@@ -56,8 +56,8 @@ def test_sidecar_describes_the_bundle(trained_sample):
 
 def test_run_has_params_metrics_and_tags(run, trained_sample):
     assert run.info.run_name == "default" and run.info.status == "FINISHED"
-    assert run.data.params["tasks.topic.classifier"] == "logreg"
-    assert json.loads(run.data.params["tasks.topic.grid.clf__C"]) == [1, 10, 100]
+    assert run.data.params["tasks.topic.classifier"] == "complement_nb"
+    assert json.loads(run.data.params["tasks.topic.grid.clf__alpha"]) == [0.1, 0.3, 1.0]
     metrics = run.data.metrics
     for name in ("topic_accuracy", "topic_f1_macro", "tone_accuracy", "tone_f1_macro",
                  "topic_f1_sport", "tone_f1_negative", "topic_val_f1_macro"):
