@@ -13,13 +13,20 @@ PROCESSED := data/processed/$(NAME)/manifest.json
 MODEL := models/$(NAME)/model.joblib
 REPORT := reports/$(NAME)/metrics.json
 PKG := src/newstag
+BENCH_STAMP := $(VENV)/.bench-installed
+# The public corpora: ../shared/datasets when present, else data/raw (see `newstag download`).
+NEWSTAG_DATA_DIR ?= $(if $(wildcard ../shared/datasets),$(abspath ../shared/datasets),data/raw)
+export NEWSTAG_DATA_DIR
+BENCH_EXPS ?= 20newsgroups 20newsgroups_stripped bbc_news ag_news financial_phrasebank \
+	financial_phrasebank_with_duplicates econ_news_tone hyperpartisan
+BENCH_INPUTS := $(BENCH_EXPS:%=data/processed/%/manifest.json)
 FORMAT ?= table
 HOST ?= 127.0.0.1
 PORT ?= 5000
 MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 
 .DEFAULT_GOAL := help
-.PHONY: help setup preprocess train evaluate all predict ui test lint clean distclean
+.PHONY: help setup preprocess train evaluate all predict ui test lint clean distclean bench bench-quick
 
 help: ## list the targets
 	@echo "usage: make TARGET [EXP=experiments/<name>.yaml]"
@@ -33,17 +40,20 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## create .venv and install newstag with its dev tools (once)
 
-$(PROCESSED): $(EXP) $(PKG)/preprocess.py $(PKG)/clean.py $(PKG)/readers.py $(PKG)/config.py | $(STAMP)
-	$(NEWSTAG) preprocess $(EXP)
+# Stages for any experiments/<name>.yaml: real file targets, so unchanged stages do not re-run.
+data/processed/%/manifest.json: experiments/%.yaml $(PKG)/preprocess.py $(PKG)/clean.py $(PKG)/readers.py $(PKG)/corpora.py $(PKG)/config.py | $(STAMP)
+	$(NEWSTAG) preprocess $<
 
-# Written by `newstag preprocess`: the raw input files the split depends on.
--include data/processed/$(NAME)/deps.mk
+# Written by `newstag preprocess`: the raw input files each split depends on.
+-include $(wildcard data/processed/*/deps.mk)
 
-$(MODEL): $(PROCESSED) $(PKG)/train.py $(PKG)/pipelines.py $(PKG)/bundle.py | $(STAMP)
-	$(NEWSTAG) train $(EXP)
+models/%/model.joblib: data/processed/%/manifest.json $(PKG)/train.py $(PKG)/pipelines.py $(PKG)/bundle.py | $(STAMP)
+	$(NEWSTAG) train experiments/$*.yaml
 
-$(REPORT): $(MODEL) $(PKG)/evaluate.py | $(STAMP)
-	$(NEWSTAG) evaluate $(EXP)
+reports/%/metrics.json: models/%/model.joblib $(PKG)/evaluate.py | $(STAMP)
+	$(NEWSTAG) evaluate experiments/$*.yaml
+
+.PRECIOUS: data/processed/%/manifest.json models/%/model.joblib
 
 preprocess: $(PROCESSED) ## validate, clean, de-duplicate and split the experiment's data
 train: $(MODEL) ## train every task, log the run to MLflow, save models/<exp>/model.joblib
@@ -57,6 +67,16 @@ predict: export NEWSTAG_TEXT = $(TEXT)
 
 ui: $(STAMP) ## open the MLflow UI on http://127.0.0.1:5000 over the same store
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host $(HOST) --port $(PORT)
+
+$(BENCH_STAMP): pyproject.toml | $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+bench: $(BENCH_INPUTS) | $(BENCH_STAMP) ## newstag vs baseline, fastText, VADER on the public corpora: reports/bench.{json,md}
+	$(NEWSTAG) bench $(BENCH_EXPS:%=experiments/%.yaml) --out reports/bench
+
+bench-quick: $(BENCH_INPUTS) | $(BENCH_STAMP) ## the same on small subsets, to check the bench code (minutes)
+	$(NEWSTAG) bench --quick $(BENCH_EXPS:%=experiments/%.yaml) --out reports/bench-quick
 
 test: $(STAMP) ## run the test suite
 	$(BIN)/python -m pytest

@@ -13,6 +13,22 @@ SAMPLE = ROOT / "data" / "sample" / "articles.jsonl"
 DEFAULT_EXPERIMENT = ROOT / "experiments" / "default.yaml"
 
 
+def corpora_dir() -> Path:
+    """NEWSTAG_DATA_DIR, else the shared datasets folder beside the project."""
+    return Path(os.environ.get("NEWSTAG_DATA_DIR") or ROOT.parent / "shared" / "datasets")
+
+
+def need_corpus(folder: str) -> Path:
+    """The corpus folder, or skip (fail when NEWSTAG_REQUIRE_DATA=1, as in CI)."""
+    path = corpora_dir() / folder
+    if not path.is_dir():
+        message = f"corpus folder {path} not found (set NEWSTAG_DATA_DIR)"
+        if os.environ.get("NEWSTAG_REQUIRE_DATA") == "1":
+            pytest.fail(message + "; NEWSTAG_REQUIRE_DATA=1 requires it")
+        pytest.skip(message)
+    return path
+
+
 def run_newstag(*args: str, cwd: Path, env: dict | None = None, stdin: str | None = None,
                 check: bool = True) -> subprocess.CompletedProcess:
     """Run the real CLI in a subprocess, as a user would."""

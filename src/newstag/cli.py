@@ -27,10 +27,27 @@ def build_parser() -> argparse.ArgumentParser:
         stage = commands.add_parser(name, help=help_text, description=help_text)
         stage.add_argument("experiment", nargs="?", default=DEFAULT_EXPERIMENT,
                            help=f"experiment YAML (default: {DEFAULT_EXPERIMENT})")
-        if name != "preprocess":
+        if name == "preprocess":
+            stage.add_argument("--data-dir", help="folder holding the known corpora "
+                                                  "(default: $NEWSTAG_DATA_DIR or data/raw)")
+        else:
             stage.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     _add_predict(commands)
+    _add_bench(commands)
+    download = commands.add_parser("download", help="fetch a public corpus and verify its sha256")
+    download.add_argument("name", help="20newsgroups, ag_news, financial_phrasebank, hyperpartisan, ...")
+    download.add_argument("--data-dir", help="where corpora live (default: $NEWSTAG_DATA_DIR or data/raw)")
+    download.add_argument("--mirror", help="fetch MIRROR/<corpus>/<file> instead of the original URLs")
     return parser
+
+
+def _add_bench(commands) -> None:
+    bench = commands.add_parser("bench", help="compare newstag with a baseline, fastText, VADER",
+                                description="Score every method on each experiment's split or folds.")
+    bench.add_argument("experiments", nargs="+", help="experiment YAMLs (already preprocessed)")
+    bench.add_argument("--quick", action="store_true", help="a small subset: checks the code, not the science")
+    bench.add_argument("--methods", help="comma-separated subset of newstag,baseline,fasttext,vader,majority")
+    bench.add_argument("--out", default="reports/bench", help="writes OUT.json and OUT.md (default: reports/bench)")
 
 
 def _add_predict(commands) -> None:
@@ -75,13 +92,11 @@ def _quiet_libraries(debug: bool) -> None:
 
 def run_preprocess(args) -> int:
     from newstag.config import load_config
-    from newstag.preprocess import preprocess
+    from newstag.preprocess import describe_manifest, preprocess
 
     config = load_config(args.experiment)
-    manifest = preprocess(config)
-    rows = ", ".join(f"{name} {split['rows']}" for name, split in manifest["splits"].items())
-    print(f"{config.name}: {rows} rows ({manifest['duplicates_removed']} duplicates removed) "
-          f"-> {config.processed_dir}")
+    manifest = preprocess(config, args.data_dir)
+    print(describe_manifest(manifest, config))
     return 0
 
 
@@ -125,5 +140,28 @@ def run_predict(args) -> int:
     return 0
 
 
+def run_bench(args) -> int:
+    from pathlib import Path
+
+    from newstag.bench import bench, require_bench_extras, write_report
+
+    require_bench_extras()
+    methods = args.methods.split(",") if args.methods else None
+    rows = bench(args.experiments, quick=args.quick, methods=methods)
+    print(write_report(rows, Path(args.out), quick=args.quick))
+    print(f"\nwritten {args.out}.json and {args.out}.md")
+    return 0
+
+
+def run_download(args) -> int:
+    from newstag.corpora import data_dir
+    from newstag.download import download
+
+    folder = download(args.name, data_dir(args.data_dir), args.mirror)
+    print(f"{args.name}: verified and saved in {folder}")
+    return 0
+
+
 COMMANDS = {"preprocess": run_preprocess, "train": run_train, "evaluate": run_evaluate,
-            "predict": run_predict}
+            "predict": run_predict, "bench": run_bench,
+            "download": run_download}

@@ -4,7 +4,7 @@ An experiment is immutable once loaded; nothing writes it back. Relative paths i
 relative to the directory newstag runs in (the project root when run through `make`).
 """
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,20 +13,25 @@ import yaml
 from newstag.errors import NewstagError
 
 CLASSIFIERS = ("logreg", "linear_svm", "sgd", "complement_nb")
-FORMATS = ("auto", "csv", "tsv", "jsonl", "parquet")
+FORMATS = ("auto", "csv", "tsv", "jsonl", "parquet", "folder")
+PROTOCOLS = ("split", "cv")
+FEATURES = ("word", "char", "word+char")
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the raw articles are and which columns hold what."""
+    """Where the raw articles are (a file, a folder of class folders, or a known corpus by name)."""
 
-    path: str
+    path: str | None = None
+    dataset: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
     format: str = "auto"
     text_columns: tuple[str, ...] = ("text",)
     id_column: str | None = None
     split_column: str | None = None
     encoding: str = "utf-8"
     on_invalid: str = "error"
+    deduplicate: bool = True
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,7 @@ class TaskConfig:
     column: str
     labels: tuple[str, ...] | None = None
     classifier: str = "logreg"
+    features: str = "word"
     params: dict[str, Any] = field(default_factory=dict)
     grid: dict[str, list] = field(default_factory=dict)
 
@@ -58,20 +64,33 @@ class MlflowConfig:
 
 
 @dataclass(frozen=True)
+class BenchConfig:
+    """How `make bench` scores this experiment: the held-out split, or repeated stratified k-fold."""
+
+    protocol: str = "split"
+    folds: int = 5
+    repeats: int = 1
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """A whole experiment, as read from its YAML file."""
 
     name: str
-    data: DataConfig
+    data: DataConfig | None
     tasks: tuple[TaskConfig, ...]
     seed: int = 42
     split: SplitConfig = SplitConfig()
     mlflow: MlflowConfig = MlflowConfig()
+    bench: BenchConfig = BenchConfig()
     description: str = ""
+    compose: dict[str, str] = field(default_factory=dict)
+    path: str = field(default="", compare=False)
 
     def to_dict(self) -> dict:
         """A plain, JSON-friendly dict shaped like the YAML (tasks keyed by name)."""
         plain = _plain(asdict(self))
+        plain.pop("path")
         plain["tasks"] = {task.pop("name"): task for task in plain["tasks"]}
         return plain
 
@@ -112,9 +131,43 @@ def load_config(path: str | Path) -> ExperimentConfig:
     if not isinstance(raw, dict):
         raise NewstagError(f"{path}: expected a mapping of keys at the top level")
     try:
-        return _build_experiment(raw, path.stem)
+        if "compose" in raw:
+            return _build_composed(raw, path)
+        return replace(_build_experiment(raw, path.stem), path=str(path))
     except NewstagError as exc:
         raise NewstagError(f"{path}: {exc}") from None
+
+
+def task_source(config: ExperimentConfig, task: str) -> ExperimentConfig:
+    """The experiment whose data a task trains on: itself, or the one a composed experiment names."""
+    if task not in config.compose:
+        return config
+    return load_config(Path(config.path).parent / f"{config.compose[task]}.yaml")
+
+
+def _build_composed(raw: dict, path: Path) -> ExperimentConfig:
+    """An experiment whose tasks each come, with their data, from another experiment file."""
+    allowed = {"compose", "seed", "mlflow", "description"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise NewstagError(f"unknown key {', '.join(map(repr, unknown))} beside 'compose'; "
+                           f"valid keys are: {', '.join(sorted(allowed))}")
+    compose = _expect(raw["compose"], dict, "compose")
+    if not compose:
+        raise NewstagError("'compose' is empty; map each task to the experiment that trains it")
+    tasks = []
+    for task, source in compose.items():
+        source_config = load_config(path.parent / f"{_expect(source, str, f'compose.{task}')}.yaml")
+        match = [t for t in source_config.tasks if t.name == task]
+        if not match:
+            raise NewstagError(f"compose.{task}: experiment {source} has no task {task!r} "
+                               f"(it has: {', '.join(source_config.task_names)})")
+        tasks.append(match[0])
+    return ExperimentConfig(
+        name=path.stem, data=None, tasks=tuple(tasks), compose=dict(compose), path=str(path),
+        seed=_expect(raw.get("seed", 42), int, "seed"),
+        mlflow=_build_mlflow(_expect(raw.get("mlflow", {}), dict, "mlflow")),
+        description=_expect(raw.get("description", ""), str, "description"))
 
 
 def _first_line(exc: Exception) -> str:
@@ -122,7 +175,7 @@ def _first_line(exc: Exception) -> str:
 
 
 def _build_experiment(raw: dict, name: str) -> ExperimentConfig:
-    _check_keys(raw, ExperimentConfig, "top level", exclude={"name"})
+    _check_keys(raw, ExperimentConfig, "top level", exclude={"name", "path"})
     for required in ("data", "tasks"):
         if required not in raw:
             raise NewstagError(f"missing required key '{required}'")
@@ -136,24 +189,29 @@ def _build_experiment(raw: dict, name: str) -> ExperimentConfig:
         seed=_expect(raw.get("seed", 42), int, "seed"),
         split=_build_split(_expect(raw.get("split", {}), dict, "split")),
         mlflow=_build_mlflow(_expect(raw.get("mlflow", {}), dict, "mlflow")),
+        bench=_build_bench(_expect(raw.get("bench", {}), dict, "bench")),
         description=_expect(raw.get("description", ""), str, "description"),
     )
 
 
 def _build_data(raw: dict) -> DataConfig:
     _check_keys(raw, DataConfig, "data")
-    if "path" not in raw:
-        raise NewstagError("missing required key 'data.path' (the raw articles file)")
+    if ("path" in raw) == ("dataset" in raw):
+        raise NewstagError("set exactly one of 'data.path' (your own file or folder) and "
+                           "'data.dataset' (a known corpus, e.g. bbc_news)")
     columns = raw.get("text_columns", ["text"])
     columns = [columns] if isinstance(columns, str) else _expect(columns, list, "data.text_columns")
     data = DataConfig(
-        path=_expect(raw["path"], str, "data.path"),
+        path=_optional_str(raw.get("path"), "data.path"),
+        dataset=_optional_str(raw.get("dataset"), "data.dataset"),
+        options=_expect(raw.get("options", {}), dict, "data.options"),
         format=_expect(raw.get("format", "auto"), str, "data.format"),
         text_columns=tuple(_expect(column, str, "data.text_columns[]") for column in columns),
         id_column=_optional_str(raw.get("id_column"), "data.id_column"),
         split_column=_optional_str(raw.get("split_column"), "data.split_column"),
         encoding=_expect(raw.get("encoding", "utf-8"), str, "data.encoding"),
         on_invalid=_expect(raw.get("on_invalid", "error"), str, "data.on_invalid"),
+        deduplicate=_expect(raw.get("deduplicate", True), bool, "data.deduplicate"),
     )
     _check_choice(data.format, FORMATS, "data.format")
     _check_choice(data.on_invalid, ("error", "drop"), "data.on_invalid")
@@ -189,10 +247,12 @@ def _build_task(name: str, raw) -> TaskConfig:
         column=_expect(raw.get("column", name), str, f"{where}.column"),
         labels=labels,
         classifier=_expect(raw.get("classifier", "logreg"), str, f"{where}.classifier"),
+        features=_expect(raw.get("features", "word"), str, f"{where}.features"),
         params=_expect(raw.get("params", {}), dict, f"{where}.params"),
         grid=grid,
     )
     _check_choice(task.classifier, CLASSIFIERS, f"{where}.classifier")
+    _check_choice(task.features, FEATURES, f"{where}.features")
     return task
 
 
@@ -202,6 +262,19 @@ def _build_mlflow(raw: dict) -> MlflowConfig:
         experiment=_expect(raw.get("experiment", "newstag"), str, "mlflow.experiment"),
         register=_expect(raw.get("register", True), bool, "mlflow.register"),
     )
+
+
+def _build_bench(raw: dict) -> BenchConfig:
+    _check_keys(raw, BenchConfig, "bench")
+    bench = BenchConfig(
+        protocol=_expect(raw.get("protocol", "split"), str, "bench.protocol"),
+        folds=_expect(raw.get("folds", 5), int, "bench.folds"),
+        repeats=_expect(raw.get("repeats", 1), int, "bench.repeats"),
+    )
+    _check_choice(bench.protocol, PROTOCOLS, "bench.protocol")
+    if bench.folds < 2 or bench.repeats < 1:
+        raise NewstagError("bench.folds must be at least 2 and bench.repeats at least 1")
+    return bench
 
 
 def _check_keys(raw: dict, cls, where: str, exclude: frozenset | set = frozenset()) -> None:

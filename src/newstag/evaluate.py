@@ -7,7 +7,7 @@ import pandas as pd
 from sklearn.metrics import classification_report
 
 from newstag.bundle import load_bundle
-from newstag.config import ExperimentConfig
+from newstag.config import ExperimentConfig, task_source
 from newstag.files import atomic_path, write_json
 from newstag.pipelines import top_terms
 from newstag.plots import confusion_figure, save_figure
@@ -21,16 +21,17 @@ MISCLASSIFIED_SAMPLE = 25
 def evaluate(config: ExperimentConfig, tracking: bool = True) -> dict:
     """Write reports/<experiment>/ (metrics.json last, as the stage's target) and log to MLflow."""
     bundle = load_bundle(bundle_path(config))
-    test = load_split(config, "test")
+    tests = {task: load_split(task_source(config, task), "test") for task in bundle["pipelines"]}
     out = config.report_dir
     out.mkdir(parents=True, exist_ok=True)
-    results = {task: score_task(task, pipeline, test, out)
+    results = {task: score_task(task, pipeline, tests[task], out)
                for task, pipeline in bundle["pipelines"].items()}
     write_json(out / "top_terms.json",
                {task: top_terms(pipeline) for task, pipeline in bundle["pipelines"].items()})
-    _write_misclassified(out / "misclassified.jsonl", test, results)
-    metrics = {task: result["metrics"] for task, result in results.items()}
-    summary = {"experiment": config.name, "test_rows": len(test), "tasks": metrics}
+    _write_misclassified(out / "misclassified.jsonl", tests, results)
+    metrics = {task: {**result["metrics"], "test_rows": len(tests[task])}
+               for task, result in results.items()}
+    summary = {"experiment": config.name, "tasks": metrics}
     if tracking:
         from newstag.tracking import log_evaluation
 
@@ -73,9 +74,10 @@ def flat_metrics(metrics: dict) -> dict[str, float]:
     return flat
 
 
-def _write_misclassified(path, test: pd.DataFrame, results: dict) -> None:
+def _write_misclassified(path, tests: dict[str, pd.DataFrame], results: dict) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
         for task, result in results.items():
+            test = tests[task]
             for index, true, predicted in result["wrong"][:MISCLASSIFIED_SAMPLE]:
                 row = {"task": task, "id": test["id"].iloc[index], "true": true,
                        "predicted": predicted, "text": test["text"].iloc[index][:400]}
@@ -84,7 +86,8 @@ def _write_misclassified(path, test: pd.DataFrame, results: dict) -> None:
 
 def format_summary(summary: dict) -> str:
     """A short table of test scores for people."""
-    lines = [f"{'task':<12} {'accuracy':>9} {'macro-F1':>9}   (test rows: {summary['test_rows']})"]
+    lines = [f"{'task':<14} {'accuracy':>9} {'macro-F1':>9} {'test rows':>10}"]
     for task, values in summary["tasks"].items():
-        lines.append(f"{task:<12} {values['accuracy']:>9.3f} {values['f1_macro']:>9.3f}")
+        lines.append(f"{task:<14} {values['accuracy']:>9.3f} {values['f1_macro']:>9.3f} "
+                     f"{values['test_rows']:>10}")
     return "\n".join(lines)

@@ -1,7 +1,9 @@
 """Stage 1: raw articles in, validated, cleaned, de-duplicated train/validation/test splits out."""
 
 import logging
+import re
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -9,33 +11,85 @@ from sklearn.model_selection import train_test_split
 
 from newstag import __version__
 from newstag.clean import clean_text, dedup_key
-from newstag.config import ExperimentConfig
+from newstag.config import ExperimentConfig, task_source
 from newstag.errors import NewstagError
-from newstag.files import atomic_path, sha256_file, write_json
+from newstag.files import atomic_path, sha256_file, sha256_path, sha256_text, write_json
+from newstag.corpora import data_dir as corpora_dir
+from newstag.corpora import load_corpus, read_class_folders
 from newstag.readers import read_table
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
+ARCHIVES = (".tar.gz", ".tgz", ".tar", ".zip")
+_NOT_ALNUM = re.compile(r"[^0-9a-z]+")
 SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validation",
                  "valid": "validation", "val": "validation", "dev": "validation", "test": "test"}
 
 
-def preprocess(config: ExperimentConfig) -> dict:
+def preprocess(config: ExperimentConfig, data_dir: str | None = None) -> dict:
     """Run the whole stage for one experiment and return its manifest."""
-    source = Path(config.data.path)
-    raw = read_table(source, config.data.format, config.data.encoding)
+    if config.compose:
+        return _preprocess_sources(config, data_dir)
+    raw, files = load_raw(config, data_dir)
+    config = _without_missing_official_split(config, raw)
+    source = files[0] if config.data.path else f"dataset {config.data.dataset}"
     articles, dropped = build_articles(raw, config, source)
-    articles, duplicates = drop_duplicates(articles)
+    if config.data.deduplicate:
+        articles, duplicates = drop_duplicates(articles, body=_body(raw, config, articles))
+    else:
+        duplicates = {"removed": 0, "note": "de-duplication switched off (data.deduplicate)"}
     log.info("read %d rows from %s; dropped %d invalid, %d duplicates",
-             len(raw), source, sum(dropped.values()), duplicates)
+             len(raw), source, sum(dropped.values()), duplicates["removed"])
     splits = split_articles(articles, config)
-    return write_splits(splits, config, source, len(raw), dropped, duplicates)
+    return write_splits(splits, config, files, len(raw), dropped, duplicates)
+
+
+def _preprocess_sources(config: ExperimentConfig, data_dir: str | None) -> dict:
+    """A composed experiment: preprocess each source experiment; the manifest points at theirs."""
+    sources = {task.name: task_source(config, task.name) for task in config.tasks}
+    manifests = {task: preprocess(source, data_dir) for task, source in sources.items()}
+    inputs = [item for manifest in manifests.values() for item in manifest["inputs"]]
+    manifest = {
+        "experiment": config.name,
+        "newstag_version": __version__,
+        "inputs": inputs,
+        "data_sha256": sha256_text("".join(item["sha256"] for item in inputs)),
+        "sources": {task: str(sources[task].processed_dir / "manifest.json") for task in sources},
+        "splits": {task: m["splits"] for task, m in manifests.items()},
+    }
+    write_json(config.processed_dir / "manifest.json", manifest)
+    _write_deps(config.processed_dir, [Path(item["path"]) for item in inputs])
+    return manifest
+
+
+def _without_missing_official_split(config: ExperimentConfig, raw: pd.DataFrame) -> ExperimentConfig:
+    """A known corpus may lack its official split here (AG News without train.csv): split it ourselves."""
+    column = config.data.split_column
+    if not config.data.dataset or not column or column in raw.columns:
+        return config
+    log.warning("dataset %s has no official split here; using a stratified, seeded split",
+                config.data.dataset)
+    return replace(config, data=replace(config.data, split_column=None))
+
+
+def load_raw(config: ExperimentConfig, data_dir: str | None = None) -> tuple[pd.DataFrame, list[Path]]:
+    """The raw table and the files it came from: a known corpus, a class-folder tree, or a table."""
+    if config.data.dataset:
+        corpus = load_corpus(config.data.dataset, corpora_dir(data_dir), config.data.options)
+        return corpus.frame, corpus.files
+    path = Path(config.data.path)
+    if config.data.format == "folder" or path.is_dir() or path.name.endswith(ARCHIVES):
+        if not path.exists():
+            raise NewstagError(f"{path}: not found; check data.path in the experiment")
+        return read_class_folders(path), [path]
+    return read_table(path, config.data.format, config.data.encoding), [path]
 
 
 def build_articles(raw: pd.DataFrame, config: ExperimentConfig, source: Path):
     """Check columns and values, clean the text; return (articles, counts of dropped rows)."""
     _check_columns(raw, config, source)
-    articles = pd.DataFrame({"id": _ids(raw, config), "text": _joined_text(raw, config)})
+    articles = pd.DataFrame({"id": _ids(raw, config), "text": _joined_text(raw, config),
+                             "source_row": raw.index})
     for task in config.tasks:
         articles[task.name] = raw[task.column].map(_label)
     if config.data.split_column:
@@ -112,11 +166,48 @@ def _check_unique_ids(articles: pd.DataFrame, source: Path) -> None:
                            f"unique (or leave data.id_column unset to number the rows)")
 
 
-def drop_duplicates(articles: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """Keep the first of every group of articles with the same normalised text."""
-    keys = articles["text"].map(dedup_key)
-    keep = ~keys.duplicated()
-    return articles[keep].reset_index(drop=True), int((~keep).sum())
+def _body(raw: pd.DataFrame, config: ExperimentConfig, articles: pd.DataFrame) -> pd.Series | None:
+    """The last text column alone, when there are several (BBC repeats bodies under new headlines)."""
+    if len(config.data.text_columns) < 2:
+        return None
+    body = raw[config.data.text_columns[-1]].loc[articles["source_row"]]
+    return body.map(lambda v: "" if pd.isna(v) else str(v)).reset_index(drop=True)
+
+
+def drop_duplicates(articles: pd.DataFrame, body: pd.Series | None = None) -> tuple[pd.DataFrame, dict]:
+    """Remove exact and near-exact duplicates, keeping test copies over training ones.
+
+    Exact: the same text after cleaning and case-folding. Near-exact: the same letters and digits
+    once punctuation and spacing are ignored, or the same body under a different headline.
+    """
+    order = _keep_priority(articles)
+    seen: dict[str, str | None] = {}
+    report = {"exact": {"within_split": 0, "across_splits": 0},
+              "near_exact": {"within_split": 0, "across_splits": 0}}
+    drop = []
+    for index in order:
+        split = articles.at[index, "split"] if "split" in articles else None
+        exact = dedup_key(articles.at[index, "text"])
+        keys = [("exact", exact), ("near_exact", _NOT_ALNUM.sub(" ", exact).strip())]
+        if body is not None and len(body.iat[index].split()) >= 20:
+            keys.append(("near_exact", "body:" + _NOT_ALNUM.sub(" ", dedup_key(body.iat[index]))))
+        match = next(((kind, key) for kind, key in keys if key in seen), None)
+        if match:
+            kind, key = match
+            report[kind]["within_split" if seen[key] == split else "across_splits"] += 1
+            drop.append(index)
+        for _kind, key in keys:
+            seen.setdefault(key, split)
+    report["removed"] = len(drop)
+    return articles.drop(index=drop).reset_index(drop=True), report
+
+
+def _keep_priority(articles: pd.DataFrame) -> list[int]:
+    """Row order for de-duplication: test rows first, so a test article's twin leaves training."""
+    if "split" not in articles:
+        return list(articles.index)
+    rank = articles["split"].map({"test": 0, "validation": 1, "train": 2}).fillna(3)
+    return list(rank.sort_values(kind="stable").index)
 
 
 def split_articles(articles: pd.DataFrame, config: ExperimentConfig) -> dict[str, pd.DataFrame]:
@@ -168,22 +259,25 @@ def _stratified(frame: pd.DataFrame, share: float, strata: pd.Series, seed: int)
     return first.sort_index(), second.sort_index()
 
 
-def write_splits(splits, config, source: Path, rows_read: int, dropped: dict, duplicates: int):
+def write_splits(splits, config, files: list[Path], rows_read: int, dropped: dict, duplicates: dict):
     """Write each split as Parquet plus a manifest and a Make dependency file, all atomically."""
     out = config.processed_dir
+    inputs = [{"path": str(path), "sha256": sha256_path(path)} for path in files]
     manifest = {
         "experiment": config.name,
         "newstag_version": __version__,
-        "inputs": [{"path": str(source), "sha256": sha256_file(source)}],
+        "inputs": inputs,
+        "data_sha256": sha256_text("".join(item["sha256"] for item in inputs)),
         "rows_read": rows_read,
         "rows_dropped": dropped,
-        "duplicates_removed": duplicates,
+        "duplicates_removed": duplicates["removed"],
+        "duplicates": duplicates,
         "splits": {},
     }
     for name, frame in splits.items():
         path = out / f"{name}.parquet"
         with atomic_path(path) as tmp:
-            frame.reset_index(drop=True).to_parquet(tmp, index=False)
+            frame.drop(columns="source_row").reset_index(drop=True).to_parquet(tmp, index=False)
         manifest["splits"][name] = {
             "path": str(path),
             "sha256": sha256_file(path),
@@ -191,7 +285,7 @@ def write_splits(splits, config, source: Path, rows_read: int, dropped: dict, du
             "labels": {task: _counts(frame[task]) for task in config.task_names},
         }
     write_json(out / "manifest.json", manifest)
-    _write_deps(out, source)
+    _write_deps(out, files)
     return manifest
 
 
@@ -199,13 +293,23 @@ def _counts(labels: pd.Series) -> dict[str, int]:
     return {str(label): int(count) for label, count in sorted(labels.value_counts().items())}
 
 
-def _write_deps(out: Path, source: Path) -> None:
+def _write_deps(out: Path, files: list[Path]) -> None:
     """Tell Make which raw file the manifest depends on, so an edited input re-runs this stage."""
     def escape(path) -> str:
         return str(path).replace(" ", "\\ ")
 
     with atomic_path(out / "deps.mk") as tmp:
-        tmp.write_text(f"{escape(out / 'manifest.json')}: {escape(source)}\n")
+        tmp.write_text(f"{escape(out / 'manifest.json')}: {' '.join(map(escape, files))}\n")
+
+
+def describe_manifest(manifest: dict, config: ExperimentConfig) -> str:
+    """One line per experiment for people: rows per split and duplicates removed."""
+    if "sources" in manifest:
+        return f"{config.name}: composed of " + ", ".join(
+            f"{task} from {Path(path).parent.name}" for task, path in manifest["sources"].items())
+    rows = ", ".join(f"{name} {split['rows']}" for name, split in manifest["splits"].items())
+    return (f"{config.name}: {rows} rows ({manifest['duplicates_removed']} duplicates removed) "
+            f"-> {config.processed_dir}")
 
 
 def load_split(config: ExperimentConfig, name: str) -> pd.DataFrame:

@@ -81,7 +81,7 @@ class TrainingRun:
         experiment = mlflow.set_experiment(config.mlflow.experiment)
         self.run = mlflow.start_run(run_name=config.name, experiment_id=experiment.experiment_id,
                                     tags={"git_commit": git_commit(),
-                                          "data_sha256": manifest["inputs"][0]["sha256"],
+                                          "data_sha256": manifest["data_sha256"],
                                           "experiment_file": config.name, "stage": "train"})
         mlflow.log_params(flatten(config.to_dict()))
         mlflow.log_dict(config.to_dict(), "config.json")

@@ -10,7 +10,7 @@ from sklearn.model_selection import ParameterGrid
 from tqdm.auto import tqdm
 
 from newstag.bundle import save_bundle
-from newstag.config import ExperimentConfig, TaskConfig
+from newstag.config import ExperimentConfig, TaskConfig, task_source
 from newstag.errors import NewstagError
 from newstag.pipelines import build_pipeline
 from newstag.preprocess import load_split
@@ -35,19 +35,22 @@ def bundle_path(config: ExperimentConfig):
 
 def train(config: ExperimentConfig, tracking: bool = True) -> dict:
     """Train every task, log the run to MLflow (unless tracking is off), save the bundle."""
-    train_df, validation_df = load_split(config, "train"), load_split(config, "validation")
     manifest = json.loads((config.processed_dir / "manifest.json").read_text())
     run = _tracker(tracking).start_training(config, manifest)
     with run:
-        results = {task.name: fit_task(task, train_df, validation_df, config.seed)
-                   for task in tqdm(config.tasks, desc="tasks", unit="task", leave=False)}
-        run.log_training(results, example_texts=validation_df["text"].head(3).tolist())
+        results, examples = {}, []
+        for task in tqdm(config.tasks, desc="tasks", unit="task", leave=False):
+            source = task_source(config, task.name)
+            train_df, validation_df = load_split(source, "train"), load_split(source, "validation")
+            results[task.name] = fit_task(task, train_df, validation_df, config.seed)
+            examples = examples or validation_df["text"].head(3).tolist()
+        run.log_training(results, example_texts=examples)
     metadata = {
         "experiment": config.name,
         "config": config.to_dict(),
         "tasks": {name: {"labels": r.labels, "best_params": r.best_params,
                          "validation": r.validation} for name, r in results.items()},
-        "data_sha256": _data_sha(manifest),
+        "data_sha256": manifest["data_sha256"],
         "mlflow": run.reference(),
     }
     pipelines = {name: result.pipeline for name, result in results.items()}
@@ -60,22 +63,13 @@ def _tracker(enabled: bool):
     return tracking if enabled else tracking.NoTracking()
 
 
-def _data_sha(manifest: dict) -> str:
-    return manifest["inputs"][0]["sha256"] if manifest.get("inputs") else ""
-
-
 def fit_task(task: TaskConfig, train_df: pd.DataFrame, validation_df: pd.DataFrame,
              seed: int) -> TaskResult:
     """Score each grid candidate on validation, then refit the best on train + validation."""
     X_train, y_train = train_df["text"].tolist(), train_df[task.name].tolist()
     X_val, y_val = validation_df["text"].tolist(), validation_df[task.name].tolist()
-    candidates = []
     grid = list(ParameterGrid(task.grid)) or [{}]
-    for params in tqdm(grid, desc=f"{task.name} grid", unit="fit", leave=False):
-        pipeline = _fit(build_pipeline(task, seed, params), X_train, y_train, task)
-        y_pred = pipeline.predict(X_val)
-        candidates.append({"params": params, "f1_macro": _f1(y_val, y_pred),
-                           "accuracy": float(accuracy_score(y_val, y_pred))})
+    candidates = score_candidates(task, grid, (X_train, y_train), (X_val, y_val), seed)
     best = max(candidates, key=lambda c: c["f1_macro"])  # first of equals: grid order decides
     log.info("%s: best %s (validation macro-F1 %.3f)", task.name, best["params"], best["f1_macro"])
     final = _fit(build_pipeline(task, seed, best["params"]), X_train + X_val, y_train + y_val, task)
@@ -86,6 +80,31 @@ def fit_task(task: TaskConfig, train_df: pd.DataFrame, validation_df: pd.DataFra
         validation={"f1_macro": best["f1_macro"], "accuracy": best["accuracy"]},
         candidates=candidates,
     )
+
+
+def score_candidates(task: TaskConfig, grid: list[dict], train, validation, seed: int) -> list[dict]:
+    """Validation scores of every candidate. When only classifier settings vary, the TF-IDF
+    features are fitted once and shared, which is most of the cost on large corpora."""
+    (X_train, y_train), (X_val, y_val) = train, validation
+    shared = all(key.startswith("clf__") for params in grid for key in params)
+    if shared:
+        vect = build_pipeline(task, seed).named_steps["vect"]
+        X_train, X_val = _fit_transform(vect, X_train, task), vect.transform(X_val)
+    candidates = []
+    for params in tqdm(grid, desc=f"{task.name} grid", unit="fit", leave=False):
+        model = build_pipeline(task, seed, params)
+        model = model.named_steps["clf"] if shared else model
+        y_pred = _fit(model, X_train, y_train, task).predict(X_val)
+        candidates.append({"params": params, "f1_macro": _f1(y_val, y_pred),
+                           "accuracy": float(accuracy_score(y_val, y_pred))})
+    return candidates
+
+
+def _fit_transform(vect, X, task: TaskConfig):
+    try:
+        return vect.fit_transform(X)
+    except ValueError as exc:  # e.g. min_df/max_df leave no terms
+        raise NewstagError(f"task '{task.name}': {str(exc).splitlines()[0]}") from None
 
 
 def _fit(pipeline, X, y, task: TaskConfig):

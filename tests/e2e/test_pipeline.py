@@ -65,7 +65,7 @@ def test_run_has_params_metrics_and_tags(run, trained_sample):
     expected = trained_sample["metrics"]["tasks"]["topic"]["f1_macro"]
     assert metrics["topic_f1_macro"] == pytest.approx(expected)
     manifest = json.loads((trained_sample["dir"] / "data/processed/default/manifest.json").read_text())
-    assert run.data.tags["data_sha256"] == manifest["inputs"][0]["sha256"]
+    assert run.data.tags["data_sha256"] == manifest["data_sha256"]
     assert "git_commit" in run.data.tags
 
 

@@ -1,0 +1,299 @@
+"""`newstag bench`: newstag beside a plain scikit-learn baseline, fastText, VADER and the majority
+class, on the same rows, splits and folds, with accuracy, macro-F1, time, throughput and memory.
+
+Each (experiment, task, method) runs in a fresh process so that its peak memory is its own.
+"""
+
+import io
+import json
+import logging
+import multiprocessing
+import re
+import resource
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
+
+from newstag.config import ExperimentConfig, TaskConfig, load_config
+from newstag.errors import NewstagError
+from newstag.files import write_json
+
+log = logging.getLogger(__name__)
+TONES = {"negative", "neutral", "positive"}
+QUICK_ROWS = 1200
+
+
+@dataclass
+class Fold:
+    """Rows to fit on (train, validation for model selection) and rows to score."""
+
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame
+
+
+def folds(config: ExperimentConfig, task: str, quick: bool = False) -> list[Fold]:
+    """The held-out split, or repeated stratified k-fold with a validation split inside training."""
+    from newstag.preprocess import load_split
+
+    parts = {name: load_split(config, name) for name in ("train", "validation", "test")}
+    if config.bench.protocol == "split":
+        if quick:
+            parts = {name: _sample(frame, task, QUICK_ROWS // 2, config.seed)
+                     for name, frame in parts.items()}
+        return [Fold(parts["train"], parts["validation"], parts["test"])]
+    rows = pd.concat(parts.values(), ignore_index=True)
+    rows = _sample(rows, task, QUICK_ROWS, config.seed) if quick else rows
+    n_splits, repeats = (2, 1) if quick else (config.bench.folds, config.bench.repeats)
+    splitter = RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=repeats, random_state=config.seed)
+    result = []
+    for train_index, test_index in splitter.split(rows, rows[task]):
+        training = rows.iloc[train_index]
+        train, validation = train_test_split(training, test_size=config.split.validation,
+                                             stratify=training[task], random_state=config.seed)
+        result.append(Fold(train, validation, rows.iloc[test_index]))
+    return result
+
+
+def _sample(frame: pd.DataFrame, task: str, size: int, seed: int) -> pd.DataFrame:
+    if len(frame) <= size:
+        return frame
+    sample, _ = train_test_split(frame, train_size=size, stratify=frame[task], random_state=seed)
+    return sample
+
+
+# ---- the methods: each fits on a Fold and returns (predict function, model size in bytes) -------
+
+def fit_newstag(task: TaskConfig, fold: Fold, seed: int, quick: bool):
+    from newstag.train import fit_task
+
+    pipeline = fit_task(task, fold.train, fold.validation, seed).pipeline
+    return pipeline.predict, _pickled_size(pipeline)
+
+
+def fit_baseline(task: TaskConfig, fold: Fold, seed: int, quick: bool):
+    """The plain five-line baseline: default TfidfVectorizer + LinearSVC."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.svm import LinearSVC
+
+    train = pd.concat([fold.train, fold.validation])
+    pipeline = make_pipeline(TfidfVectorizer(), LinearSVC()).fit(train["text"], train[task.name])
+    return pipeline.predict, _pickled_size(pipeline)
+
+
+def fit_majority(task: TaskConfig, fold: Fold, seed: int, quick: bool):
+    label = pd.concat([fold.train, fold.validation])[task.name].value_counts().idxmax()
+    return (lambda texts: np.array([label] * len(texts))), 0
+
+
+def fit_vader(task: TaskConfig, fold: Fold, seed: int, quick: bool):
+    """VADER's compound score with its authors' thresholds: >= 0.05 positive, <= -0.05 negative."""
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    analyzer = SentimentIntensityAnalyzer()
+
+    def predict(texts):
+        scores = [analyzer.polarity_scores(text)["compound"] for text in texts]
+        return np.array(["positive" if s >= 0.05 else "negative" if s <= -0.05 else "neutral"
+                         for s in scores])
+    return predict, 0
+
+
+FASTTEXT_GRID = {"epoch": [5, 10, 25], "lr": [0.1, 0.5, 1.0]}
+
+
+def fit_fasttext(task: TaskConfig, fold: Fold, seed: int, quick: bool):
+    """fastText supervised with word bigrams; epochs and learning rate chosen on validation."""
+    import fasttext
+
+    grid = {"epoch": [5], "lr": [0.5]} if quick else FASTTEXT_GRID
+    with tempfile.TemporaryDirectory(prefix="newstag-bench-") as tmp:
+        train_file = _fasttext_file(fold.train, task.name, Path(tmp) / "train.txt")
+        candidates = []
+        for epoch in grid["epoch"]:
+            for lr in grid["lr"]:
+                model = _fasttext_train(fasttext, train_file, epoch, lr, seed)
+                predicted = _fasttext_predict(model, fold.validation["text"])
+                candidates.append((accuracy_score(fold.validation[task.name], predicted), epoch, lr))
+        _, epoch, lr = max(candidates, key=lambda c: c[0])
+        both = _fasttext_file(pd.concat([fold.train, fold.validation]), task.name,
+                              Path(tmp) / "all.txt")
+        model = _fasttext_train(fasttext, both, epoch, lr, seed)
+        model.save_model(str(Path(tmp) / "model.bin"))
+        size = (Path(tmp) / "model.bin").stat().st_size
+    return (lambda texts: _fasttext_predict(model, texts)), size
+
+
+def _fasttext_tokens(text: str) -> str:
+    """fastText's usual preparation: lower case, punctuation split off, one line."""
+    return " ".join(re.sub(r"([^\w\s])", r" \1 ", text.lower()).split())
+
+
+def _fasttext_file(frame: pd.DataFrame, task: str, path: Path) -> str:
+    lines = (f"__label__{label.replace(' ', '_')} {_fasttext_tokens(text)}"
+             for label, text in zip(frame[task], frame["text"], strict=True))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def _fasttext_train(fasttext, path: str, epoch: int, lr: float, seed: int):
+    return fasttext.train_supervised(path, epoch=epoch, lr=lr, wordNgrams=2, dim=50, minCount=1,
+                                     thread=2, seed=seed, verbose=0)
+
+
+def _fasttext_predict(model, texts) -> np.ndarray:
+    labels, _ = model.predict([_fasttext_tokens(text) for text in texts])
+    return np.array([label[0].removeprefix("__label__") for label in labels])
+
+
+def _pickled_size(model) -> int:
+    buffer = io.BytesIO()
+    joblib.dump(model, buffer, compress=3)
+    return buffer.tell()
+
+
+METHODS = {"newstag": fit_newstag, "baseline": fit_baseline, "fasttext": fit_fasttext,
+           "vader": fit_vader, "majority": fit_majority}
+
+
+def methods_for(labels: set[str]) -> list[str]:
+    """Every task gets newstag, the baseline, fastText and the majority class; tone tasks VADER too."""
+    base = ["newstag", "baseline", "fasttext"]
+    return base + (["vader", "majority"] if labels <= TONES else ["majority"])
+
+
+# ---- running and reporting -------------------------------------------------------------------
+
+def run_method(experiment: str, task_name: str, method: str, quick: bool) -> dict:
+    """Score one method on every fold of one task (runs inside a fresh process)."""
+    logging.disable(logging.INFO)
+    config = load_config(experiment)
+    task = next(t for t in config.tasks if t.name == task_name)
+    scores, train_seconds, predict_seconds, predicted_rows, size = [], 0.0, 0.0, 0, 0
+    for fold in folds(config, task_name, quick):
+        start = time.perf_counter()
+        predict, size = METHODS[method](task, fold, config.seed, quick)
+        train_seconds += time.perf_counter() - start
+        start = time.perf_counter()
+        y_pred = predict(fold.test["text"].tolist())
+        predict_seconds += time.perf_counter() - start
+        predicted_rows += len(fold.test)
+        y_true = fold.test[task_name].astype(str)
+        scores.append((accuracy_score(y_true, y_pred),
+                       f1_score(y_true, y_pred, average="macro", zero_division=0)))
+    accuracy, f1 = np.array(scores).T
+    return {"experiment": config.name, "task": task_name, "method": method,
+            "protocol": config.bench.protocol, "folds": len(scores),
+            "accuracy": float(accuracy.mean()), "accuracy_std": float(accuracy.std()),
+            "f1_macro": float(f1.mean()), "train_seconds": train_seconds / len(scores),
+            "predict_per_second": predicted_rows / max(predict_seconds, 1e-9),
+            "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "model_mb": size / 2**20}
+
+
+def run_isolated(experiment: str, task: str, method: str, quick: bool) -> dict:
+    """run_method in a new process, so peak memory is measured per method."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1, maxtasksperchild=1) as pool:
+        return pool.apply(run_method, (experiment, task, method, quick))
+
+
+def bench(experiments: list[str], quick: bool = False, methods: list[str] | None = None) -> list[dict]:
+    """Run every applicable method on every task of every experiment; return the result rows."""
+    from tqdm.auto import tqdm
+
+    jobs = []
+    for experiment in experiments:
+        config = load_config(experiment)
+        for task in config.tasks:
+            labels = set(task.labels or _labels_seen(config, task.name))
+            jobs += [(experiment, task.name, method) for method in methods_for(labels)
+                     if methods is None or method in methods]
+    rows = []
+    for experiment, task, method in tqdm(jobs, desc="bench", unit="run"):
+        rows.append(run_isolated(experiment, task, method, quick))
+        log.info("%s/%s %s: accuracy %.4f", rows[-1]["experiment"], task, method, rows[-1]["accuracy"])
+    return rows
+
+
+def _labels_seen(config: ExperimentConfig, task: str) -> set[str]:
+    from newstag.preprocess import load_split
+
+    return set(load_split(config, "train")[task].astype(str))
+
+
+def with_ratios(rows: list[dict]) -> list[dict]:
+    """Add each row's accuracy difference and time ratio to fastText on the same task."""
+    fasttext = {(r["experiment"], r["task"]): r for r in rows if r["method"] == "fasttext"}
+    for row in rows:
+        reference = fasttext.get((row["experiment"], row["task"]))
+        if reference:
+            row["accuracy_vs_fasttext"] = row["accuracy"] - reference["accuracy"]
+            row["train_time_vs_fasttext"] = row["train_seconds"] / max(reference["train_seconds"], 1e-9)
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The figures as a Markdown table, one row per (corpus, task, method)."""
+    head = ("| corpus | task | method | protocol | accuracy | macro-F1 | train s | articles/s "
+            "| peak MB | model MB | acc. − fastText | train time ÷ fastText |")
+    lines = [head, "|" + " --- |" * 12]
+    for r in rows:
+        delta = f"{r['accuracy_vs_fasttext']:+.4f}" if "accuracy_vs_fasttext" in r else ""
+        ratio = f"{r['train_time_vs_fasttext']:.2f}" if "train_time_vs_fasttext" in r else ""
+        protocol = "split" if r["protocol"] == "split" else f"cv ({r['folds']} folds)"
+        lines.append(f"| {r['experiment']} | {r['task']} | {r['method']} | {protocol} "
+                     f"| {r['accuracy']:.4f} | {r['f1_macro']:.4f} | {r['train_seconds']:.1f} "
+                     f"| {r['predict_per_second']:,.0f} | {r['peak_memory_mb']:.0f} "
+                     f"| {r['model_mb']:.1f} | {delta} | {ratio} |")
+    return "\n".join(lines)
+
+
+def write_report(rows: list[dict], out: Path, quick: bool) -> str:
+    """Write <out>.json and <out>.md; log both and the figures to the MLflow experiment 'bench'."""
+    rows = with_ratios(rows)
+    table = markdown_table(rows)
+    write_json(out.with_suffix(".json"), {"quick": quick, "results": rows})
+    out.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
+    _log_to_mlflow(rows, out, quick)
+    return table
+
+
+def _log_to_mlflow(rows: list[dict], out: Path, quick: bool) -> None:
+    import mlflow
+
+    from newstag.tracking import check_reachable, metric_name, tracking_uri
+
+    uri = tracking_uri()
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("bench")
+    with mlflow.start_run(run_name="bench-quick" if quick else "bench"):
+        for row in rows:
+            prefix = (row["experiment"], row["task"], row["method"])
+            mlflow.log_metrics({metric_name(*prefix, key): float(row[key]) for key in
+                                ("accuracy", "f1_macro", "train_seconds", "predict_per_second",
+                                 "peak_memory_mb", "model_mb")})
+        mlflow.log_artifact(str(out.with_suffix(".json")))
+        mlflow.log_artifact(str(out.with_suffix(".md")))
+
+
+def require_bench_extras() -> None:
+    for module, package in (("fasttext", "fasttext-wheel"), ("vaderSentiment", "vaderSentiment")):
+        try:
+            __import__(module)
+        except ImportError:
+            raise NewstagError(f"`{module}` is not installed; run `make bench` (it installs "
+                               f"the bench extra) or pip install '.[bench]'") from None
+
+
+def load_rows(path: Path) -> list[dict]:
+    return json.loads(path.read_text())["results"]
