@@ -5,7 +5,6 @@ Each (experiment, task, method) runs in a fresh process so that its peak memory 
 """
 
 import io
-import json
 import logging
 import multiprocessing
 import re
@@ -287,13 +286,9 @@ def _log_to_mlflow(rows: list[dict], out: Path, quick: bool) -> None:
 
 
 def require_bench_extras() -> None:
-    for module, package in (("fasttext", "fasttext-wheel"), ("vaderSentiment", "vaderSentiment")):
+    for module in ("fasttext", "vaderSentiment"):
         try:
             __import__(module)
         except ImportError:
             raise NewstagError(f"`{module}` is not installed; run `make bench` (it installs "
                                f"the bench extra) or pip install '.[bench]'") from None
-
-
-def load_rows(path: Path) -> list[dict]:
-    return json.loads(path.read_text())["results"]

@@ -45,8 +45,10 @@ def _add_bench(commands) -> None:
     bench = commands.add_parser("bench", help="compare newstag with a baseline, fastText, VADER",
                                 description="Score every method on each experiment's split or folds.")
     bench.add_argument("experiments", nargs="+", help="experiment YAMLs (already preprocessed)")
-    bench.add_argument("--quick", action="store_true", help="a small subset: checks the code, not the science")
-    bench.add_argument("--methods", help="comma-separated subset of newstag,baseline,fasttext,vader,majority")
+    bench.add_argument("--quick", action="store_true",
+                       help="a small subset: checks the code, not the science")
+    bench.add_argument("--methods",
+                       help="comma-separated subset of newstag,baseline,fasttext,vader,majority")
     bench.add_argument("--out", default="reports/bench", help="writes OUT.json and OUT.md (default: reports/bench)")
 
 

@@ -6,12 +6,11 @@ so Make knows when to re-run. The generic folder-per-class reader serves users' 
 """
 
 import html
-import io
 import os
 import re
 import tarfile
-import zipfile
 import xml.etree.ElementTree as ET
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -232,7 +231,7 @@ def financial_phrasebank(folder: Path, agreement: str | int = 50) -> Corpus:
     """Financial PhraseBank v1.0: Latin-1 lines `sentence@label`, one file per agreement level."""
     name = PHRASEBANK_FILES.get(str(agreement).lower())
     if name is None:
-        raise NewstagError(f"financial_phrasebank: agreement must be one of 50, 66, 75, all")
+        raise NewstagError("financial_phrasebank: agreement must be one of 50, 66, 75, all")
     path = _require(folder, f"FinancialPhraseBank-v1.0/{name}", name)
     rows = []
     for number, line in enumerate(path.read_bytes().decode("latin-1").splitlines(), start=1):

@@ -12,10 +12,10 @@ from sklearn.model_selection import train_test_split
 from newstag import __version__
 from newstag.clean import clean_text, dedup_key
 from newstag.config import ExperimentConfig, task_source
-from newstag.errors import NewstagError
-from newstag.files import atomic_path, sha256_file, sha256_path, sha256_text, write_json
 from newstag.corpora import data_dir as corpora_dir
 from newstag.corpora import load_corpus, read_class_folders
+from newstag.errors import NewstagError
+from newstag.files import atomic_path, sha256_file, sha256_path, sha256_text, write_json
 from newstag.readers import read_table
 
 log = logging.getLogger(__name__)

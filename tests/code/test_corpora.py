@@ -7,8 +7,14 @@ import zipfile
 
 import pytest
 
-from newstag.corpora import fix_ag_text, load_corpus, read_class_folders, strip_footers, \
-    strip_headers, strip_quotes
+from newstag.corpora import (
+    fix_ag_text,
+    load_corpus,
+    read_class_folders,
+    strip_footers,
+    strip_headers,
+    strip_quotes,
+)
 from newstag.errors import NewstagError
 
 
@@ -24,7 +30,7 @@ def test_bbc_tar_with_headline_line_and_a_latin1_file(tmp_path):
     (tmp_path / "bbc_news").mkdir()
     make_tar(tmp_path / "bbc_news" / "bbc-fulltext.tar.gz", {
         "bbc/README.TXT": b"about the corpus",
-        "bbc/sport/001.txt": "Cup win\n\nThe side won the cup.".encode(),
+        "bbc/sport/001.txt": b"Cup win\n\nThe side won the cup.",
         "bbc/sport/199.txt": "Price rise\n\nTickets cost \u00a35 more.".encode("latin-1"),
         "bbc/tech/001.txt": b"New chip\n\nA faster chip.\n",
     })
@@ -135,7 +141,7 @@ def test_users_folder_per_class_in_each_packing(tmp_path, kind):
             for name, data in files.items():
                 archive.writestr(name, data)
     frame = read_class_folders(source)
-    assert sorted(zip(frame["label"], frame["text"])) == [("politics", "Vote today"), ("sport", "Goal!")]
+    assert sorted(zip(frame["label"], frame["text"], strict=True)) == [("politics", "Vote today"), ("sport", "Goal!")]
 
 
 def test_empty_class_folder_is_named(tmp_path):
