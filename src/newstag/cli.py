@@ -49,7 +49,8 @@ def _add_bench(commands) -> None:
                        help="a small subset: checks the code, not the science")
     bench.add_argument("--methods",
                        help="comma-separated subset of newstag,baseline,fasttext,vader,majority")
-    bench.add_argument("--out", default="reports/bench", help="writes OUT.json and OUT.md (default: reports/bench)")
+    bench.add_argument("--out", default="reports/bench",
+                       help="writes OUT.json and OUT.md (default: reports/bench)")
 
 
 def _add_predict(commands) -> None:

@@ -141,7 +141,8 @@ def test_users_folder_per_class_in_each_packing(tmp_path, kind):
             for name, data in files.items():
                 archive.writestr(name, data)
     frame = read_class_folders(source)
-    assert sorted(zip(frame["label"], frame["text"], strict=True)) == [("politics", "Vote today"), ("sport", "Goal!")]
+    pairs = sorted(zip(frame["label"], frame["text"], strict=True))
+    assert pairs == [("politics", "Vote today"), ("sport", "Goal!")]
 
 
 def test_empty_class_folder_is_named(tmp_path):
