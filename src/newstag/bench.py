@@ -217,7 +217,7 @@ def bench(experiments: list[str], quick: bool = False, methods: list[str] | None
             jobs += [(experiment, task.name, method) for method in methods_for(labels)
                      if methods is None or method in methods]
     rows = []
-    for experiment, task, method in tqdm(jobs, desc="bench", unit="run"):
+    for experiment, task, method in tqdm(jobs, desc="bench", unit="run", disable=None):
         rows.append(run_isolated(experiment, task, method, quick))
         log.info("%s/%s %s: accuracy %.4f", rows[-1]["experiment"], task, method, rows[-1]["accuracy"])
     return rows

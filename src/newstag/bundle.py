@@ -2,6 +2,8 @@
 
 joblib files are pickles and run code when loaded, so `load_bundle` checks the file's sha256
 against the sidecar before unpickling. Load only bundles you or someone you trust made.
+A bundle meant to be shared can be saved as `.skops` instead: skops loads it without running
+code, and newstag accepts only the types a newstag pipeline is made of.
 This module stays light (no pandas, no MLflow) because prediction imports it.
 """
 
@@ -36,7 +38,7 @@ def save_bundle(path: str | Path, pipelines: dict, metadata: dict) -> dict:
         "versions": {"newstag": __version__, "scikit-learn": sklearn.__version__},
     }
     with atomic_path(path) as tmp:
-        joblib.dump({"metadata": metadata, "pipelines": pipelines}, tmp, compress=3)
+        _dump({"metadata": metadata, "pipelines": pipelines}, tmp, path.suffix)
         sidecar = {**metadata, "sha256": sha256_file(tmp), "file": path.name}
         write_json(sidecar_path(path), sidecar)
     return sidecar
@@ -53,13 +55,40 @@ def load_bundle(path: str | Path) -> dict:
         raise NewstagError(f"{path}: sha256 does not match {sidecar_path(path).name}; the file was "
                            f"changed or truncated after saving. Refusing to load it; retrain it")
     try:
-        bundle = joblib.load(path)
+        bundle = _load(path)
+    except NewstagError:
+        raise
     except Exception as exc:  # a pickle can fail in many ways; all mean "not loadable"
         raise NewstagError(f"{path}: cannot load the model ({type(exc).__name__}); retrain it") from None
     if not isinstance(bundle, dict) or bundle.get("metadata", {}).get("format") != BUNDLE_FORMAT:
         raise NewstagError(f"{path}: not a newstag model bundle")
     _warn_on_version_change(path, bundle["metadata"])
     return bundle
+
+
+def _dump(bundle: dict, target: Path, suffix: str) -> None:
+    if suffix == ".skops":
+        import skops.io
+
+        skops.io.dump(bundle, target, compression=8)
+    else:
+        joblib.dump(bundle, target, compress=3)
+
+
+# Types a newstag bundle may hold beyond those skops trusts by default. Anything else is refused.
+SKOPS_TRUSTED = {"numpy.float32", "numpy.float64", "numpy.dtype", "builtins.NoneType"}
+
+
+def _load(path: Path) -> dict:
+    if path.suffix != ".skops":
+        return joblib.load(path)
+    import skops.io
+
+    untrusted = set(skops.io.get_untrusted_types(file=path))
+    if untrusted - SKOPS_TRUSTED:
+        raise NewstagError(f"{path}: holds types newstag does not trust "
+                           f"({', '.join(sorted(untrusted - SKOPS_TRUSTED))}); refusing to load it")
+    return skops.io.load(path, trusted=sorted(untrusted))
 
 
 def _read_sidecar(path: Path) -> dict:

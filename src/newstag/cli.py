@@ -32,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "(default: $NEWSTAG_DATA_DIR or data/raw)")
         else:
             stage.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+        if name == "train":
+            stage.add_argument("--format", choices=("joblib", "skops"), default="joblib",
+                               help="skops: a bundle to share, loadable without running code")
+            stage.add_argument("--wait", action="store_true",
+                               help="if this experiment is already training, wait instead of failing")
     _add_predict(commands)
     _add_bench(commands)
     download = commands.add_parser("download", help="fetch a public corpus and verify its sha256")
@@ -63,6 +68,7 @@ def _add_predict(commands) -> None:
     predict.add_argument("-m", "--model", default=DEFAULT_MODEL, help=f"bundle (default: {DEFAULT_MODEL})")
     predict.add_argument("-f", "--format", choices=("jsonl", "table"), default="jsonl")
     predict.add_argument("--text-column", default="text", help="CSV column holding the text")
+    predict.add_argument("--encoding", default="utf-8", help="encoding of the input files and stdin")
     predict.add_argument("--strict", action="store_true",
                          help="fail on the first bad record instead of writing an error row")
 
@@ -70,7 +76,7 @@ def _add_predict(commands) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+                        format="%(levelname)s %(name)s: %(message)s", force=True)
     _quiet_libraries(args.debug)
     try:
         return COMMANDS[args.command](args)
@@ -108,11 +114,11 @@ def run_train(args) -> int:
     from newstag.train import bundle_path, train
 
     config = load_config(args.experiment)
-    sidecar = train(config, tracking=not args.no_tracking)
+    sidecar = train(config, tracking=not args.no_tracking, fmt=args.format, wait=args.wait)
     for task, info in sidecar["tasks"].items():
         print(f"{task}: best {info['best_params'] or 'defaults'}, validation macro-F1 "
               f"{info['validation']['f1_macro']:.3f}")
-    print(f"saved {bundle_path(config)}; next: newstag evaluate {args.experiment}")
+    print(f"saved {bundle_path(config, args.format)}; next: newstag evaluate {args.experiment}")
     return 0
 
 
@@ -134,7 +140,7 @@ def run_predict(args) -> int:
     if not args.texts and not args.input:
         raise NewstagError("nothing to tag: give TEXT, --input FILE, or --input - for stdin")
     bundle = load_bundle(args.model)
-    rows = predict_records(bundle, read_records(args.texts, args.input, args.text_column),
+    rows = predict_records(bundle, read_records(args.texts, args.input, args.text_column, args.encoding),
                            strict=args.strict)
     writer = (lambda r: write_table(r, list(bundle["pipelines"]))) if args.format == "table" else write_jsonl
     errors = writer(rows)

@@ -109,7 +109,7 @@ def _fetch(item: RemoteFile, url: str, staging: Path) -> Path:
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as out, \
                 tqdm(total=int(response.headers.get("Content-Length") or 0) or None, unit="B",
-                     unit_scale=True, desc=item.name, leave=False) as progress:
+                     unit_scale=True, desc=item.name, leave=False, disable=None) as progress:
             while chunk := response.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)

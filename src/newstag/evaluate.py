@@ -20,7 +20,8 @@ MISCLASSIFIED_SAMPLE = 25
 
 def evaluate(config: ExperimentConfig, tracking: bool = True) -> dict:
     """Write reports/<experiment>/ (metrics.json last, as the stage's target) and log to MLflow."""
-    bundle = load_bundle(bundle_path(config))
+    saved = [bundle_path(config, fmt) for fmt in ("joblib", "skops")]
+    bundle = load_bundle(next((path for path in saved if path.exists()), saved[0]))
     tests = {task: load_split(task_source(config, task), "test") for task in bundle["pipelines"]}
     out = config.report_dir
     out.mkdir(parents=True, exist_ok=True)

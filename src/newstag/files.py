@@ -7,6 +7,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from newstag.errors import NewstagError
+
 
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
     """Return the hex sha256 of a file, read in chunks so large files stay cheap."""
@@ -48,6 +50,22 @@ def atomic_path(path: str | Path):
     finally:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
+
+
+@contextmanager
+def exclusive_lock(path: str | Path, wait: bool = False, what: str = "this"):
+    """Hold an exclusive lock on `path` (released when the process ends, even if killed)."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise NewstagError(f"{what} is already running (lock {path}); wait for it to "
+                               f"finish, or pass --wait to queue behind it") from None
+        yield
 
 
 def write_json(path: str | Path, data) -> None:

@@ -4,6 +4,7 @@ Imports only the standard library, scikit-learn (through the bundle) and joblib:
 """
 
 import csv
+import io
 import json
 import sys
 from collections.abc import Iterable, Iterator
@@ -28,17 +29,20 @@ class Record:
     error: str | None = None
 
 
-def read_records(texts: list[str], inputs: list[str], text_column: str = "text") -> Iterator[Record]:
+def read_records(texts: list[str], inputs: list[str], text_column: str = "text",
+                 encoding: str = "utf-8") -> Iterator[Record]:
     """Articles from arguments, then each --input file ('-' is stdin, one article per line)."""
     for number, text in enumerate(texts, start=1):
         yield Record(id=number, text=text)
     for name in inputs:
-        yield from _read_input(name, text_column)
+        yield from _read_input(name, text_column, encoding)
 
 
-def _read_input(name: str, text_column: str) -> Iterator[Record]:
+def _read_input(name: str, text_column: str, encoding: str) -> Iterator[Record]:
     if name == "-":
-        yield from _read_lines(sys.stdin, "stdin")
+        stdin = io.TextIOWrapper(sys.stdin.buffer, encoding=encoding, errors="strict") \
+            if hasattr(sys.stdin, "buffer") else sys.stdin
+        yield from _decoding_errors("stdin", encoding, _read_lines(stdin, "stdin"))
         return
     path = Path(name)
     if not path.is_file():
@@ -46,28 +50,33 @@ def _read_input(name: str, text_column: str) -> Iterator[Record]:
         raise NewstagError(f"{path}: {kind}; --input takes .txt, .jsonl or .csv files, or - for stdin")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
-        yield from _open_lines(path, _read_jsonl)
+        yield from _open_lines(path, encoding, _read_jsonl)
     elif suffix in (".csv", ".tsv"):
-        yield from _open_lines(path, lambda handle, label: _read_csv(handle, label, text_column,
-                                                                     "\t" if suffix == ".tsv" else ","))
+        delimiter = "\t" if suffix == ".tsv" else ","
+        yield from _open_lines(path, encoding, lambda handle, label: _read_csv(
+            handle, label, text_column, delimiter))
     else:
-        yield Record(id=str(path), text=_read_text_file(path))
+        yield from _decoding_errors(str(path), encoding, _read_text_file(path, encoding))
 
 
-def _read_text_file(path: Path) -> str:
+def _read_text_file(path: Path, encoding: str) -> Iterator[Record]:
+    yield Record(id=str(path), text=path.read_text(encoding=encoding))
+
+
+def _open_lines(path: Path, encoding: str, reader) -> Iterator[Record]:
+    with open(path, encoding=encoding, newline="") as handle:
+        yield from _decoding_errors(str(path), encoding, reader(handle, str(path)))
+
+
+def _decoding_errors(label: str, encoding: str, records: Iterator[Record]) -> Iterator[Record]:
+    """Turn a decoding failure anywhere in `records` into one clear error."""
     try:
-        return path.read_text(encoding="utf-8")
+        yield from records
     except UnicodeDecodeError as exc:
-        raise NewstagError(f"{path}: not UTF-8 text (byte {exc.start}); convert it, "
-                           f"e.g. iconv -f latin1 -t utf-8") from None
-
-
-def _open_lines(path: Path, reader) -> Iterator[Record]:
-    try:
-        with open(path, encoding="utf-8", newline="") as handle:
-            yield from reader(handle, str(path))
-    except UnicodeDecodeError as exc:
-        raise NewstagError(f"{path}: not UTF-8 text ({exc.reason}); convert it to UTF-8") from None
+        raise NewstagError(f"{label}: not valid {encoding} ({exc.reason} at byte {exc.start}); "
+                           f"pass --encoding (e.g. latin-1) or convert the file") from None
+    except LookupError:
+        raise NewstagError(f"unknown encoding {encoding!r}; try utf-8 or latin-1") from None
 
 
 def _read_lines(handle, label: str) -> Iterator[Record]:
@@ -147,18 +156,18 @@ def tag_texts(pipeline, texts: list[str]) -> tuple[list[str], np.ndarray]:
     return [str(classes[i]) for i in best], scores[np.arange(len(best)), best]
 
 
-def write_jsonl(rows: Iterable[dict], out=sys.stdout) -> int:
+def write_jsonl(rows: Iterable[dict], out=None) -> int:
     """Write rows as JSON lines; return how many were errors."""
-    errors = 0
+    out, errors = out or sys.stdout, 0
     for row in rows:
         errors += "error" in row
         out.write(json.dumps(row, ensure_ascii=False) + "\n")
     return errors
 
 
-def write_table(rows: Iterable[dict], tasks: list[str], out=sys.stdout) -> int:
+def write_table(rows: Iterable[dict], tasks: list[str], out=None) -> int:
     """Write rows as an aligned table for people; return how many were errors."""
-    errors = 0
+    out, errors = out or sys.stdout, 0
     out.write(f"{'id':<28} " + " ".join(f"{task:<22}" for task in tasks) + "\n")
     for row in rows:
         ident = str(row["id"])[-28:]

@@ -40,6 +40,7 @@ def preprocess(config: ExperimentConfig, data_dir: str | None = None) -> dict:
         duplicates = {"removed": 0, "note": "de-duplication switched off (data.deduplicate)"}
     log.info("read %d rows from %s; dropped %d invalid, %d duplicates",
              len(raw), source, sum(dropped.values()), duplicates["removed"])
+    _check_enough(articles, len(raw), duplicates["removed"], source)
     splits = split_articles(articles, config)
     return write_splits(splits, config, files, len(raw), dropped, duplicates)
 
@@ -60,6 +61,16 @@ def _preprocess_sources(config: ExperimentConfig, data_dir: str | None) -> dict:
     write_json(config.processed_dir / "manifest.json", manifest)
     _write_deps(config.processed_dir, [Path(item["path"]) for item in inputs])
     return manifest
+
+
+MIN_ARTICLES = 10
+
+
+def _check_enough(articles: pd.DataFrame, rows: int, duplicates: int, source) -> None:
+    if len(articles) < MIN_ARTICLES:
+        raise NewstagError(f"{source}: only {len(articles)} distinct usable article(s) of {rows} rows "
+                           f"({duplicates} duplicates removed); train/validation/test splits need at "
+                           f"least {MIN_ARTICLES}. Add articles")
 
 
 def _without_missing_official_split(config: ExperimentConfig, raw: pd.DataFrame) -> ExperimentConfig:
@@ -149,7 +160,7 @@ def _problem(row: dict, config: ExperimentConfig) -> str | None:
         return "empty text: the text column(s) are blank after cleaning"
     for task in config.tasks:
         label = row[task.name]
-        if label is None:
+        if label is None or pd.isna(label):
             return f"missing label: column '{task.column}' is empty"
         if task.labels and label not in task.labels:
             return (f"unknown label: {label!r} in column '{task.column}' "

@@ -33,6 +33,9 @@ def read_table(path: str | Path, fmt: str = "auto", encoding: str = "utf-8") -> 
     if path.stat().st_size == 0:
         raise NewstagError(f"{path}: file is empty")
     fmt = detect_format(path) if fmt == "auto" else fmt
+    if fmt != "parquet" and _looks_binary(path):
+        raise NewstagError(f"{path}: looks like a binary file, not {fmt} text; check data.path "
+                           f"and data.format")
     try:
         frame = _READERS[fmt](path, encoding)
     except UnicodeDecodeError as exc:
@@ -46,6 +49,18 @@ def read_table(path: str | Path, fmt: str = "auto", encoding: str = "utf-8") -> 
     if frame.empty:
         raise NewstagError(f"{path}: holds no rows")
     return frame
+
+
+def _looks_binary(path: Path) -> bool:
+    """NUL bytes in the first 8 KiB (after gunzip) mean this is no text file."""
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            return b"\x00" in handle.read(8192)
+    except (OSError, EOFError):
+        return False  # the reader below reports unreadable files
 
 
 def _read_csv(path: Path, encoding: str, sep: str = ",") -> pd.DataFrame:

@@ -91,7 +91,8 @@ class TrainingRun:
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        self.mlflow.end_run("FINISHED" if exc_type is None else "FAILED")
+        status = {None: "FINISHED", KeyboardInterrupt: "KILLED"}.get(exc_type, "FAILED")
+        self.mlflow.end_run(status)
         return False
 
     def log_training(self, results: dict, example_texts: list[str]) -> None:

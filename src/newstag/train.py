@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from newstag.bundle import save_bundle
 from newstag.config import ExperimentConfig, TaskConfig, task_source
 from newstag.errors import NewstagError
+from newstag.files import exclusive_lock
 from newstag.pipelines import build_pipeline
 from newstag.preprocess import load_split
 
@@ -29,17 +30,28 @@ class TaskResult:
     candidates: list[dict]
 
 
-def bundle_path(config: ExperimentConfig):
-    return config.model_dir / "model.joblib"
+def bundle_path(config: ExperimentConfig, fmt: str = "joblib"):
+    return config.model_dir / f"model.{fmt}"
 
 
-def train(config: ExperimentConfig, tracking: bool = True) -> dict:
-    """Train every task, log the run to MLflow (unless tracking is off), save the bundle."""
+def train(config: ExperimentConfig, tracking: bool = True, fmt: str = "joblib",
+          wait: bool = False) -> dict:
+    """Train every task, log the run to MLflow (unless tracking is off), save the bundle.
+
+    A lock per experiment keeps two trainings from racing to write the same bundle.
+    """
+    for task in config.tasks:  # a config mistake should stop us before anything is created
+        build_pipeline(task, config.seed)
+    with exclusive_lock(config.model_dir / ".train.lock", wait, f"a training of {config.name}"):
+        return _train(config, tracking, fmt)
+
+
+def _train(config: ExperimentConfig, tracking: bool, fmt: str) -> dict:
     manifest = json.loads((config.processed_dir / "manifest.json").read_text())
     run = _tracker(tracking).start_training(config, manifest)
     with run:
         results, examples = {}, []
-        for task in tqdm(config.tasks, desc="tasks", unit="task", leave=False):
+        for task in tqdm(config.tasks, desc="tasks", unit="task", leave=False, disable=None):
             source = task_source(config, task.name)
             train_df, validation_df = load_split(source, "train"), load_split(source, "validation")
             results[task.name] = fit_task(task, train_df, validation_df, config.seed)
@@ -54,7 +66,7 @@ def train(config: ExperimentConfig, tracking: bool = True) -> dict:
         "mlflow": run.reference(),
     }
     pipelines = {name: result.pipeline for name, result in results.items()}
-    return save_bundle(bundle_path(config), pipelines, metadata)
+    return save_bundle(bundle_path(config, fmt), pipelines, metadata)
 
 
 def _tracker(enabled: bool):
@@ -91,7 +103,7 @@ def score_candidates(task: TaskConfig, grid: list[dict], train, validation, seed
         vect = build_pipeline(task, seed).named_steps["vect"]
         X_train, X_val = _fit_transform(vect, X_train, task), vect.transform(X_val)
     candidates = []
-    for params in tqdm(grid, desc=f"{task.name} grid", unit="fit", leave=False):
+    for params in tqdm(grid, desc=f"{task.name} grid", unit="fit", leave=False, disable=None):
         model = build_pipeline(task, seed, params)
         model = model.named_steps["clf"] if shared else model
         y_pred = _fit(model, X_train, y_train, task).predict(X_val)
