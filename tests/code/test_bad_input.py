@@ -158,7 +158,8 @@ def test_label_with_one_example_suggests_the_fix(project, capsys):
 def test_huge_article_and_any_script_are_tagged(project, capsys):
     frame = corpus()
     frame.loc[0, "text"] = "budget " * 1_500_000  # about 10 MB
-    frame.loc[1, "text"] = "Wahl in K\u00f6ln \U0001f5f3 \u9078\u6319 \u0627\u0646\u062a\u062e\u0627\u0628\u0627\u062a \u200f\x07 senate"
+    frame.loc[1, "text"] = ("Wahl in K\u00f6ln \U0001f5f3 \u9078\u6319 "
+                            "\u0627\u0646\u062a\u062e\u0627\u0628\u0627\u062a \u200f\x07 senate")
     frame.to_csv(project / "data.csv", index=False)
     experiment = write_experiment(project / "exp.yaml", "data.csv")
     assert main(["preprocess", str(experiment)]) == 0
