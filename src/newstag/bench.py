@@ -5,6 +5,7 @@ Each (experiment, task, method) runs in a fresh process so that its peak memory 
 """
 
 import io
+import json
 import logging
 import multiprocessing
 import re
@@ -292,3 +293,44 @@ def require_bench_extras() -> None:
         except ImportError:
             raise NewstagError(f"`{module}` is not installed; run `make bench` (it installs "
                                f"the bench extra) or pip install '.[bench]'") from None
+
+
+# ---- the streaming load test -------------------------------------------------------------------
+
+def load_test(model: str, articles: int, texts: list[str]) -> dict:
+    """Stream `articles` lines (cycling through `texts`) through `newstag predict --input -`.
+
+    Returns articles/s and the predicting process's peak memory. The output is read as it comes
+    and checked for count and order, so a run that drops or reorders rows is not reported as fast.
+    """
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    lines = [" ".join(text.split()) + "\n" for text in texts]
+    command = [sys.executable, "-m", "newstag", "predict", "--model", model, "--input", "-"]
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, bufsize=1 << 16)
+
+    def feed():
+        try:
+            for number in range(articles):
+                process.stdin.write(lines[number % len(lines)])
+        finally:
+            process.stdin.close()
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    count = 0
+    for count, line in enumerate(process.stdout, start=1):
+        if json.loads(line)["id"] != count:
+            raise NewstagError(f"load test: row {count} came out of order")
+    writer.join()
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    if status != 0 or count != articles:
+        raise NewstagError(f"load test: {count} of {articles} rows tagged; {process.stderr.read()[-500:]}")
+    return {"articles": articles, "seconds": seconds, "articles_per_second": articles / seconds,
+            "peak_memory_mb": usage.ru_maxrss / 1024}

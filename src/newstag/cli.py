@@ -49,7 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_bench(commands) -> None:
     bench = commands.add_parser("bench", help="compare newstag with a baseline, fastText, VADER",
                                 description="Score every method on each experiment's split or folds.")
-    bench.add_argument("experiments", nargs="+", help="experiment YAMLs (already preprocessed)")
+    bench.add_argument("experiments", nargs="*", help="experiment YAMLs (already preprocessed)")
+    bench.add_argument("--load", type=int, metavar="N",
+                       help="instead: stream N articles through `newstag predict` from stdin")
+    bench.add_argument("--model", default=DEFAULT_MODEL, help="the bundle --load uses")
     bench.add_argument("--quick", action="store_true",
                        help="a small subset: checks the code, not the science")
     bench.add_argument("--methods",
@@ -152,13 +155,34 @@ def run_predict(args) -> int:
 def run_bench(args) -> int:
     from pathlib import Path
 
-    from newstag.bench import bench, require_bench_extras, write_report
+    from newstag import bench
 
-    require_bench_extras()
+    if args.load:
+        return _run_load_test(args)
+    if not args.experiments:
+        raise NewstagError("name the experiments to bench, e.g. experiments/bbc_news.yaml")
+    bench.require_bench_extras()
     methods = args.methods.split(",") if args.methods else None
-    rows = bench(args.experiments, quick=args.quick, methods=methods)
-    print(write_report(rows, Path(args.out), quick=args.quick))
+    rows = bench.bench(args.experiments, quick=args.quick, methods=methods)
+    print(bench.write_report(rows, Path(args.out), quick=args.quick))
     print(f"\nwritten {args.out}.json and {args.out}.md")
+    return 0
+
+
+def _run_load_test(args) -> int:
+    import json
+
+    from newstag.bench import load_test
+    from newstag.files import write_json
+
+    sample = "data/sample/articles.jsonl"
+    with open(sample, encoding="utf-8") as handle:
+        texts = [f"{row['title']}. {row['text']}" for row in map(json.loads, handle)]
+    result = {"model": args.model, "input": f"{sample}, cycled", **load_test(args.model, args.load, texts)}
+    write_json(f"{args.out}-load.json", result)
+    print(f"load: {result['articles']:,} articles in {result['seconds']:.1f} s = "
+          f"{result['articles_per_second']:,.0f} articles/s; peak memory "
+          f"{result['peak_memory_mb']:.0f} MB (written {args.out}-load.json)")
     return 0
 
 
