@@ -107,7 +107,7 @@ def fit_vader(task: TaskConfig, fold: Fold, seed: int, quick: bool):
     return predict, 0
 
 
-FASTTEXT_GRID = {"epoch": [5, 10, 25], "lr": [0.1, 0.5, 1.0]}
+FASTTEXT_GRID = {"epoch": [5, 20], "lr": [0.25, 1.0]}
 
 
 def fit_fasttext(task: TaskConfig, fold: Fold, seed: int, quick: bool):
