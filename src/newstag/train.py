@@ -42,6 +42,10 @@ def train(config: ExperimentConfig, tracking: bool = True, fmt: str = "joblib",
     """
     for task in config.tasks:  # a config mistake should stop us before anything is created
         build_pipeline(task, config.seed)
+    if tracking:  # and so should a tracking server that does not answer
+        from newstag.tracking import check_reachable, tracking_uri
+
+        check_reachable(tracking_uri())
     with exclusive_lock(config.model_dir / ".train.lock", wait, f"a training of {config.name}"):
         return _train(config, tracking, fmt)
 
