@@ -72,11 +72,15 @@ $(BENCH_STAMP): pyproject.toml | $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $@
 
-bench: $(BENCH_INPUTS) | $(BENCH_STAMP) ## newstag vs baseline, fastText, VADER on the public corpora: reports/bench.{json,md}
-	$(NEWSTAG) bench $(BENCH_EXPS:%=experiments/%.yaml) --out reports/bench
+LOAD ?= 1000000
 
-bench-quick: $(BENCH_INPUTS) | $(BENCH_STAMP) ## the same on small subsets, to check the bench code (minutes)
+bench: $(BENCH_INPUTS) models/default/model.joblib | $(BENCH_STAMP) ## newstag vs baseline, fastText, VADER on the public corpora, plus a streaming load test
+	$(NEWSTAG) bench $(BENCH_EXPS:%=experiments/%.yaml) --out reports/bench
+	$(NEWSTAG) bench --load $(LOAD) --model models/default/model.joblib --out reports/bench
+
+bench-quick: $(BENCH_INPUTS) models/default/model.joblib | $(BENCH_STAMP) ## the same on small subsets, to check the bench code (minutes)
 	$(NEWSTAG) bench --quick $(BENCH_EXPS:%=experiments/%.yaml) --out reports/bench-quick
+	$(NEWSTAG) bench --load 20000 --model models/default/model.joblib --out reports/bench-quick
 
 test: $(STAMP) ## run the test suite
 	$(BIN)/python -m pytest

@@ -68,6 +68,19 @@ def exclusive_lock(path: str | Path, wait: bool = False, what: str = "this"):
         yield
 
 
+def iter_jsonl(handle):
+    """Yield (line number, object, problem) for each non-blank line; problem is None when valid."""
+    for number, line in enumerate(handle, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield number, None, f"not valid JSON ({exc.msg})"
+            continue
+        yield number, row, None if isinstance(row, dict) else "not a JSON object"
+
+
 def write_json(path: str | Path, data) -> None:
     """Write `data` as indented, key-sorted JSON, atomically (stable bytes for stable inputs)."""
     with atomic_path(path) as tmp:

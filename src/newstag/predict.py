@@ -16,6 +16,7 @@ import numpy as np
 
 from newstag.clean import clean_text
 from newstag.errors import NewstagError
+from newstag.files import iter_jsonl
 
 CHUNK = 2000
 
@@ -86,16 +87,11 @@ def _read_lines(handle, label: str) -> Iterator[Record]:
 
 
 def _read_jsonl(handle, label: str) -> Iterator[Record]:
-    for number, line in enumerate(handle, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield Record(id=number, error=f"{label}: line {number}: not valid JSON ({exc.msg})")
-            continue
-        text = row.get("text") if isinstance(row, dict) else None
-        if not isinstance(text, str):
+    for number, row, problem in iter_jsonl(handle):
+        text = row.get("text") if row else None
+        if problem:
+            yield Record(id=number, error=f"{label}: line {number}: {problem}")
+        elif not isinstance(text, str):
             yield Record(id=number, error=f"{label}: line {number}: no string field 'text'")
         else:
             yield Record(id=row.get("id", number), text=text)

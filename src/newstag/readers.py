@@ -1,11 +1,11 @@
 """Read a table of articles (CSV, TSV, JSONL, Parquet) into a DataFrame, with clear errors."""
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from newstag.errors import NewstagError
+from newstag.files import iter_jsonl
 
 SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
                   ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
@@ -78,15 +78,9 @@ def _read_jsonl(path: Path, encoding: str) -> pd.DataFrame:
     opener = gzip.open if path.suffix == ".gz" else open
     rows = []
     with opener(path, "rt", encoding=encoding) as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise NewstagError(f"{path}: line {number} is not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise NewstagError(f"{path}: line {number} is not a JSON object")
+        for number, row, problem in iter_jsonl(handle):
+            if problem:
+                raise NewstagError(f"{path}: line {number} is {problem}")
             rows.append(row)
     return _as_strings(pd.DataFrame(rows))
 
