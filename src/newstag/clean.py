@@ -5,20 +5,20 @@ import re
 import unicodedata
 
 _TAG = re.compile(r"<[^>]{0,2000}>")
-_SPACE = re.compile(r"\s+")
-# Control and format characters (other than whitespace) carry no meaning for a tagger.
-_INVISIBLE = {"Cc", "Cf", "Cs", "Co", "Cn"}
 
 
 def clean_text(text: str) -> str:
     """Return `text` in NFC with HTML tags and entities removed and whitespace collapsed."""
-    text = html.unescape(_TAG.sub(" ", text))
-    text = unicodedata.normalize("NFC", text)
-    text = "".join(
-        char if char.isspace() or unicodedata.category(char) not in _INVISIBLE else " "
-        for char in text
-    )
-    return _SPACE.sub(" ", text).strip()
+    if "<" in text:
+        text = _TAG.sub(" ", text)
+    if "&" in text:
+        text = html.unescape(text)
+    text = " ".join(unicodedata.normalize("NFC", text).split())
+    if not text.isprintable():
+        # Control and format characters (bidi marks, zero-width joiners, escapes) carry no
+        # meaning for a tagger. The check above is C-fast, so this loop runs only when needed.
+        text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return text
 
 
 def dedup_key(text: str) -> str:
