@@ -145,8 +145,8 @@ def run_predict(args) -> int:
     bundle = load_bundle(args.model)
     rows = predict_records(bundle, read_records(args.texts, args.input, args.text_column, args.encoding),
                            strict=args.strict)
-    writer = (lambda r: write_table(r, list(bundle["pipelines"]))) if args.format == "table" else write_jsonl
-    errors = writer(rows)
+    tasks = list(bundle["pipelines"])
+    errors = write_table(rows, tasks) if args.format == "table" else write_jsonl(rows)
     if errors:
         log.warning("%d record(s) could not be tagged; see the 'error' rows", errors)
     return 0
