@@ -1,6 +1,6 @@
 """Tag articles with a saved bundle, streaming: read a chunk, predict it, write it, repeat.
 
-Imports only the standard library, scikit-learn (through the bundle) and joblib: no MLflow, no pandas.
+Imports only the standard library, NumPy, joblib and scikit-learn: never MLflow.
 """
 
 import csv
