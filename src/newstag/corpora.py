@@ -107,7 +107,7 @@ def read_class_folders(path: Path, label: str = "label", suffix: str | None = ".
     if not rows:
         raise NewstagError(f"{path}: no <class>/<file>{suffix or ''} files found")
     frame = pd.DataFrame(rows)
-    _check_classes_not_empty(path, frame, label)
+    _check_classes_not_empty(path)
     return frame
 
 
@@ -117,13 +117,15 @@ def _single_top_folder(paths: list[PurePosixPath]) -> int:
     return 1 if len(tops) == 1 and any(len(path.parts) > 2 for path in paths) else 0
 
 
-def _check_classes_not_empty(path: Path, frame: pd.DataFrame, label: str) -> None:
+def _check_classes_not_empty(path: Path) -> None:
+    """In a folder tree, a class folder with no files in it is a mistake worth naming."""
     if not path.is_dir():
         return
-    empty = [child.name for child in sorted(path.iterdir())
-             if child.is_dir() and child.name not in set(frame[label])]
-    if empty and not any(p.is_dir() for child in path.iterdir() if child.is_dir()
-                         for p in child.iterdir()):
+    classes = [child for child in path.iterdir() if child.is_dir()]
+    if len(classes) == 1 and not any(child.is_file() for child in path.iterdir()):
+        classes = [child for child in classes[0].iterdir() if child.is_dir()]  # wrapped: news/<class>
+    empty = sorted(c.name for c in classes if not any(p.is_file() for p in c.rglob("*")))
+    if empty:
         raise NewstagError(f"{path}: class folder(s) {', '.join(empty)} hold no files; "
                            f"add articles or remove the folder")
 

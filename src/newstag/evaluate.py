@@ -7,11 +7,11 @@ import pandas as pd
 from sklearn.metrics import classification_report
 
 from newstag.bundle import load_bundle
-from newstag.config import ExperimentConfig, task_source
+from newstag.config import ExperimentConfig
 from newstag.files import atomic_path, write_json
 from newstag.pipelines import top_terms
 from newstag.plots import confusion_figure, save_figure
-from newstag.preprocess import load_split
+from newstag.preprocess import load_task_splits
 from newstag.train import bundle_path
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ def evaluate(config: ExperimentConfig, tracking: bool = True) -> dict:
     """Write reports/<experiment>/ (metrics.json last, as the stage's target) and log to MLflow."""
     saved = [bundle_path(config, fmt) for fmt in ("joblib", "skops")]
     bundle = load_bundle(next((path for path in saved if path.exists()), saved[0]))
-    tests = {task: load_split(task_source(config, task), "test") for task in bundle["pipelines"]}
+    tests = load_task_splits(config, "test")
     out = config.report_dir
     out.mkdir(parents=True, exist_ok=True)
     results = {task: score_task(task, pipeline, tests[task], out)

@@ -48,19 +48,25 @@ def preprocess(config: ExperimentConfig, data_dir: str | None = None) -> dict:
 def _preprocess_sources(config: ExperimentConfig, data_dir: str | None) -> dict:
     """A composed experiment: preprocess each source experiment; the manifest points at theirs."""
     sources = {task.name: task_source(config, task.name) for task in config.tasks}
-    manifests = {task: preprocess(source, data_dir) for task, source in sources.items()}
+    by_name = {source.name: source for source in sources.values()}  # each source once
+    manifests = {name: preprocess(source, data_dir) for name, source in by_name.items()}
     inputs = [item for manifest in manifests.values() for item in manifest["inputs"]]
     manifest = {
         "experiment": config.name,
         "newstag_version": __version__,
         "inputs": inputs,
-        "data_sha256": sha256_text("".join(item["sha256"] for item in inputs)),
-        "sources": {task: str(sources[task].processed_dir / "manifest.json") for task in sources},
-        "splits": {task: m["splits"] for task, m in manifests.items()},
+        "data_sha256": _inputs_sha256(inputs),
+        "sources": {task: str(source.processed_dir / "manifest.json") for task, source in sources.items()},
+        "splits": {task: manifests[source.name]["splits"] for task, source in sources.items()},
     }
     write_json(config.processed_dir / "manifest.json", manifest)
     _write_deps(config.processed_dir, [Path(item["path"]) for item in inputs])
     return manifest
+
+
+def _inputs_sha256(inputs: list[dict]) -> str:
+    """One hash for all the raw inputs: what MLflow tags a run with."""
+    return sha256_text("".join(item["sha256"] for item in inputs))
 
 
 MIN_ARTICLES = 10
@@ -278,7 +284,7 @@ def write_splits(splits, config, files: list[Path], rows_read: int, dropped: dic
         "experiment": config.name,
         "newstag_version": __version__,
         "inputs": inputs,
-        "data_sha256": sha256_text("".join(item["sha256"] for item in inputs)),
+        "data_sha256": _inputs_sha256(inputs),
         "rows_read": rows_read,
         "rows_dropped": dropped,
         "duplicates_removed": duplicates["removed"],
@@ -321,6 +327,18 @@ def describe_manifest(manifest: dict, config: ExperimentConfig) -> str:
     rows = ", ".join(f"{name} {split['rows']}" for name, split in manifest["splits"].items())
     return (f"{config.name}: {rows} rows ({manifest['duplicates_removed']} duplicates removed) "
             f"-> {config.processed_dir}")
+
+
+def load_task_splits(config: ExperimentConfig, name: str) -> dict[str, pd.DataFrame]:
+    """Split `name` for every task, reading each source experiment's file once."""
+    frames: dict[Path, pd.DataFrame] = {}
+    splits = {}
+    for task in config.task_names:
+        source = task_source(config, task)
+        if source.processed_dir not in frames:
+            frames[source.processed_dir] = load_split(source, name)
+        splits[task] = frames[source.processed_dir]
+    return splits
 
 
 def load_split(config: ExperimentConfig, name: str) -> pd.DataFrame:

@@ -10,11 +10,11 @@ from sklearn.model_selection import ParameterGrid
 from tqdm.auto import tqdm
 
 from newstag.bundle import save_bundle
-from newstag.config import ExperimentConfig, TaskConfig, task_source
+from newstag.config import ExperimentConfig, TaskConfig
 from newstag.errors import NewstagError
 from newstag.files import exclusive_lock
 from newstag.pipelines import build_pipeline
-from newstag.preprocess import load_split
+from newstag.preprocess import load_task_splits
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +53,13 @@ def train(config: ExperimentConfig, tracking: bool = True, fmt: str = "joblib",
 def _train(config: ExperimentConfig, tracking: bool, fmt: str) -> dict:
     manifest = json.loads((config.processed_dir / "manifest.json").read_text())
     run = _tracker(tracking).start_training(config, manifest)
+    train_splits = load_task_splits(config, "train")
+    validation_splits = load_task_splits(config, "validation")
     with run:
-        results, examples = {}, []
-        for task in tqdm(config.tasks, desc="tasks", unit="task", leave=False, disable=None):
-            source = task_source(config, task.name)
-            train_df, validation_df = load_split(source, "train"), load_split(source, "validation")
-            results[task.name] = fit_task(task, train_df, validation_df, config.seed)
-            examples = examples or validation_df["text"].head(3).tolist()
+        results = {task.name: fit_task(task, train_splits[task.name], validation_splits[task.name],
+                                       config.seed)
+                   for task in tqdm(config.tasks, desc="tasks", unit="task", leave=False, disable=None)}
+        examples = next(iter(validation_splits.values()))["text"].head(3).tolist()
         run.log_training(results, example_texts=examples)
     metadata = {
         "experiment": config.name,
