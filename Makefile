@@ -55,15 +55,30 @@ reports/%/metrics.json: models/%/model.joblib $(PKG)/evaluate.py | $(STAMP)
 
 .PRECIOUS: data/processed/%/manifest.json models/%/model.joblib
 
+# A model whose bytes no longer match its sidecar's sha256 (or with no sidecar: a save that was
+# cut short) is out of date, whatever its timestamp says: FORCE makes Make retrain it.
+model_ok = $(shell f='$(1)'; [ -f "$$f" ] && grep -qF "\"sha256\": \"$$(sha256sum "$$f" | cut -d' ' -f1)\"" "$$f.json" 2>/dev/null && echo ok)
+$(foreach model,$(sort $(MODEL) models/default/model.joblib),$(eval $(model): $(if $(call model_ok,$(model)),,FORCE)))
+FORCE:
+.PHONY: FORCE
+
 preprocess: $(PROCESSED) ## validate, clean, de-duplicate and split the experiment's data
 train: $(MODEL) ## train every task, log the run to MLflow, save models/<exp>/model.joblib
 evaluate: $(REPORT) ## score the model on the test split, write reports/<exp>/
 all: evaluate ## the main job: preprocess, train and evaluate
 
+# TEXT and INPUT reach the command only through the environment, unexpanded ($(value ...)), and
+# are quoted by the shell: news text is full of `$5bn`, backticks and quotes. Make would expand
+# them (running any $(shell ...) in them) to export them as they are, so they are not exported.
+unexport TEXT INPUT
 predict: $(MODEL) ## tag text: make predict TEXT="..." or INPUT=file.txt|.jsonl|.csv
-	@if [ -z "$(TEXT)$(INPUT)" ]; then echo 'give TEXT="..." or INPUT=path' >&2; exit 2; fi
-	$(NEWSTAG) predict --model $(MODEL) --format $(FORMAT) $(if $(INPUT),--input "$(INPUT)") $(if $(TEXT),"$$NEWSTAG_TEXT")
-predict: export NEWSTAG_TEXT = $(TEXT)
+	@args=(); \
+	if [ -n "$$NEWSTAG_INPUT" ]; then args+=(--input "$$NEWSTAG_INPUT"); fi; \
+	if [ -n "$$NEWSTAG_TEXT" ]; then args+=(-- "$$NEWSTAG_TEXT"); fi; \
+	if [ $${#args[@]} -eq 0 ]; then echo 'give TEXT="..." or INPUT=path' >&2; exit 2; fi; \
+	$(NEWSTAG) predict --model $(MODEL) --format $(FORMAT) "$${args[@]}"
+predict: export NEWSTAG_TEXT = $(value TEXT)
+predict: export NEWSTAG_INPUT = $(value INPUT)
 
 ui: $(STAMP) ## open the MLflow UI on http://127.0.0.1:5000 over the same store
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host $(HOST) --port $(PORT)

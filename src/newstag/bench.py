@@ -41,7 +41,7 @@ class Fold:
 
 def folds(config: ExperimentConfig, task: str, quick: bool = False) -> list[Fold]:
     """The held-out split, or repeated stratified k-fold with a validation split inside training."""
-    from newstag.preprocess import load_split
+    from newstag.splits import load_split
 
     parts = {name: load_split(config, name) for name in ("train", "validation", "test")}
     if config.bench.protocol == "split":
@@ -228,7 +228,7 @@ def bench(experiments: list[str], quick: bool = False, methods: list[str] | None
 
 
 def _labels_seen(config: ExperimentConfig, task: str) -> set[str]:
-    from newstag.preprocess import load_split
+    from newstag.splits import load_split
 
     return set(load_split(config, "train")[task].astype(str))
 

@@ -3,7 +3,13 @@
 joblib files are pickles and run code when loaded, so `load_bundle` checks the file's sha256
 against the sidecar before unpickling. Load only bundles you or someone you trust made.
 A bundle meant to be shared can be saved as `.skops` instead: skops loads it without running
-code, and newstag accepts only the types a newstag pipeline is made of.
+code, and newstag accepts only the types a newstag pipeline is made of. The loader is chosen
+from the file's bytes (a skops file is a zip archive), never from its name.
+
+Each bundle file has its own sidecar (`model.joblib` -> `model.joblib.json`), so saving one
+format never invalidates another. The old sidecar is removed before the new model is renamed
+into place, so a crash at any point leaves either the previous consistent pair or a model
+without a sidecar, which `load_bundle` refuses and Make rebuilds.
 This module stays light (no pandas, no MLflow) because prediction imports it.
 """
 
@@ -16,16 +22,23 @@ import sklearn
 
 from newstag import __version__
 from newstag.errors import NewstagError
-from newstag.files import atomic_path, sha256_file, write_json
+from newstag.files import publish, read_capped, sha256_file, signals_deferred, temporary_path
 
 log = logging.getLogger(__name__)
 BUNDLE_FORMAT = "newstag-bundle"
 BUNDLE_VERSION = 1
 
 
+SIDECAR_LIMIT = 1 << 20
+ZIP_MAGIC = b"PK\x03\x04"
+# How joblib files begin: a bare pickle, or one of joblib's compressors (zlib, gzip, bz2, xz, lzma).
+JOBLIB_MAGICS = (b"\x80", b"\x78", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x5d\x00\x00")
+
+
 def sidecar_path(path: str | Path) -> Path:
-    """`models/x/model.joblib` -> `models/x/model.json`."""
-    return Path(path).with_suffix(".json")
+    """`models/x/model.joblib` -> `models/x/model.joblib.json` (one sidecar per bundle file)."""
+    path = Path(path)
+    return path.with_name(f"{path.name}.json")
 
 
 def save_bundle(path: str | Path, pipelines: dict, metadata: dict) -> dict:
@@ -37,19 +50,25 @@ def save_bundle(path: str | Path, pipelines: dict, metadata: dict) -> dict:
         "format_version": BUNDLE_VERSION,
         "versions": {"newstag": __version__, "scikit-learn": sklearn.__version__},
     }
-    with atomic_path(path) as tmp:
-        _dump({"metadata": metadata, "pipelines": pipelines}, tmp, path.suffix)
-        sidecar = {**metadata, "sha256": sha256_file(tmp), "file": path.name}
-        write_json(sidecar_path(path), sidecar)
+    with temporary_path(path) as model_tmp, temporary_path(sidecar_path(path)) as sidecar_tmp:
+        _dump({"metadata": metadata, "pipelines": pipelines}, model_tmp, path.suffix.lower())
+        sidecar = {**metadata, "sha256": sha256_file(model_tmp), "file": path.name}
+        sidecar_tmp.write_text(json.dumps(sidecar, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+        with signals_deferred():
+            sidecar_path(path).unlink(missing_ok=True)  # never an old sidecar beside a new model
+            publish(model_tmp, path)
+            publish(sidecar_tmp, sidecar_path(path))
     return sidecar
 
 
 def load_bundle(path: str | Path) -> dict:
     """Verify and load a bundle: {'metadata': {...}, 'pipelines': {task: Pipeline}}."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise NewstagError(f"{path}: model not found; train one with `make train` "
                            f"(or `newstag train experiments/<name>.yaml`)")
+    if not path.is_file():
+        raise NewstagError(f"{path}: not a regular file; --model takes a .joblib or .skops file")
     expected = _read_sidecar(path).get("sha256")
     if sha256_file(path) != expected:
         raise NewstagError(f"{path}: sha256 does not match {sidecar_path(path).name}; the file was "
@@ -60,19 +79,45 @@ def load_bundle(path: str | Path) -> dict:
         raise
     except Exception as exc:  # a pickle can fail in many ways; all mean "not loadable"
         raise NewstagError(f"{path}: cannot load the model ({type(exc).__name__}); retrain it") from None
-    if not isinstance(bundle, dict) or bundle.get("metadata", {}).get("format") != BUNDLE_FORMAT:
-        raise NewstagError(f"{path}: not a newstag model bundle")
+    _check_structure(path, bundle)
     _warn_on_version_change(path, bundle["metadata"])
     return bundle
 
 
-def _dump(bundle: dict, target: Path, suffix: str) -> None:
-    if suffix == ".skops":
-        import skops.io
+def _check_structure(path: Path, bundle) -> None:
+    """A bundle is {'metadata': {...}, 'pipelines': {task: fitted estimator}}; refuse anything else
+    now rather than fail with a traceback at the first prediction."""
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
 
-        skops.io.dump(bundle, target, compression=8)
-    else:
-        joblib.dump(bundle, target, compress=3)
+    metadata = bundle.get("metadata") if isinstance(bundle, dict) else None
+    pipelines = bundle.get("pipelines") if isinstance(bundle, dict) else None
+    if not isinstance(metadata, dict) or metadata.get("format") != BUNDLE_FORMAT \
+            or not isinstance(pipelines, dict) or not pipelines:
+        raise NewstagError(f"{path}: not a newstag model bundle")
+    for task, pipeline in pipelines.items():
+        if not hasattr(pipeline, "predict") or not hasattr(pipeline, "get_params"):
+            raise NewstagError(f"{path}: task {task!r} holds no classifier; retrain the model")
+        try:
+            check_is_fitted(pipeline)
+        except NotFittedError:
+            raise NewstagError(f"{path}: task {task!r} holds an unfitted model; retrain it") from None
+        if not hasattr(pipeline, "classes_"):
+            raise NewstagError(f"{path}: task {task!r} holds no classifier; retrain the model")
+
+
+def _dump(bundle: dict, target: Path, suffix: str) -> None:
+    try:
+        if suffix == ".skops":
+            import skops.io
+
+            skops.io.dump(bundle, target, compression=8)
+        else:
+            joblib.dump(bundle, target, compress=3)
+    except OSError as exc:  # a full disk can surface on close(), where no file name is attached
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, str(target.parent)) from None
+        raise
 
 
 # Types a newstag bundle may hold beyond those skops trusts by default. Anything else is refused.
@@ -80,8 +125,21 @@ SKOPS_TRUSTED = {"numpy.float32", "numpy.float64", "numpy.dtype", "builtins.None
 
 
 def _load(path: Path) -> dict:
-    if path.suffix != ".skops":
-        return joblib.load(path)
+    """Pick the loader from what the file is: a zip archive is skops; anything named skops that
+    is not a zip, and anything that is neither skops nor joblib, is refused."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if head.startswith(ZIP_MAGIC):
+        return _load_skops(path)
+    if path.suffix.lower() == ".skops":
+        raise NewstagError(f"{path}: named .skops but is not a skops file (a zip archive); "
+                           f"refusing to load it")
+    if not head.startswith(JOBLIB_MAGICS):
+        raise NewstagError(f"{path}: neither a joblib nor a skops model file; check --model")
+    return joblib.load(path)
+
+
+def _load_skops(path: Path) -> dict:
     import skops.io
 
     untrusted = set(skops.io.get_untrusted_types(file=path))
@@ -94,7 +152,7 @@ def _load(path: Path) -> dict:
 def _read_sidecar(path: Path) -> dict:
     sidecar = sidecar_path(path)
     try:
-        data = json.loads(sidecar.read_text(encoding="utf-8"))
+        data = json.loads(read_capped(sidecar, SIDECAR_LIMIT, "model sidecar").decode("utf-8"))
     except FileNotFoundError:
         raise NewstagError(f"{sidecar}: missing; the model cannot be verified. Retrain it") from None
     except (json.JSONDecodeError, UnicodeDecodeError):

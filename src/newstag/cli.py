@@ -1,15 +1,18 @@
 """The `newstag` command: one subcommand per stage, each a thin layer over its module.
 
 Results go to stdout, logs and errors to stderr. A NewstagError becomes a one-line message and
-exit code 1 (the traceback only with --debug); Ctrl-C exits 130 without leaving partial files.
+exit code 1 (the traceback only with --debug); Ctrl-C exits 130 and SIGTERM 143, both without
+leaving partial files. A file that cannot be read or written (read-only folder, full disk) is
+named in one line too.
 """
 
 import argparse
 import logging
+import signal
 import sys
 
 from newstag import __version__
-from newstag.errors import NewstagError
+from newstag.errors import NewstagError, Terminated
 
 DEFAULT_EXPERIMENT = "experiments/default.yaml"
 DEFAULT_MODEL = "models/default/model.joblib"
@@ -81,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s", force=True)
     _quiet_libraries(args.debug)
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return COMMANDS[args.command](args)
     except NewstagError as exc:
@@ -88,18 +92,30 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"newstag: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("newstag: interrupted; no partial output was kept", file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
     except BrokenPipeError:
         sys.stderr.close()  # the reader went away (e.g. `| head`): not an error
         return 0
+    except OSError as exc:
+        if args.debug or exc.filename is None:
+            raise
+        print(f"newstag: error: {exc.filename}: {exc.strerror}; check the folder's permissions and "
+              f"free disk space, then run again (no partial output was kept)", file=sys.stderr)
+        return 1
+
+
+def _terminate(signum, frame):
+    raise Terminated()
 
 
 def _quiet_libraries(debug: bool) -> None:
     if not debug:
         for name in ("mlflow", "alembic", "urllib3", "matplotlib", "git"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        # It logs a database failure with its traceback; newstag reports it in one line instead.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 def run_preprocess(args) -> int:

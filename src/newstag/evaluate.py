@@ -11,7 +11,7 @@ from newstag.config import ExperimentConfig
 from newstag.files import atomic_path, write_json
 from newstag.pipelines import top_terms
 from newstag.plots import confusion_figure, save_figure
-from newstag.preprocess import load_task_splits
+from newstag.splits import load_task_splits
 from newstag.train import bundle_path
 
 log = logging.getLogger(__name__)

@@ -1,10 +1,12 @@
-"""Small file helpers shared by every stage: hashing and atomic writes."""
+"""Small file helpers shared by every stage: hashing, atomic writes, locks and capped reads."""
 
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
 from newstag.errors import NewstagError
@@ -40,16 +42,82 @@ def atomic_path(path: str | Path):
 
     Readers never see a half-written file, and an error or Ctrl-C leaves the old file intact.
     """
+    with temporary_path(path) as tmp:
+        yield tmp
+        publish(tmp, path)
+
+
+@contextmanager
+def temporary_path(path: str | Path):
+    """Yield an empty temporary file beside `path`, removed on exit unless `publish` moved it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp_name)
-        os.replace(tmp_name, path)
     finally:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
+
+
+def publish(tmp: str | Path, path: str | Path) -> None:
+    """Rename a finished temporary file over `path`, with the permissions the user's umask gives
+    (mkstemp makes 0600 files)."""
+    os.chmod(tmp, 0o666 & ~current_umask())
+    os.replace(tmp, path)
+
+
+@contextmanager
+def signals_deferred():
+    """Hold Ctrl-C and SIGTERM until the block is done: for the few renames that must happen together."""
+    import signal
+
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+TEMP_SUFFIX = ".tmp"
+
+
+@cache
+def current_umask() -> int:
+    """The process umask (reading it means setting it, so set it straight back, once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def remove_orphans(folder: str | Path) -> int:
+    """Delete temporary files a killed writer left in `folder`; call it while holding the lock
+    that keeps other writers out. Returns how many were removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    orphans = [p for p in folder.glob(f".*{TEMP_SUFFIX}") if p.is_file()]
+    for orphan in orphans:
+        orphan.unlink(missing_ok=True)
+    return len(orphans)
+
+
+def read_capped(path: str | Path, limit: int, what: str = "file") -> bytes:
+    """The bytes of a regular file of at most `limit` bytes.
+
+    FIFOs, devices and endless files such as /dev/zero are refused before any read, and a file
+    that grows past the limit while being read is refused too, so memory stays bounded.
+    """
+    path = Path(path)
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise NewstagError(f"{path}: not a regular file; a {what} must be an ordinary file")
+    with open(path, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise NewstagError(f"{path}: larger than {limit:,} bytes, too large for a {what}")
+    return data
 
 
 @contextmanager

@@ -15,7 +15,15 @@ from newstag.config import ExperimentConfig, task_source
 from newstag.corpora import data_dir as corpora_dir
 from newstag.corpora import load_corpus, read_class_folders
 from newstag.errors import NewstagError
-from newstag.files import atomic_path, sha256_file, sha256_path, sha256_text, write_json
+from newstag.files import (
+    atomic_path,
+    exclusive_lock,
+    remove_orphans,
+    sha256_file,
+    sha256_path,
+    sha256_text,
+    write_json,
+)
 from newstag.readers import read_table
 
 log = logging.getLogger(__name__)
@@ -42,7 +50,8 @@ def preprocess(config: ExperimentConfig, data_dir: str | None = None) -> dict:
              len(raw), source, sum(dropped.values()), duplicates["removed"])
     _check_enough(articles, len(raw), duplicates["removed"], source)
     splits = split_articles(articles, config)
-    return write_splits(splits, config, files, len(raw), dropped, duplicates)
+    with exclusive_lock(config.processed_dir / ".preprocess.lock", wait=True):  # one writer at a time
+        return write_splits(splits, config, files, len(raw), dropped, duplicates)
 
 
 def _preprocess_sources(config: ExperimentConfig, data_dir: str | None) -> dict:
@@ -279,6 +288,8 @@ def _stratified(frame: pd.DataFrame, share: float, strata: pd.Series, seed: int)
 def write_splits(splits, config, files: list[Path], rows_read: int, dropped: dict, duplicates: dict):
     """Write each split as Parquet plus a manifest and a Make dependency file, all atomically."""
     out = config.processed_dir
+    (out / "manifest.json").unlink(missing_ok=True)  # splits of two runs never pass for one
+    remove_orphans(out)
     inputs = [{"path": str(path), "sha256": sha256_path(path)} for path in files]
     manifest = {
         "experiment": config.name,
@@ -327,23 +338,3 @@ def describe_manifest(manifest: dict, config: ExperimentConfig) -> str:
     rows = ", ".join(f"{name} {split['rows']}" for name, split in manifest["splits"].items())
     return (f"{config.name}: {rows} rows ({manifest['duplicates_removed']} duplicates removed) "
             f"-> {config.processed_dir}")
-
-
-def load_task_splits(config: ExperimentConfig, name: str) -> dict[str, pd.DataFrame]:
-    """Split `name` for every task, reading each source experiment's file once."""
-    frames: dict[Path, pd.DataFrame] = {}
-    splits = {}
-    for task in config.task_names:
-        source = task_source(config, task)
-        if source.processed_dir not in frames:
-            frames[source.processed_dir] = load_split(source, name)
-        splits[task] = frames[source.processed_dir]
-    return splits
-
-
-def load_split(config: ExperimentConfig, name: str) -> pd.DataFrame:
-    """Read one processed split, or say which command makes it."""
-    path = config.processed_dir / f"{name}.parquet"
-    if not path.is_file():
-        raise NewstagError(f"{path}: not found; run `newstag preprocess` (or `make preprocess`) first")
-    return pd.read_parquet(path)

@@ -9,9 +9,11 @@ import logging
 import os
 import subprocess
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 from newstag.errors import NewstagError
+from newstag.files import exclusive_lock
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,48 @@ def check_reachable(uri: str) -> None:
             f"MLflow tracking server {uri} is unreachable ({reason}); start it with `make ui` "
             f"or `mlflow server --host 127.0.0.1`, unset MLFLOW_TRACKING_URI, or pass --no-tracking"
         ) from None
+
+
+def prepare_store(uri: str) -> None:
+    """Create or upgrade a SQLite store once, under a lock, before any run touches it.
+
+    MLflow creates its tables on first use; two processes doing that at once on a fresh
+    mlflow.db crash (duplicate column), as `make -j2` over two experiments did.
+    """
+    if not uri.startswith("sqlite:///"):
+        return
+    database = Path(uri.removeprefix("sqlite:///"))
+    with mlflow_errors(uri), exclusive_lock(database.with_name(f".{database.name}.lock"), wait=True):
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(uri).search_experiments(max_results=1)
+
+
+@contextmanager
+def mlflow_errors(uri: str):
+    """Turn a failing store (read-only, full disk, corrupt) into one line saying what to do."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except (MlflowException, SQLAlchemyError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.filename is None:
+            raise
+        raise NewstagError(f"MLflow store {uri}: {_database_reason(exc)}; check that it is writable "
+                           f"and the disk has space, or pass --no-tracking") from None
+
+
+def _database_reason(exc: BaseException) -> str:
+    """The driver's own words (e.g. 'attempt to write a readonly database'), not the SQL around them."""
+    seen = exc
+    while seen is not None:
+        if getattr(seen, "orig", None) is not None:
+            return str(seen.orig)[:200]
+        seen = seen.__cause__ or seen.__context__
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    driver = [line for line in lines if line.startswith("(sqlite3.")]
+    return (driver or lines or [type(exc).__name__])[0][:200]
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, str]:
@@ -77,25 +121,33 @@ class TrainingRun:
         self.mlflow, self.config = mlflow, config
         self.uri = tracking_uri()
         check_reachable(self.uri)
+        prepare_store(self.uri)
         mlflow.set_tracking_uri(self.uri)
-        experiment = mlflow.set_experiment(config.mlflow.experiment)
-        self.run = mlflow.start_run(run_name=config.name, experiment_id=experiment.experiment_id,
-                                    tags={"git_commit": git_commit(),
-                                          "data_sha256": manifest["data_sha256"],
-                                          "experiment_file": config.name, "stage": "train"})
-        mlflow.log_params(flatten(config.to_dict()))
-        mlflow.log_dict(config.to_dict(), "config.json")
-        mlflow.log_dict(manifest, "data/manifest.json")
+        with mlflow_errors(self.uri):
+            experiment = mlflow.set_experiment(config.mlflow.experiment)
+            self.run = mlflow.start_run(run_name=config.name, experiment_id=experiment.experiment_id,
+                                        tags={"git_commit": git_commit(),
+                                              "data_sha256": manifest["data_sha256"],
+                                              "experiment_file": config.name, "stage": "train"})
+            mlflow.log_params(flatten(config.to_dict()))
+            mlflow.log_dict(config.to_dict(), "config.json")
+            mlflow.log_dict(manifest, "data/manifest.json")
 
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        status = {None: "FINISHED", KeyboardInterrupt: "KILLED"}.get(exc_type, "FAILED")
-        self.mlflow.end_run(status)
+        killed = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)  # Ctrl-C, SIGTERM
+        status = "FINISHED" if exc_type is None else "KILLED" if killed else "FAILED"
+        with mlflow_errors(self.uri):
+            self.mlflow.end_run(status)
         return False
 
     def log_training(self, results: dict, example_texts: list[str]) -> None:
+        with mlflow_errors(self.uri):
+            self._log_training(results, example_texts)
+
+    def _log_training(self, results: dict, example_texts: list[str]) -> None:
         from newstag.plots import grid_figure
 
         for task, result in results.items():
@@ -147,11 +199,19 @@ class NoTracking:
 def log_evaluation(config, bundle_metadata: dict, metrics: dict[str, float], report_dir: Path):
     """Add test metrics and report files to the training's run, or to a new run if it is gone."""
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     uri = tracking_uri()
     check_reachable(uri)
+    prepare_store(uri)
     mlflow.set_tracking_uri(uri)
+    with mlflow_errors(uri):
+        return _log_evaluation(config, bundle_metadata, metrics, report_dir, uri)
+
+
+def _log_evaluation(config, bundle_metadata: dict, metrics: dict, report_dir: Path, uri: str) -> str:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
     reference = bundle_metadata.get("mlflow") or {}
     run_id = reference.get("run_id") if reference.get("tracking_uri") == uri else None
     if run_id:

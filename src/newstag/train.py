@@ -1,6 +1,5 @@
 """Stage 2: pick each task's hyperparameters on the validation split, refit, save one bundle."""
 
-import json
 import logging
 from dataclasses import dataclass
 
@@ -12,9 +11,9 @@ from tqdm.auto import tqdm
 from newstag.bundle import save_bundle
 from newstag.config import ExperimentConfig, TaskConfig
 from newstag.errors import NewstagError
-from newstag.files import exclusive_lock
+from newstag.files import exclusive_lock, remove_orphans
 from newstag.pipelines import build_pipeline
-from newstag.preprocess import load_task_splits
+from newstag.splits import load_task_splits, read_manifest, verify_splits
 
 log = logging.getLogger(__name__)
 
@@ -42,35 +41,40 @@ def train(config: ExperimentConfig, tracking: bool = True, fmt: str = "joblib",
     """
     for task in config.tasks:  # a config mistake should stop us before anything is created
         build_pipeline(task, config.seed)
+    verify_splits(config)  # and splits that are missing or from two different runs
     if tracking:  # and so should a tracking server that does not answer
         from newstag.tracking import check_reachable, tracking_uri
 
         check_reachable(tracking_uri())
     with exclusive_lock(config.model_dir / ".train.lock", wait, f"a training of {config.name}"):
+        remove_orphans(config.model_dir)  # temp files of a training that was killed
         return _train(config, tracking, fmt)
 
 
 def _train(config: ExperimentConfig, tracking: bool, fmt: str) -> dict:
-    manifest = json.loads((config.processed_dir / "manifest.json").read_text())
-    run = _tracker(tracking).start_training(config, manifest)
-    train_splits = load_task_splits(config, "train")
+    """Fit, save, then log: the bundle is saved inside the run, before any model is registered,
+    so a failed save leaves a FAILED run and no new registered version."""
+    manifest = read_manifest(config)
+    train_splits = load_task_splits(config, "train")  # verified before a run is created
     validation_splits = load_task_splits(config, "validation")
+    run = _tracker(tracking).start_training(config, manifest)
     with run:
         results = {task.name: fit_task(task, train_splits[task.name], validation_splits[task.name],
                                        config.seed)
                    for task in tqdm(config.tasks, desc="tasks", unit="task", leave=False, disable=None)}
+        metadata = {
+            "experiment": config.name,
+            "config": config.to_dict(),
+            "tasks": {name: {"labels": r.labels, "best_params": r.best_params,
+                             "validation": r.validation} for name, r in results.items()},
+            "data_sha256": manifest["data_sha256"],
+            "mlflow": run.reference(),
+        }
+        pipelines = {name: result.pipeline for name, result in results.items()}
+        sidecar = save_bundle(bundle_path(config, fmt), pipelines, metadata)
         examples = next(iter(validation_splits.values()))["text"].head(3).tolist()
         run.log_training(results, example_texts=examples)
-    metadata = {
-        "experiment": config.name,
-        "config": config.to_dict(),
-        "tasks": {name: {"labels": r.labels, "best_params": r.best_params,
-                         "validation": r.validation} for name, r in results.items()},
-        "data_sha256": manifest["data_sha256"],
-        "mlflow": run.reference(),
-    }
-    pipelines = {name: result.pipeline for name, result in results.items()}
-    return save_bundle(bundle_path(config, fmt), pipelines, metadata)
+    return sidecar
 
 
 def _tracker(enabled: bool):

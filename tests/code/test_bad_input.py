@@ -217,9 +217,9 @@ def test_missing_model(project, capsys):
 
 
 @pytest.mark.parametrize(("damage", "match"), [
-    (lambda p: p.write_bytes(p.read_bytes()[:200]), "sha256 does not match model.json"),
+    (lambda p: p.write_bytes(p.read_bytes()[:200]), "sha256 does not match model.joblib.json"),
     (lambda p: p.write_bytes(p.read_bytes()[:-1] + bytes([p.read_bytes()[-1] ^ 1])),
-     "sha256 does not match model.json.*Refusing"),
+     "sha256 does not match model.joblib.json.*Refusing"),
 ])
 def test_damaged_model_is_refused(trained, capsys, damage, match):
     damage(trained)
@@ -233,7 +233,7 @@ def test_not_a_bundle(project, capsys):
 
     path = project / "model.joblib"
     joblib.dump(["just", "a", "list"], path)
-    (project / "model.json").write_text(json.dumps({"sha256": sha256_file(path)}))
+    (project / "model.joblib.json").write_text(json.dumps({"sha256": sha256_file(path)}))
     fails(capsys, project, "predict", "--model", str(path), "hi", match="not a newstag model bundle")
 
 

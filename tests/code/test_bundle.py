@@ -26,7 +26,7 @@ def test_round_trip_keeps_pipelines_and_metadata(saved):
     assert bundle["metadata"]["experiment"] == "x"
     assert json.loads(sidecar_path(path).read_text()) == sidecar
     assert sidecar["versions"]["scikit-learn"] and len(sidecar["sha256"]) == 64
-    assert sorted(p.name for p in path.parent.iterdir()) == ["model.joblib", "model.json"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.joblib", "model.joblib.json"]
 
 
 def test_missing_model_says_how_to_make_it(tmp_path):
@@ -39,7 +39,7 @@ def test_changed_bytes_are_refused(saved):
     data = bytearray(path.read_bytes())
     data[-10] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(NewstagError, match="sha256 does not match model.json.*Refusing"):
+    with pytest.raises(NewstagError, match="sha256 does not match model.joblib.json.*Refusing"):
         load_bundle(path)
 
 
@@ -53,7 +53,7 @@ def test_truncated_file_is_refused(saved):
 def test_missing_sidecar_is_refused(saved):
     path, _ = saved
     sidecar_path(path).unlink()
-    with pytest.raises(NewstagError, match="model.json: missing"):
+    with pytest.raises(NewstagError, match="model.joblib.json: missing"):
         load_bundle(path)
 
 

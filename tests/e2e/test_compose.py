@@ -29,7 +29,7 @@ def test_composed_experiment_trains_evaluates_and_predicts(tmp_path):
                     cwd=tmp_path)
     for name in ("topics", "tones", "both"):
         assert (tmp_path / f"data/processed/{name}/manifest.json").is_file()
-    sidecar = json.loads((tmp_path / "models/both/model.json").read_text())
+    sidecar = json.loads((tmp_path / "models/both/model.joblib.json").read_text())
     assert set(sidecar["tasks"]) == {"topic", "tone"} and sidecar["config"]["compose"]
     metrics = json.loads((tmp_path / "reports/both/metrics.json").read_text())["tasks"]
     assert metrics["topic"]["test_rows"] == metrics["tone"]["test_rows"] == 60

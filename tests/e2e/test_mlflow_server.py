@@ -82,7 +82,7 @@ def test_train_logs_to_a_real_tracking_server(mlflow_server, tmp_path):
     assert 0 < metrics["topic_val_f1_macro"] <= 1
     params = {p["key"]: p["value"] for p in run["data"]["params"]}
     assert params["tasks.tone.classifier"] == "logreg"
-    sidecar = json.loads((work / "models/default/model.json").read_text())
+    sidecar = json.loads((work / "models/default/model.joblib.json").read_text())
     assert sidecar["mlflow"]["run_id"] == run["info"]["run_id"]
     models = rest(mlflow_server, "registered-models/search?max_results=100")["registered_models"]
     assert {m["name"] for m in models} == {"newstag-default-topic", "newstag-default-tone"}

@@ -31,7 +31,7 @@ def test_stage_outputs_exist(trained_sample):
     work = trained_sample["dir"]
     for name in ("train", "validation", "test"):
         assert (work / f"data/processed/default/{name}.parquet").is_file()
-    for name in ("model.joblib", "model.json"):
+    for name in ("model.joblib", "model.joblib.json"):
         assert (work / f"models/default/{name}").is_file()
     for name in ("metrics.json", "confusion_topic.png", "confusion_tone.png", "top_terms.json",
                  "misclassified.jsonl"):
@@ -47,7 +47,7 @@ def test_sample_scores_meet_the_bar(trained_sample):
 
 
 def test_sidecar_describes_the_bundle(trained_sample):
-    sidecar = json.loads((trained_sample["dir"] / "models/default/model.json").read_text())
+    sidecar = json.loads((trained_sample["dir"] / "models/default/model.joblib.json").read_text())
     assert set(sidecar["tasks"]) == {"topic", "tone"}
     assert sidecar["tasks"]["tone"]["labels"] == ["negative", "neutral", "positive"]
     assert sidecar["config"]["seed"] == 42
