@@ -1,6 +1,9 @@
 """Read a table of articles (CSV, TSV, JSONL, Parquet) into a DataFrame, with clear errors."""
 
+import gzip
+import io
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +13,7 @@ from newstag.files import iter_jsonl
 
 MB = 1 << 20
 MAX_RECORD_MB = 64
+MAX_TOTAL_MB = 8192
 SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
                   ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -27,11 +31,12 @@ def detect_format(path: Path) -> str:
 
 
 def read_table(path: str | Path, fmt: str = "auto", encoding: str = "utf-8",
-               max_record_mb: int = MAX_RECORD_MB) -> pd.DataFrame:
+               max_record_mb: int = MAX_RECORD_MB, max_total_mb: int = MAX_TOTAL_MB) -> pd.DataFrame:
     """Read every row as strings (labels and ids are never re-typed).
 
     Only a regular file is read: a pipe or a device (/dev/zero) could block or never end. No record
-    (a JSONL line, a CSV field) may exceed `max_record_mb`.
+    (a JSONL line, a CSV field) may exceed `max_record_mb`, and the file, once decompressed, not
+    `max_total_mb`: a small .gz may inflate to more than memory holds.
     """
     path = Path(path)
     if not path.exists():
@@ -48,7 +53,7 @@ def read_table(path: str | Path, fmt: str = "auto", encoding: str = "utf-8",
         raise NewstagError(f"{path}: looks like a binary file, not {fmt} text; check data.path "
                            f"and data.format")
     try:
-        frame = _READERS[fmt](path, encoding, max_record_mb * MB)
+        frame = _READERS[fmt](path, encoding, Limits(max_record_mb * MB, max_total_mb * MB))
     except UnicodeDecodeError as exc:
         raise NewstagError(
             f"{path}: not valid {encoding} (byte {exc.start}); set data.encoding, e.g. latin-1"
@@ -79,8 +84,6 @@ def _check_field_sizes(frame: pd.DataFrame, path: Path, max_record_mb: int) -> N
 
 def _looks_binary(path: Path) -> bool:
     """NUL bytes in the first 8 KiB (after gunzip) mean this is no text file."""
-    import gzip
-
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as handle:
@@ -89,21 +92,27 @@ def _looks_binary(path: Path) -> bool:
         return False  # the reader below reports unreadable files
 
 
-def _read_csv(path: Path, encoding: str, max_record: int, sep: str = ",") -> pd.DataFrame:
-    return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""],
-                       encoding=encoding)
+@dataclass(frozen=True)
+class Limits:
+    """Bytes allowed per record and for the whole (decompressed) file."""
+
+    record: int
+    total: int
 
 
-def _read_tsv(path: Path, encoding: str, max_record: int) -> pd.DataFrame:
-    return _read_csv(path, encoding, max_record, sep="\t")
+def _read_csv(path: Path, encoding: str, limits: Limits, sep: str = ",") -> pd.DataFrame:
+    with _open_capped(path, limits.total) as handle:
+        return pd.read_csv(handle, sep=sep, dtype=str, keep_default_na=False, na_values=[""],
+                           encoding=encoding)
 
 
-def _read_jsonl(path: Path, encoding: str, max_record: int) -> pd.DataFrame:
-    import gzip
+def _read_tsv(path: Path, encoding: str, limits: Limits) -> pd.DataFrame:
+    return _read_csv(path, encoding, limits, sep="\t")
 
-    opener = gzip.open if path.suffix == ".gz" else open
-    rows, lines = [], _Lines(path, max_record)
-    with opener(path, "rt", encoding=encoding) as handle:
+
+def _read_jsonl(path: Path, encoding: str, limits: Limits) -> pd.DataFrame:
+    rows, lines = [], _Lines(path, limits.record)
+    with io.TextIOWrapper(_open_capped(path, limits.total), encoding=encoding) as handle:
         try:
             for number, row, problem in iter_jsonl(lines.read(handle)):
                 if problem:
@@ -135,7 +144,38 @@ class _Lines:
             yield line
 
 
-def _read_parquet(path: Path, encoding: str, max_record: int) -> pd.DataFrame:
+def _open_capped(path: Path, limit: int) -> io.BufferedReader:
+    """The file's bytes, gunzipped for .gz, refusing to deliver more than `limit` of them."""
+    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+    return io.BufferedReader(_Capped(raw, limit, path))
+
+
+class _Capped(io.RawIOBase):
+    """A byte stream that stops with a clear error once more than `limit` bytes came through."""
+
+    def __init__(self, raw, limit: int, path: Path):
+        self.raw, self.limit, self.path, self.delivered = raw, limit, path, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        count = self.raw.readinto(buffer)
+        self.delivered += count
+        if self.delivered > self.limit:
+            raise NewstagError(f"{self.path}: more than {self.limit // MB} MB of data (after "
+                               f"decompressing); use a smaller file or raise data.max_total_mb")
+        return count
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+def _read_parquet(path: Path, encoding: str, limits: Limits) -> pd.DataFrame:
+    if path.stat().st_size > limits.total:
+        raise NewstagError(f"{path}: more than {limits.total // MB} MB; use a smaller file or "
+                           f"raise data.max_total_mb")
     return _as_strings(pd.read_parquet(path))
 
 

@@ -281,3 +281,18 @@ def test_size_limits_are_configurable(tmp_path):
     assert (data.max_file_mb, data.max_total_mb) == (2, 8192)
     with pytest.raises(NewstagError, match=r"'data\.max_total_mb' should be an integer"):
         load_config(write(tmp_path, VALID.replace("data.csv}", "data.csv, max_total_mb: lots}")))
+
+
+@pytest.mark.parametrize("name", ["data.csv.gz", "data.jsonl.gz"])
+def test_compressed_table_inflating_past_the_total_limit_is_refused(tmp_path, name):
+    import gzip
+
+    row = "r1,a,\n" if "csv" in name else '{"id": "r1", "label": "a"}\n'
+    head = "id,label,text\n" if "csv" in name else ""
+    path = tmp_path / name
+    with gzip.open(path, "wt") as handle:
+        handle.write(head + row * 200_000)  # about 5 MB in a few KB
+    assert path.stat().st_size < 100_000
+    with pytest.raises(NewstagError, match=rf"{name}: more than 1 MB of data \(after decompressing\)"):
+        read_table(path, max_total_mb=1)
+    assert len(read_table(path, max_total_mb=8)) == 200_000
