@@ -53,7 +53,7 @@ def load_corpus(name: str, directory: Path, options: dict | None = None) -> Corp
         raise NewstagError(f"unknown option(s) {', '.join(unknown)} for dataset {name}; "
                            f"valid: {', '.join(valid_options) or 'none'}")
     for option, value in options.items():
-        valid_options[option].check(value, f"data.options.{option}")
+        valid_options[option].check(value, f"data.options.{option}", name)
     return adapter(folder, **options)
 
 
@@ -64,9 +64,10 @@ class Option:
     kind: str  # as the user should write it, for the message
     accepts: Callable[[Any], bool]
 
-    def check(self, value, where: str) -> None:
+    def check(self, value, where: str, dataset: str) -> None:
         if not self.accepts(value):
-            raise NewstagError(f"'{where}' should be {self.kind}, got {type(value).__name__} {value!r}")
+            raise NewstagError(f"dataset {dataset}: '{where}' should be {self.kind}, "
+                               f"got {type(value).__name__} {value!r}")
 
 
 def _is_list_of_strings(value) -> bool:
