@@ -8,9 +8,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from newstag.errors import NewstagError
+from newstag.safe_yaml import load_yaml
 
 CLASSIFIERS = ("logreg", "linear_svm", "sgd", "complement_nb")
 FORMATS = ("auto", "csv", "tsv", "jsonl", "parquet", "folder")
@@ -32,6 +31,8 @@ class DataConfig:
     encoding: str = "utf-8"
     on_invalid: str = "error"
     deduplicate: bool = True
+    max_file_mb: int = 64
+    max_total_mb: int = 8192
 
 
 @dataclass(frozen=True)
@@ -122,12 +123,7 @@ def _plain(value):
 def load_config(path: str | Path) -> ExperimentConfig:
     """Read an experiment YAML; raise NewstagError naming the file and key on any mistake."""
     path = Path(path)
-    if not path.is_file():
-        raise NewstagError(f"{path}: experiment file not found; see experiments/ for examples")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise NewstagError(f"{path}: not valid YAML ({_first_line(exc)})") from None
+    raw = load_yaml(path)
     if not isinstance(raw, dict):
         raise NewstagError(f"{path}: expected a mapping of keys at the top level")
     try:
@@ -170,10 +166,6 @@ def _build_composed(raw: dict, path: Path) -> ExperimentConfig:
         description=_expect(raw.get("description", ""), str, "description"))
 
 
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
 def _build_experiment(raw: dict, name: str) -> ExperimentConfig:
     _check_keys(raw, ExperimentConfig, "top level", exclude={"name", "path"})
     for required in ("data", "tasks"):
@@ -212,9 +204,13 @@ def _build_data(raw: dict) -> DataConfig:
         encoding=_expect(raw.get("encoding", "utf-8"), str, "data.encoding"),
         on_invalid=_expect(raw.get("on_invalid", "error"), str, "data.on_invalid"),
         deduplicate=_expect(raw.get("deduplicate", True), bool, "data.deduplicate"),
+        max_file_mb=_expect(raw.get("max_file_mb", 64), int, "data.max_file_mb"),
+        max_total_mb=_expect(raw.get("max_total_mb", 8192), int, "data.max_total_mb"),
     )
     _check_choice(data.format, FORMATS, "data.format")
     _check_choice(data.on_invalid, ("error", "drop"), "data.on_invalid")
+    if data.max_file_mb < 1 or data.max_total_mb < 1:
+        raise NewstagError("'data.max_file_mb' and 'data.max_total_mb' are sizes in MB, at least 1")
     if not data.text_columns:
         raise NewstagError("'data.text_columns' is empty; name the column(s) holding the text")
     return data
@@ -237,7 +233,8 @@ def _build_task(name: str, raw) -> TaskConfig:
     _check_keys(raw, TaskConfig, where, exclude={"name"})
     labels = raw.get("labels")
     if labels is not None:
-        labels = tuple(str(label) for label in _expect(labels, list, f"{where}.labels"))
+        labels = tuple(_plain_label(label, f"{where}.labels")
+                       for label in _expect(labels, list, f"{where}.labels"))
     grid = _expect(raw.get("grid", {}), dict, f"{where}.grid")
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
@@ -254,6 +251,14 @@ def _build_task(name: str, raw) -> TaskConfig:
     _check_choice(task.classifier, CLASSIFIERS, f"{where}.classifier")
     _check_choice(task.features, FEATURES, f"{where}.features")
     return task
+
+
+def _plain_label(value, where: str) -> str:
+    """A label is one plain value; a nested list or mapping would become an unmatchable string."""
+    if value is None or isinstance(value, list | dict):
+        raise NewstagError(f"'{where}' should hold plain labels (strings or numbers), "
+                           f"got {type(value).__name__} {value!r}")
+    return str(value)
 
 
 def _build_mlflow(raw: dict) -> MlflowConfig:

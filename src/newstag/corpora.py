@@ -6,20 +6,26 @@ so Make knows when to re-run. The generic folder-per-class reader serves users' 
 """
 
 import html
+import logging
 import os
 import re
+import stat
 import tarfile
 import xml.etree.ElementTree as ET
 import zipfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pandas as pd
 
 from newstag.errors import NewstagError
 
 DEFAULT_DATA_DIR = "data/raw"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -42,11 +48,34 @@ def load_corpus(name: str, directory: Path, options: dict | None = None) -> Corp
     adapter, valid_options = ADAPTERS[name]
     folder = directory / FOLDERS.get(name, name)
     options = options or {}
-    unknown = sorted(set(options) - set(valid_options))
+    unknown = sorted(map(str, set(options) - set(valid_options)))
     if unknown:
         raise NewstagError(f"unknown option(s) {', '.join(unknown)} for dataset {name}; "
                            f"valid: {', '.join(valid_options) or 'none'}")
+    for option, value in options.items():
+        valid_options[option].check(value, f"data.options.{option}", name)
     return adapter(folder, **options)
+
+
+@dataclass(frozen=True)
+class Option:
+    """What an adapter's option takes, checked before the adapter runs so a wrong type is named."""
+
+    kind: str  # as the user should write it, for the message
+    accepts: Callable[[Any], bool]
+
+    def check(self, value, where: str, dataset: str) -> None:
+        if not self.accepts(value):
+            raise NewstagError(f"dataset {dataset}: '{where}' should be {self.kind}, "
+                               f"got {type(value).__name__} {value!r}")
+
+
+def _is_list_of_strings(value) -> bool:
+    return isinstance(value, list | tuple) and all(isinstance(item, str) for item in value)
+
+
+def _is_plain_value(value) -> bool:
+    return isinstance(value, str | int) and not isinstance(value, bool)
 
 
 def _require(folder: Path, *candidates: str) -> Path:
@@ -62,27 +91,163 @@ def _require(folder: Path, *candidates: str) -> Path:
 
 # ---- folder-per-class archives (BBC News, 20 Newsgroups, users' own folders) -----------------
 
-def iter_class_files(path: Path) -> Iterator[tuple[PurePosixPath, bytes]]:
-    """Yield (relative path, bytes) of every file in a folder, .tar.gz/.tgz/.tar or .zip."""
+MB = 1 << 20
+MAX_FILE_MB = 64
+MAX_TOTAL_MB = 8192
+
+
+@dataclass
+class _Member:
+    """One file of a folder or archive: its path inside, its declared size, and how to read it."""
+
+    name: PurePosixPath
+    size: int
+    read: Callable[[int], bytes]  # at most that many bytes
+
+
+@dataclass
+class _Budget:
+    """What a folder or archive may make us read, per file and in total, checked on declared sizes."""
+
+    source: Path
+    max_file_mb: int
+    max_total_mb: int
+    claimed: int = 0
+
+    def claim(self, member: _Member) -> None:
+        if member.size > self.max_file_mb * MB:
+            raise NewstagError(
+                f"{self.source}: {member.name} is {_megabytes(member.size)}, over the limit of "
+                f"{self.max_file_mb} MB per file; remove it or raise data.max_file_mb")
+        self.claimed += member.size
+        if self.claimed > self.max_total_mb * MB:
+            raise NewstagError(
+                f"{self.source}: the articles add up to more than the limit of {self.max_total_mb} MB; "
+                f"use fewer or raise data.max_total_mb")
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / MB:,.1f} MB"
+
+
+def iter_class_files(path: Path, wanted: Callable[[PurePosixPath], bool] = lambda name: True,
+                     max_file_mb: int = MAX_FILE_MB, max_total_mb: int = MAX_TOTAL_MB,
+                     ) -> Iterator[tuple[PurePosixPath, bytes]]:
+    """Yield (relative path, bytes) of the files `wanted` accepts in a folder, .tar.gz/.tgz/.tar or .zip.
+
+    Declared sizes are checked against the limits before anything is read, and each read stops one
+    byte past the declared size, so a small archive declaring or inflating to gigabytes is refused
+    instead of filling memory. Files `wanted` refuses are never read.
+    """
+    with _open_members(path, wanted, _Budget(path, max_file_mb, max_total_mb)) as members:
+        yield from ((member.name, _read_member(path, member)) for member in members)
+
+
+def _read_member(path: Path, member: _Member) -> bytes:
+    try:
+        data = member.read(member.size + 1)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise NewstagError(f"{path}: cannot read {member.name} ({exc}); is the archive truncated?") \
+            from None
+    if len(data) > member.size:
+        raise NewstagError(f"{path}: {member.name} holds more than the {member.size} bytes it "
+                           f"declares; it changed while being read, or the archive is damaged")
+    return data
+
+
+@contextmanager
+def _open_members(path: Path, wanted, budget: _Budget) -> Iterator[list[_Member]]:
+    """The wanted files of a folder or archive, each within the budget; links and specials skipped."""
     name = path.name.lower()
     try:
-        if path.is_dir():
-            for file in sorted(p for p in path.rglob("*") if p.is_file()):
-                yield PurePosixPath(file.relative_to(path).as_posix()), file.read_bytes()
+        kind = os.stat(path).st_mode
+        if stat.S_ISDIR(kind):
+            yield _folder_members(path, wanted, budget)
+        elif not stat.S_ISREG(kind):
+            raise NewstagError(f"{path}: not a regular file or folder; data.path must name a "
+                               f"folder, .tar.gz, .tgz, .tar or .zip")
         elif name.endswith((".tar.gz", ".tgz", ".tar")):
             with tarfile.open(path) as archive:
-                for member in archive:
-                    if member.isfile():
-                        yield PurePosixPath(member.name), archive.extractfile(member).read()
+                yield _tar_members(path, archive, wanted, budget)
         elif name.endswith(".zip"):
             with zipfile.ZipFile(path) as archive:
-                for member in sorted(archive.namelist()):
-                    if not member.endswith("/"):
-                        yield PurePosixPath(member), archive.read(member)
+                yield _zip_members(path, archive, wanted, budget)
         else:
             raise NewstagError(f"{path}: expected a folder, .tar.gz, .tgz, .tar or .zip")
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
         raise NewstagError(f"{path}: cannot read the archive ({exc}); is it truncated?") from None
+
+
+def _folder_members(path: Path, wanted, budget: _Budget) -> list[_Member]:
+    """Regular files under `path`; a link leading outside it, a pipe or a device is no article."""
+    root, members, skipped = path.resolve(), [], 0
+    for folder, subfolders, files in os.walk(path):  # does not descend into linked folders
+        skipped += sum(_leads_outside(Path(folder, sub), root) for sub in subfolders)
+        for file in (Path(folder, name) for name in files):
+            relative = PurePosixPath(file.relative_to(path).as_posix())
+            if not wanted(relative):
+                continue
+            if _leads_outside(file, root) or not file.is_file():
+                skipped += 1
+                continue
+            member = _Member(relative, file.stat().st_size, partial(_read_regular_file, file))
+            budget.claim(member)
+            members.append(member)
+    _warn_skipped(path, skipped)
+    return sorted(members, key=lambda member: member.name)
+
+
+def _leads_outside(file: Path, root: Path) -> bool:
+    return file.is_symlink() and not file.resolve().is_relative_to(root)
+
+
+def _read_regular_file(file: Path, limit: int) -> bytes:
+    """Read at most `limit` bytes, never blocking on a file swapped for a pipe since it was listed."""
+    with os.fdopen(os.open(file, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise NewstagError(f"{file}: no longer a regular file; it changed while being read")
+        return handle.read(limit)
+
+
+def _tar_members(path: Path, archive: tarfile.TarFile, wanted, budget: _Budget) -> list[_Member]:
+    members, skipped = [], 0
+    for info in archive:
+        if info.issym() or info.islnk():
+            skipped += wanted(PurePosixPath(info.name))
+        elif info.isfile() and wanted(PurePosixPath(info.name)):
+            member = _Member(PurePosixPath(info.name), info.size,
+                             lambda limit, info=info: archive.extractfile(info).read(limit))
+            budget.claim(member)
+            members.append(member)
+    _warn_skipped(path, skipped)
+    return members
+
+
+def _zip_members(path: Path, archive: zipfile.ZipFile, wanted, budget: _Budget) -> list[_Member]:
+    members, skipped = [], 0
+    for info in sorted(archive.infolist(), key=lambda info: info.filename):
+        if info.is_dir() or not wanted(PurePosixPath(info.filename)):
+            continue
+        if stat.S_ISLNK(info.external_attr >> 16):
+            skipped += 1
+            continue
+        member = _Member(PurePosixPath(info.filename), info.file_size,
+                         lambda limit, info=info: _read_zip_member(archive, info, limit))
+        budget.claim(member)
+        members.append(member)
+    _warn_skipped(path, skipped)
+    return members
+
+
+def _read_zip_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:
+    with archive.open(info) as handle:
+        return handle.read(limit)
+
+
+def _warn_skipped(path: Path, skipped: int) -> None:
+    if skipped:
+        log.warning("%s: skipped %d link(s) or special file(s) that are no articles "
+                    "(links leading outside, pipes, devices)", path, skipped)
 
 
 def decode(data: bytes, fallback: str = "latin-1") -> str:
@@ -93,17 +258,26 @@ def decode(data: bytes, fallback: str = "latin-1") -> str:
         return data.decode(fallback)
 
 
-def read_class_folders(path: Path, label: str = "label", suffix: str | None = ".txt") -> pd.DataFrame:
-    """A folder (or archive) of <class>/<file> text files: one row per file, class from its folder."""
-    files = list(iter_class_files(path))
-    wrapper = _single_top_folder([relative for relative, _ in files])
-    rows = []
-    for relative, data in files:
-        inner = PurePosixPath(*relative.parts[wrapper:]) if len(relative.parts) > wrapper else relative
-        if len(inner.parts) < 2 or inner.name.startswith(".") or \
-                (suffix and inner.suffix.lower() != suffix):
-            continue
-        rows.append({"id": str(inner), label: inner.parent.name, "text": decode(data)})
+def read_class_folders(path: Path, label: str = "label", suffix: str | None = ".txt",
+                       max_file_mb: int = MAX_FILE_MB, max_total_mb: int = MAX_TOTAL_MB) -> pd.DataFrame:
+    """A folder (or archive) of <class>/<file> text files: one row per file, class from its folder.
+
+    Files that cannot be articles (hidden, another suffix, not inside a folder) are never read;
+    the rest are read within the size limits (see iter_class_files).
+    """
+    def could_be_article(name: PurePosixPath) -> bool:
+        return len(name.parts) >= 2 and not any(part.startswith(".") for part in name.parts) \
+            and (not suffix or name.suffix.lower() == suffix)
+
+    budget = _Budget(path, max_file_mb, max_total_mb)
+    with _open_members(path, could_be_article, budget) as members:
+        wrapper = _single_top_folder([member.name for member in members])
+        rows = []
+        for member in members:
+            inner = PurePosixPath(*member.name.parts[wrapper:])
+            if len(inner.parts) >= 2:  # a file beside the class folders is no article
+                rows.append({"id": str(inner), label: inner.parent.name,
+                             "text": decode(_read_member(path, member))})
     if not rows:
         raise NewstagError(f"{path}: no <class>/<file>{suffix or ''} files found")
     frame = pd.DataFrame(rows)
@@ -151,10 +325,8 @@ def twenty_newsgroups(folder: Path, remove: list[str] | tuple = ()) -> Corpus:
         raise NewstagError(f"20newsgroups: remove takes headers, footers, quotes; got {sorted(unknown)}")
     source = _require(folder, "20news-bydate.tar.gz", "20news-bydate")
     rows = []
-    for relative, data in iter_class_files(source):
-        top = next((p for p in relative.parts if p.startswith("20news-bydate-")), None)
-        if top is None or len(relative.parts) < 3:
-            continue
+    for relative, data in iter_class_files(source, _is_newsgroup_post):
+        top = next(p for p in relative.parts if p.startswith("20news-bydate-"))
         text = data.decode("latin-1")
         for part in ("headers", "footers", "quotes"):  # scikit-learn's order
             if part in remove:
@@ -162,6 +334,11 @@ def twenty_newsgroups(folder: Path, remove: list[str] | tuple = ()) -> Corpus:
         rows.append({"id": "/".join(relative.parts[-2:]), "text": text,
                      "topic": relative.parent.name, "split": top.removeprefix("20news-bydate-")})
     return Corpus(pd.DataFrame(rows), [source])
+
+
+def _is_newsgroup_post(name: PurePosixPath) -> bool:
+    """20news-bydate-<split>/<group>/<id>, possibly inside a wrapping folder."""
+    return len(name.parts) >= 3 and any(part.startswith("20news-bydate-") for part in name.parts)
 
 
 def strip_headers(text: str) -> str:
@@ -290,11 +467,13 @@ def econ_news_tone(folder: Path) -> Corpus:
 
 FOLDERS = {"hyperpartisan": "hyperpartisan_byarticle"}  # the folder names the corpora ship in
 
-ADAPTERS: dict[str, tuple[Callable[..., Corpus], tuple[str, ...]]] = {
-    "bbc_news": (bbc_news, ()),
-    "20newsgroups": (twenty_newsgroups, ("remove",)),
-    "ag_news": (ag_news, ()),
-    "financial_phrasebank": (financial_phrasebank, ("agreement",)),
-    "hyperpartisan": (hyperpartisan, ()),
-    "econ_news_tone": (econ_news_tone, ()),
+ADAPTERS: dict[str, tuple[Callable[..., Corpus], dict[str, Option]]] = {
+    "bbc_news": (bbc_news, {}),
+    "20newsgroups": (twenty_newsgroups, {"remove": Option(
+        "a list of any of headers, footers, quotes, e.g. [headers]", _is_list_of_strings)}),
+    "ag_news": (ag_news, {}),
+    "financial_phrasebank": (financial_phrasebank, {"agreement": Option(
+        "one of 50, 66, 75, all (a number or a word, not a list)", _is_plain_value)}),
+    "hyperpartisan": (hyperpartisan, {}),
+    "econ_news_tone": (econ_news_tone, {}),
 }

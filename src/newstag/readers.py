@@ -1,5 +1,9 @@
 """Read a table of articles (CSV, TSV, JSONL, Parquet) into a DataFrame, with clear errors."""
 
+import gzip
+import io
+import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -7,6 +11,9 @@ import pandas as pd
 from newstag.errors import NewstagError
 from newstag.files import iter_jsonl
 
+MB = 1 << 20
+MAX_RECORD_MB = 64
+MAX_TOTAL_MB = 8192
 SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
                   ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -23,13 +30,22 @@ def detect_format(path: Path) -> str:
     return fmt
 
 
-def read_table(path: str | Path, fmt: str = "auto", encoding: str = "utf-8") -> pd.DataFrame:
-    """Read every row as strings (labels and ids are never re-typed)."""
+def read_table(path: str | Path, fmt: str = "auto", encoding: str = "utf-8",
+               max_record_mb: int = MAX_RECORD_MB, max_total_mb: int = MAX_TOTAL_MB) -> pd.DataFrame:
+    """Read every row as strings (labels and ids are never re-typed).
+
+    Only a regular file is read: a pipe or a device (/dev/zero) could block or never end. No record
+    (a JSONL line, a CSV field) may exceed `max_record_mb`, and the file, once decompressed, not
+    `max_total_mb`: a small .gz may inflate to more than memory holds.
+    """
     path = Path(path)
     if not path.exists():
         raise NewstagError(f"{path}: file not found; check data.path in the experiment")
     if path.is_dir():
         raise NewstagError(f"{path}: is a directory; data.path must name a file")
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise NewstagError(f"{path}: not a regular file (a pipe or a device?); data.path must "
+                           f"name a file")
     if path.stat().st_size == 0:
         raise NewstagError(f"{path}: file is empty")
     fmt = detect_format(path) if fmt == "auto" else fmt
@@ -37,24 +53,37 @@ def read_table(path: str | Path, fmt: str = "auto", encoding: str = "utf-8") -> 
         raise NewstagError(f"{path}: looks like a binary file, not {fmt} text; check data.path "
                            f"and data.format")
     try:
-        frame = _READERS[fmt](path, encoding)
+        frame = _READERS[fmt](path, encoding, Limits(max_record_mb * MB, max_total_mb * MB))
     except UnicodeDecodeError as exc:
         raise NewstagError(
             f"{path}: not valid {encoding} (byte {exc.start}); set data.encoding, e.g. latin-1"
         ) from None
     except (EOFError, OSError) as exc:
         raise NewstagError(f"{path}: cannot read the file ({exc}); is it truncated?") from None
-    except (pd.errors.ParserError, ValueError) as exc:
+    except (pd.errors.ParserError, ValueError, OverflowError) as exc:
         raise NewstagError(f"{path}: cannot parse as {fmt}: {str(exc).strip()[:200]}") from None
+    except MemoryError:
+        raise NewstagError(f"{path}: too large to read into memory; use a smaller file") from None
     if frame.empty:
         raise NewstagError(f"{path}: holds no rows")
+    _check_field_sizes(frame, path, max_record_mb)
     return frame
+
+
+def _check_field_sizes(frame: pd.DataFrame, path: Path, max_record_mb: int) -> None:
+    """No single field over the record limit (JSONL lines are capped as they are read)."""
+    if path.suffix != ".gz" and path.stat().st_size <= max_record_mb * MB:
+        return  # no field can be larger than the file
+    for column in frame.columns:
+        lengths = frame[column].map(lambda value: len(value) if isinstance(value, str) else 0)
+        if lengths.max() > max_record_mb * MB:
+            row = int(lengths.to_numpy().argmax())
+            raise NewstagError(f"{path}: row {row + 1}, column {column!r} is over the limit of "
+                               f"{max_record_mb} MB per record; split the text or raise data.max_file_mb")
 
 
 def _looks_binary(path: Path) -> bool:
     """NUL bytes in the first 8 KiB (after gunzip) mean this is no text file."""
-    import gzip
-
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as handle:
@@ -63,29 +92,90 @@ def _looks_binary(path: Path) -> bool:
         return False  # the reader below reports unreadable files
 
 
-def _read_csv(path: Path, encoding: str, sep: str = ",") -> pd.DataFrame:
-    return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""],
-                       encoding=encoding)
+@dataclass(frozen=True)
+class Limits:
+    """Bytes allowed per record and for the whole (decompressed) file."""
+
+    record: int
+    total: int
 
 
-def _read_tsv(path: Path, encoding: str) -> pd.DataFrame:
-    return _read_csv(path, encoding, sep="\t")
+def _read_csv(path: Path, encoding: str, limits: Limits, sep: str = ",") -> pd.DataFrame:
+    with _open_capped(path, limits.total) as handle:
+        return pd.read_csv(handle, sep=sep, dtype=str, keep_default_na=False, na_values=[""],
+                           encoding=encoding)
 
 
-def _read_jsonl(path: Path, encoding: str) -> pd.DataFrame:
-    import gzip
+def _read_tsv(path: Path, encoding: str, limits: Limits) -> pd.DataFrame:
+    return _read_csv(path, encoding, limits, sep="\t")
 
-    opener = gzip.open if path.suffix == ".gz" else open
-    rows = []
-    with opener(path, "rt", encoding=encoding) as handle:
-        for number, row, problem in iter_jsonl(handle):
-            if problem:
-                raise NewstagError(f"{path}: line {number} is {problem}")
-            rows.append(row)
+
+def _read_jsonl(path: Path, encoding: str, limits: Limits) -> pd.DataFrame:
+    rows, lines = [], _Lines(path, limits.record)
+    with io.TextIOWrapper(_open_capped(path, limits.total), encoding=encoding) as handle:
+        try:
+            for number, row, problem in iter_jsonl(lines.read(handle)):
+                if problem:
+                    raise NewstagError(f"{path}: line {number} is {problem}")
+                rows.append(row)
+        except UnicodeDecodeError:
+            raise  # read_table names the encoding option
+        except RecursionError:
+            raise NewstagError(f"{path}: line {lines.number} is nested too deeply") from None
+        except ValueError as exc:  # e.g. an integer of more digits than Python converts
+            raise NewstagError(f"{path}: line {lines.number} is not valid JSON "
+                               f"({str(exc).strip()[:120]})") from None
     return _as_strings(pd.DataFrame(rows))
 
 
-def _read_parquet(path: Path, encoding: str) -> pd.DataFrame:
+class _Lines:
+    """Lines of a text file, each read with a cap, remembering which line was read last."""
+
+    def __init__(self, path: Path, limit: int):
+        self.path, self.limit, self.number = path, limit, 0
+
+    def read(self, handle):
+        while line := handle.readline(self.limit + 2):
+            self.number += 1
+            if len(line.rstrip("\r\n")) > self.limit:
+                raise NewstagError(f"{self.path}: line {self.number} is over the limit of "
+                                   f"{self.limit // MB} MB per record; split it or raise "
+                                   f"data.max_file_mb")
+            yield line
+
+
+def _open_capped(path: Path, limit: int) -> io.BufferedReader:
+    """The file's bytes, gunzipped for .gz, refusing to deliver more than `limit` of them."""
+    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+    return io.BufferedReader(_Capped(raw, limit, path))
+
+
+class _Capped(io.RawIOBase):
+    """A byte stream that stops with a clear error once more than `limit` bytes came through."""
+
+    def __init__(self, raw, limit: int, path: Path):
+        self.raw, self.limit, self.path, self.delivered = raw, limit, path, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        count = self.raw.readinto(buffer)
+        self.delivered += count
+        if self.delivered > self.limit:
+            raise NewstagError(f"{self.path}: more than {self.limit // MB} MB of data (after "
+                               f"decompressing); use a smaller file or raise data.max_total_mb")
+        return count
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+def _read_parquet(path: Path, encoding: str, limits: Limits) -> pd.DataFrame:
+    if path.stat().st_size > limits.total:
+        raise NewstagError(f"{path}: more than {limits.total // MB} MB; use a smaller file or "
+                           f"raise data.max_total_mb")
     return _as_strings(pd.read_parquet(path))
 
 

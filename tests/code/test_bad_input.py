@@ -27,7 +27,7 @@ def corpus(rows: int = 40) -> pd.DataFrame:
 
 
 EXPERIMENT = """data: {{path: {path}, id_column: id{data_extra}}}
-tasks: {{topic: {{column: label, labels: [a, b]{task_extra}}}}}
+tasks: {{topic: {{column: label, labels: {labels}{task_extra}}}}}
 split: {{validation: 0.2, test: 0.2}}
 """
 
@@ -38,8 +38,9 @@ def project(tmp_path, monkeypatch):
     return tmp_path
 
 
-def write_experiment(path: Path, data_path, data_extra="", task_extra="", extra="") -> Path:
-    path.write_text(EXPERIMENT.format(path=data_path, data_extra=data_extra,
+def write_experiment(path: Path, data_path, data_extra="", task_extra="", extra="",
+                     labels="[a, b]") -> Path:
+    path.write_text(EXPERIMENT.format(path=data_path, data_extra=data_extra, labels=labels,
                                       task_extra=task_extra) + extra)
     return path
 
@@ -150,7 +151,7 @@ def test_label_with_one_example_suggests_the_fix(project, capsys):
     frame = corpus()
     frame.loc[0, "label"] = "c"
     frame.to_csv(project / "data.csv", index=False)
-    experiment = write_experiment(project / "exp.yaml", "data.csv", task_extra=", labels: [a, b, c]")
+    experiment = write_experiment(project / "exp.yaml", "data.csv", labels="[a, b, c]")
     fails(capsys, project, "preprocess", str(experiment),
           match=r"label 'c' .* only 1 article.*add articles, drop that label, or add a split column")
 

@@ -19,7 +19,8 @@ def corpus(rows: int = 40) -> pd.DataFrame:
     })
 
 
-def experiment(tmp_path, frame: pd.DataFrame, name="data.csv", extra="", task_extra=""):
+def experiment(tmp_path, frame: pd.DataFrame, name="data.csv", extra="", task_extra="",
+               labels="[a, b]"):
     path = tmp_path / name
     if name.endswith(".csv"):
         frame.to_csv(path, index=False)
@@ -30,7 +31,7 @@ def experiment(tmp_path, frame: pd.DataFrame, name="data.csv", extra="", task_ex
     yaml_path = tmp_path / "exp.yaml"
     yaml_path.write_text(
         f"data: {{path: {path}, text_columns: [headline, body]{extra}}}\n"
-        f"tasks: {{topic: {{column: label, labels: [a, b]{task_extra}}}}}\n"
+        f"tasks: {{topic: {{column: label, labels: {labels}{task_extra}}}}}\n"
         "split: {validation: 0.2, test: 0.2}\n"
     )
     return load_config(yaml_path)
@@ -106,7 +107,7 @@ def test_empty_text_can_be_dropped_instead(tmp_path):
 def test_label_with_one_example_suggests_a_fix(tmp_path):
     frame = corpus()
     frame.loc[0, "label"] = "c"
-    config = experiment(tmp_path, frame, task_extra=", labels: [a, b, c]")
+    config = experiment(tmp_path, frame, labels="[a, b, c]")
     with pytest.raises(NewstagError, match=r"label 'c' .* only 1 article.*needs at least 2"):
         preprocess(config)
 
