@@ -107,8 +107,10 @@ def load_raw(config: ExperimentConfig, data_dir: str | None = None) -> tuple[pd.
     if config.data.format == "folder" or path.is_dir() or path.name.endswith(ARCHIVES):
         if not path.exists():
             raise NewstagError(f"{path}: not found; check data.path in the experiment")
-        return read_class_folders(path), [path]
-    return read_table(path, config.data.format, config.data.encoding), [path]
+        return read_class_folders(path, max_file_mb=config.data.max_file_mb,
+                                  max_total_mb=config.data.max_total_mb), [path]
+    return read_table(path, config.data.format, config.data.encoding,
+                      max_record_mb=config.data.max_file_mb, max_total_mb=config.data.max_total_mb), [path]
 
 
 def build_articles(raw: pd.DataFrame, config: ExperimentConfig, source: Path):
