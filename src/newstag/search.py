@@ -25,6 +25,7 @@ from collections import Counter, OrderedDict
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from itertools import product
+from pathlib import Path
 
 import numpy as np
 from sklearn.base import clone
@@ -468,3 +469,100 @@ def auto_folds(search: SearchConfig, labels) -> SearchConfig:
     """At train time a rare label lowers the folds (to 2 at least) rather than stopping."""
     rarest = Counter(labels).most_common()[-1][1]
     return replace(search, folds=max(2, min(search.folds, rarest)))
+
+
+# ---- `newstag search EXP` ---------------------------------------------------------------------
+
+def search_experiment(config, jobs: int = 1, tracking: bool = True) -> tuple[dict, Path]:
+    """Search every task that has a `search:` section, log it, write `<name>.best.yaml`."""
+    from newstag.preprocess import load_task_splits
+
+    tasks = _searched_tasks(config)
+    if tracking:
+        from newstag.tracking import check_reachable, tracking_uri
+
+        check_reachable(tracking_uri())
+    rows = {task.name: _training_rows(load_task_splits, config, task) for task in tasks}
+    for task in tasks:
+        try:
+            check_folds(rows[task.name][1], task.search.folds, f"tasks.{task.name}.search")
+        except NewstagError as exc:
+            raise NewstagError(f"{config.path}: {exc}") from None
+    with _search_tracker(tracking, config) as run:
+        results = {task.name: run_search(task, task.search, *rows[task.name], config.seed, jobs,
+                                         run.candidate_log(task.name))
+                   for task in tasks}
+        path = write_best_yaml(config, results)
+        run.log_results(results, path)
+    return results, path
+
+
+def _searched_tasks(config) -> list[TaskConfig]:
+    if config.compose:
+        raise NewstagError(f"{config.path}: a composed experiment has no data of its own; search the "
+                           f"experiment each task comes from (compose: ...) instead")
+    tasks = [task for task in config.tasks if task.search is not None]
+    if not tasks:
+        raise NewstagError(f"{config.path}: no task has a 'search:' section; add one under "
+                           f"tasks.<task>.search (space, n_iter, folds; see the README)")
+    for task in tasks:
+        try:
+            check_search(task, task.search, f"tasks.{task.name}.search")
+        except NewstagError as exc:
+            raise NewstagError(f"{config.path}: {exc}") from None
+    return tasks
+
+
+def _training_rows(load_task_splits, config, task: TaskConfig) -> tuple[list[str], list[str]]:
+    """Train + validation: the search's folds are cut from these, never from the test split."""
+    frames = [load_task_splits(config, split)[task.name] for split in ("train", "validation")]
+    texts = [text for frame in frames for text in frame["text"].tolist()]
+    labels = [label for frame in frames for label in frame[task.name].tolist()]
+    return texts, labels
+
+
+def _search_tracker(enabled: bool, config):
+    from newstag import tracking
+
+    return tracking.SearchRun(config) if enabled else tracking.NoSearchRun()
+
+
+def best_yaml_path(config) -> Path:
+    return Path(config.path).with_name(f"{config.name}.best.yaml")
+
+
+def write_best_yaml(config, results: dict[str, SearchResult]) -> Path:
+    """The original experiment file with each searched task's choice written in and its search
+    section removed; a new file beside it, written atomically (the original is never touched)."""
+    import yaml
+
+    from newstag.files import atomic_path
+
+    raw = yaml.safe_load(Path(config.path).read_text(encoding="utf-8"))
+    for name, result in results.items():
+        task = raw["tasks"][name] = dict(raw["tasks"].get(name) or {})
+        for key in ("search", "grid"):
+            task.pop(key, None)
+        task.update(classifier=result.task.classifier, features=result.task.features,
+                    params=_plain(result.task.params))
+    path = best_yaml_path(config)
+    header = (f"# Written by `newstag search {config.path}`: each searched task's best configuration\n"
+              f"# (stratified {_folds(results)}-fold CV on train + validation). Train it with\n"
+              f"# `make all EXP={path}`.\n")
+    text = header + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True, default_flow_style=None)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def _folds(results: dict[str, SearchResult]) -> str:
+    return "/".join(sorted({str(len(r.best.fit_seconds)) for r in results.values()}))
+
+
+def _plain(value):
+    """Tuples to lists and NumPy scalars to Python numbers, so the YAML stays plain."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value.item() if isinstance(value, np.generic) else value
