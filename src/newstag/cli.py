@@ -66,7 +66,7 @@ def _add_bench(commands) -> None:
     bench.add_argument("--quick", action="store_true",
                        help="a small subset: checks the code, not the science")
     bench.add_argument("--methods",
-                       help="comma-separated subset of newstag,baseline,fasttext,vader,majority")
+                       help="comma-separated subset of newstag,newstag-auto,baseline,fasttext,vader,majority")
     bench.add_argument("--out", default="reports/bench",
                        help="writes OUT.json and OUT.md (default: reports/bench)")
 
@@ -188,8 +188,8 @@ def run_bench(args) -> int:
         return _run_load_test(args)
     if not args.experiments:
         raise NewstagError("name the experiments to bench, e.g. experiments/bbc_news.yaml")
-    bench.require_bench_extras()
-    methods = args.methods.split(",") if args.methods else None
+    methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
+    bench.require_bench_extras(methods)
     rows = bench.bench(args.experiments, quick=args.quick, methods=methods)
     print(bench.write_report(rows, Path(args.out), quick=args.quick))
     print(f"\nwritten {args.out}.json and {args.out}.md")
