@@ -109,9 +109,6 @@ class NoCandidateLog:
     def finished(self, handle, candidate: Candidate, scoring: str) -> None:
         return None
 
-    def killed(self, handle) -> None:
-        return None
-
 
 # ---- checking the space before any work ---------------------------------------------------------
 
@@ -364,7 +361,7 @@ class _SearchLoop:
     """Ask Optuna for candidates, score up to `jobs` at once in threads, tell it the results.
 
     All MLflow logging happens on the calling thread; on Ctrl-C the running candidates are told
-    to stop, their runs are marked KILLED, and the interrupt goes on up.
+    to stop and the interrupt goes on up (the search's run marks their child runs KILLED).
     """
 
     def __init__(self, study, task, search, y, cache, seed, jobs, candidate_log):
@@ -393,10 +390,8 @@ class _SearchLoop:
                     for future in done:
                         trial, _, handle = running.pop(future)
                         self._finish(future.result(), trial, handle)
-            except BaseException:
+            except BaseException:  # Ctrl-C: running candidates stop at their next fold
                 self.stop.set()
-                for _, _, handle in running.values():
-                    self.log.killed(handle)
                 raise
 
     def _may_propose(self) -> bool:

@@ -172,8 +172,8 @@ def log_evaluation(config, bundle_metadata: dict, metrics: dict[str, float], rep
 class SearchRun:
     """One parent MLflow run per `newstag search`, each candidate a nested child run.
 
-    Children are opened when a candidate starts and closed when it ends, so a Ctrl-C leaves the
-    parent and the candidates then running marked KILLED rather than RUNNING forever.
+    Children are opened when a candidate starts and closed when it ends; on Ctrl-C the parent and
+    every child still open are marked KILLED, so none stays RUNNING forever.
     """
 
     def __init__(self, config):
@@ -196,8 +196,17 @@ class SearchRun:
 
     def __exit__(self, exc_type, exc, tb):
         status = {None: "FINISHED", KeyboardInterrupt: "KILLED"}.get(exc_type, "FAILED")
+        if exc_type is not None:  # a Ctrl-C can land between opening a child and noting it
+            self._end_open_children(status)
         self.mlflow.end_run(status)
         return False
+
+    def _end_open_children(self, status: str) -> None:
+        still_open = (f"tags.mlflow.parentRunId = '{self.run.info.run_id}' "
+                      f"AND attributes.status = 'RUNNING'")
+        open_children = self.client.search_runs([self.run.info.experiment_id], filter_string=still_open)
+        for child in open_children:
+            self.client.set_terminated(child.info.run_id, status)
 
     def candidate_log(self, task: str) -> "CandidateRuns":
         return CandidateRuns(self.client, self.run.info, task)
@@ -251,9 +260,6 @@ class CandidateRuns:
         if candidate.error:
             self.client.set_tag(run_id, "error", candidate.error[:500])
         self.client.set_terminated(run_id, "FINISHED")
-
-    def killed(self, run_id: str) -> None:
-        self.client.set_terminated(run_id, "KILLED")
 
 
 class NoSearchRun:

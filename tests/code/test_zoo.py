@@ -64,3 +64,15 @@ def test_nbsvm_bundle_saves_and_loads(tmp_path, fmt, monkeypatch):
 
 
 NBSVM_TYPES = {"newstag.pipelines.NBSVMClassifier"}
+
+
+def test_bench_checks_the_extra_only_for_the_methods_asked_for(monkeypatch):
+    from newstag import bench
+    from newstag.errors import NewstagError
+
+    monkeypatch.setitem(__import__("sys").modules, "fasttext", None)  # as if not installed
+    bench.require_bench_extras(["newstag", "newstag-auto", "baseline"])
+    with pytest.raises(NewstagError, match="`fasttext` is not installed"):
+        bench.require_bench_extras(["newstag", "fasttext"])
+    with pytest.raises(NewstagError, match="unknown bench method forest"):
+        bench.require_bench_extras(["forest"])
