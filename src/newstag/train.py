@@ -15,7 +15,7 @@ from newstag.errors import NewstagError
 from newstag.files import exclusive_lock
 from newstag.pipelines import build_pipeline
 from newstag.preprocess import load_task_splits
-from newstag.search import auto_folds, auto_search, check_search, run_search
+from newstag.search import auto_folds, auto_search, check_auto, run_search
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def _tracker(enabled: bool):
 def check_task(task: TaskConfig, seed: int) -> None:
     """Raise on a task the config cannot train: a bad param, or a bad search for `auto`."""
     if task.classifier == "auto":
-        check_search(task, auto_search(task), f"tasks.{task.name}.search")
+        check_auto(task)
     else:
         build_pipeline(task, seed)
 
