@@ -26,7 +26,7 @@ PORT ?= 5000
 MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 
 .DEFAULT_GOAL := help
-.PHONY: help setup preprocess train evaluate all predict ui test lint clean distclean bench bench-quick
+.PHONY: help setup preprocess train evaluate all search predict ui test lint clean distclean bench bench-quick
 
 help: ## list the targets
 	@echo "usage: make TARGET [EXP=experiments/<name>.yaml]"
@@ -66,6 +66,10 @@ preprocess: $(PROCESSED) ## validate, clean, de-duplicate and split the experime
 train: $(MODEL) ## train every task, log the run to MLflow, save models/<exp>/model.joblib
 evaluate: $(REPORT) ## score the model on the test split, write reports/<exp>/
 all: evaluate ## the main job: preprocess, train and evaluate
+
+JOBS ?= 1
+search: $(PROCESSED) ## search the experiment's `search:` spaces (JOBS=N in parallel), write experiments/<exp>.best.yaml
+	$(NEWSTAG) search $(EXP) --jobs $(JOBS)
 
 # TEXT and INPUT reach the command only through the environment, unexpanded ($(value ...)), and
 # are quoted by the shell: news text is full of `$5bn`, backticks and quotes. Make would expand

@@ -78,6 +78,15 @@ def fit_newstag(task: TaskConfig, fold: Fold, seed: int, quick: bool):
     return pipeline.predict, _pickled_size(pipeline)
 
 
+def fit_newstag_auto(task: TaskConfig, fold: Fold, seed: int, quick: bool):
+    """The minimal experiment: the same data and label column, classifier `auto`, nothing else.
+    Its search runs inside the fit, so the search time counts in `train s`."""
+    from dataclasses import replace
+
+    minimal = replace(task, classifier="auto", features="word", params={}, grid={}, search=None)
+    return fit_newstag(minimal, fold, seed, quick)
+
+
 def fit_baseline(task: TaskConfig, fold: Fold, seed: int, quick: bool):
     """The plain five-line baseline: default TfidfVectorizer + LinearSVC."""
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -163,13 +172,15 @@ def _pickled_size(model) -> int:
     return buffer.tell()
 
 
-METHODS = {"newstag": fit_newstag, "baseline": fit_baseline, "fasttext": fit_fasttext,
-           "vader": fit_vader, "majority": fit_majority}
+METHODS = {"newstag": fit_newstag, "newstag-auto": fit_newstag_auto, "baseline": fit_baseline,
+           "fasttext": fit_fasttext, "vader": fit_vader, "majority": fit_majority}
+EXTRAS = {"fasttext": "fasttext", "vader": "vaderSentiment"}  # methods that need the bench extra
 
 
 def methods_for(labels: set[str]) -> list[str]:
-    """Every task gets newstag, the baseline, fastText and the majority class; tone tasks VADER too."""
-    base = ["newstag", "baseline", "fasttext"]
+    """Every task gets newstag (tuned and auto), the baseline, fastText and the majority class;
+    tone tasks VADER too."""
+    base = ["newstag", "newstag-auto", "baseline", "fasttext"]
     return base + (["vader", "majority"] if labels <= TONES else ["majority"])
 
 
@@ -289,8 +300,14 @@ def _log_to_mlflow(rows: list[dict], out: Path, quick: bool) -> None:
         mlflow.log_artifact(str(out.with_suffix(".md")))
 
 
-def require_bench_extras() -> None:
-    for module in ("fasttext", "vaderSentiment"):
+def require_bench_extras(methods: list[str] | None = None) -> None:
+    """Stop early when a method asked for (all, by default) needs a package that is missing."""
+    unknown = sorted(set(methods or []) - set(METHODS))
+    if unknown:
+        raise NewstagError(f"unknown bench method {', '.join(unknown)}; choose from: {', '.join(METHODS)}")
+    for method, module in EXTRAS.items():
+        if methods is not None and method not in methods:
+            continue
         try:
             __import__(module)
         except ImportError:

@@ -121,7 +121,8 @@ def _dump(bundle: dict, target: Path, suffix: str) -> None:
 
 
 # Types a newstag bundle may hold beyond those skops trusts by default. Anything else is refused.
-SKOPS_TRUSTED = {"numpy.float32", "numpy.float64", "numpy.dtype", "builtins.NoneType"}
+SKOPS_TRUSTED = {"numpy.float32", "numpy.float64", "numpy.dtype", "builtins.NoneType",
+                 "newstag.pipelines.NBSVMClassifier"}
 
 
 def _load(path: Path) -> dict:

@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                                help="skops: a bundle to share, loadable without running code")
             stage.add_argument("--wait", action="store_true",
                                help="if this experiment is already training, wait instead of failing")
+    _add_search(commands)
     _add_predict(commands)
     _add_bench(commands)
     download = commands.add_parser("download", help="fetch a public corpus and verify its sha256")
@@ -47,6 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--data-dir", help="where corpora live (default: $NEWSTAG_DATA_DIR or data/raw)")
     download.add_argument("--mirror", help="fetch MIRROR/<corpus>/<file> instead of the original URLs")
     return parser
+
+
+def _add_search(commands) -> None:
+    text = "search each task's `search:` space by cross-validation, write <name>.best.yaml"
+    search = commands.add_parser("search", help=text, description=text)
+    search.add_argument("experiment", nargs="?", default=DEFAULT_EXPERIMENT,
+                        help=f"experiment YAML, already preprocessed (default: {DEFAULT_EXPERIMENT})")
+    search.add_argument("--jobs", type=int, default=1, metavar="N", help="candidates scored at once")
+    search.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
 
 
 def _add_bench(commands) -> None:
@@ -59,7 +69,7 @@ def _add_bench(commands) -> None:
     bench.add_argument("--quick", action="store_true",
                        help="a small subset: checks the code, not the science")
     bench.add_argument("--methods",
-                       help="comma-separated subset of newstag,baseline,fasttext,vader,majority")
+                       help="comma-separated subset of newstag,newstag-auto,baseline,fasttext,vader,majority")
     bench.add_argument("--out", default="reports/bench",
                        help="writes OUT.json and OUT.md (default: reports/bench)")
 
@@ -141,6 +151,23 @@ def run_train(args) -> int:
     return 0
 
 
+def run_search(args) -> int:
+    from newstag.config import load_config
+    from newstag.search import search_experiment
+
+    if args.jobs < 1:
+        raise NewstagError(f"--jobs is {args.jobs}; give 1 or more")
+    config = load_config(args.experiment)
+    results, path = search_experiment(config, jobs=args.jobs, tracking=not args.no_tracking)
+    for task, result in results.items():
+        best = result.best
+        print(f"{task}: best {best.settings()}, CV {result.scoring} {best.mean(result.scoring):.4f} "
+              f"± {best.sd(result.scoring):.4f} ({len(result.candidates)} candidates, "
+              f"{result.seconds:.0f} s)")
+    print(f"written {path}; next: make all EXP={path}")
+    return 0
+
+
 def run_evaluate(args) -> int:
     from newstag.config import load_config
     from newstag.evaluate import evaluate, format_summary
@@ -177,8 +204,8 @@ def run_bench(args) -> int:
         return _run_load_test(args)
     if not args.experiments:
         raise NewstagError("name the experiments to bench, e.g. experiments/bbc_news.yaml")
-    bench.require_bench_extras()
-    methods = args.methods.split(",") if args.methods else None
+    methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
+    bench.require_bench_extras(methods)
     rows = bench.bench(args.experiments, quick=args.quick, methods=methods)
     print(bench.write_report(rows, Path(args.out), quick=args.quick))
     print(f"\nwritten {args.out}.json and {args.out}.md")
@@ -212,5 +239,5 @@ def run_download(args) -> int:
 
 
 COMMANDS = {"preprocess": run_preprocess, "train": run_train, "evaluate": run_evaluate,
-            "predict": run_predict, "bench": run_bench,
+            "predict": run_predict, "bench": run_bench, "search": run_search,
             "download": run_download}

@@ -11,7 +11,8 @@ from typing import Any
 from newstag.errors import NewstagError
 from newstag.safe_yaml import load_yaml
 
-CLASSIFIERS = ("logreg", "linear_svm", "sgd", "complement_nb")
+CLASSIFIERS = ("auto", "logreg", "linear_svm", "sgd", "complement_nb", "ridge", "nbsvm")
+SCORINGS = ("f1_macro", "accuracy")
 FORMATS = ("auto", "csv", "tsv", "jsonl", "parquet", "folder")
 PROTOCOLS = ("split", "cv")
 FEATURES = ("word", "char", "word+char")
@@ -44,16 +45,38 @@ class SplitConfig:
 
 
 @dataclass(frozen=True)
+class Distribution:
+    """A numeric range to search: uniform, or log-uniform (for C and alpha) when `log`."""
+
+    low: float
+    high: float
+    log: bool = False
+    int: bool = False
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """A task's search: the space of pipeline settings, the budget, the folds and the score."""
+
+    space: dict[str, Any] = field(default_factory=dict)
+    n_iter: int | None = 20
+    timeout: float | None = None
+    folds: int = 5
+    scoring: str = "f1_macro"
+
+
+@dataclass(frozen=True)
 class TaskConfig:
     """One tagging task: a label column, its allowed labels, a classifier and its grid."""
 
     name: str
     column: str
     labels: tuple[str, ...] | None = None
-    classifier: str = "logreg"
+    classifier: str = "auto"
     features: str = "word"
     params: dict[str, Any] = field(default_factory=dict)
     grid: dict[str, list] = field(default_factory=dict)
+    search: SearchConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -243,10 +266,11 @@ def _build_task(name: str, raw) -> TaskConfig:
         name=name,
         column=_expect(raw.get("column", name), str, f"{where}.column"),
         labels=labels,
-        classifier=_expect(raw.get("classifier", "logreg"), str, f"{where}.classifier"),
+        classifier=_expect(raw.get("classifier", "auto"), str, f"{where}.classifier"),
         features=_expect(raw.get("features", "word"), str, f"{where}.features"),
         params=_expect(raw.get("params", {}), dict, f"{where}.params"),
         grid=grid,
+        search=_build_search(raw["search"], f"{where}.search") if raw.get("search") is not None else None,
     )
     _check_choice(task.classifier, CLASSIFIERS, f"{where}.classifier")
     _check_choice(task.features, FEATURES, f"{where}.features")
@@ -259,6 +283,27 @@ def _plain_label(value, where: str) -> str:
         raise NewstagError(f"'{where}' should hold plain labels (strings or numbers), "
                            f"got {type(value).__name__} {value!r}")
     return str(value)
+
+
+def _build_search(raw, where: str) -> SearchConfig:
+    """Stand-in reader of a task's `search:` section; the search itself checks the values."""
+    raw = _expect(raw, dict, where)
+    _check_keys(raw, SearchConfig, where)
+    space = {}
+    for key, value in _expect(raw.get("space", {}), dict, f"{where}.space").items():
+        if isinstance(value, dict):
+            _check_keys(value, Distribution, f"{where}.space.{key}")
+            value = Distribution(**value)
+        space[key] = value
+    search = SearchConfig(
+        space=space,
+        n_iter=raw.get("n_iter", 20),
+        timeout=raw.get("timeout"),
+        folds=_expect(raw.get("folds", 5), int, f"{where}.folds"),
+        scoring=_expect(raw.get("scoring", "f1_macro"), str, f"{where}.scoring"),
+    )
+    _check_choice(search.scoring, SCORINGS, f"{where}.scoring")
+    return search
 
 
 def _build_mlflow(raw: dict) -> MlflowConfig:

@@ -38,3 +38,43 @@ def save_figure(fig, path) -> None:
     """Save a figure as PNG and free its memory."""
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def search_figure(task: str, rows: list[dict], scoring: str, chosen: int, top: int = 30):
+    """The search's finished candidates, best first: mean CV score with its value printed and a
+    bar for the fold spread (± sd). The axis starts where the data does, so differences show."""
+    rows = sorted((r for r in rows if r["state"] == "complete"), key=lambda r: -r["cv_mean"])[:top]
+    labels = [_candidate_label(r) for r in rows][::-1]
+    means = [r["cv_mean"] for r in rows][::-1]
+    sds = [r["cv_sd"] for r in rows][::-1]
+    fig, ax = plt.subplots(figsize=(9, 0.35 * len(rows) + 1.6))
+    numbers = [r["number"] for r in rows][::-1]
+    colors = ["tab:orange" if number == chosen else "tab:blue" for number in numbers]
+    ax.errorbar(means, range(len(rows)), xerr=sds, fmt="none", ecolor="grey", capsize=3)
+    ax.scatter(means, range(len(rows)), color=colors, zorder=3)
+    for y, (mean, sd) in enumerate(zip(means, sds, strict=True)):
+        ax.annotate(f"{mean:.4f} ± {sd:.4f}", (mean + sd, y), xytext=(4, 0),
+                    textcoords="offset points", va="center", fontsize=8)
+    if rows:
+        low = min(m - s for m, s in zip(means, sds, strict=True))
+        high = max(m + s for m, s in zip(means, sds, strict=True))
+        pad = max(high - low, 0.01)
+        ax.set_xlim(low - 0.05 * pad, high + 0.35 * pad)  # room on the right for the values
+    ax.set_yticks(range(len(rows)), labels, fontsize=8)
+    ax.set_xlabel(f"mean CV {scoring} (bars: ± sd over folds)")
+    ax.set_title(f"{task}: search candidates, best first (chosen in orange)")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _candidate_label(row: dict) -> str:
+    import json
+
+    params = json.loads(row["params"])
+    shown = ", ".join(f"{key.split('__')[-1]}={_short(value)}" for key, value in params.items())
+    return f"#{row['number']} {row['classifier']} {row['features']}" + (f" ({shown})" if shown else "")
+
+
+def _short(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import subprocess
+import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -226,3 +227,114 @@ def _log_evaluation(config, bundle_metadata: dict, metrics: dict, report_dir: Pa
         mlflow.log_metrics(metrics)
         mlflow.log_artifacts(str(report_dir), artifact_path="evaluation")
         return mlflow.active_run().info.run_id
+
+
+class SearchRun:
+    """One parent MLflow run per `newstag search`, each candidate a nested child run.
+
+    Children are opened when a candidate starts and closed when it ends; on Ctrl-C the parent and
+    every child still open are marked KILLED, so none stays RUNNING forever.
+    """
+
+    def __init__(self, config):
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        self.mlflow, self.config = mlflow, config
+        uri = tracking_uri()
+        check_reachable(uri)
+        mlflow.set_tracking_uri(uri)
+        experiment = mlflow.set_experiment(config.mlflow.experiment)
+        self.client = MlflowClient(uri)
+        self.run = mlflow.start_run(run_name=f"{config.name}-search", experiment_id=experiment.experiment_id,
+                                    tags={"git_commit": git_commit(), "experiment_file": config.name,
+                                          "stage": "search"})
+        mlflow.log_dict(config.to_dict(), "config.json")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        status = {None: "FINISHED", KeyboardInterrupt: "KILLED"}.get(exc_type, "FAILED")
+        if exc_type is not None:  # a Ctrl-C can land between opening a child and noting it
+            self._end_open_children(status)
+        self.mlflow.end_run(status)
+        return False
+
+    def _end_open_children(self, status: str) -> None:
+        still_open = (f"tags.mlflow.parentRunId = '{self.run.info.run_id}' "
+                      f"AND attributes.status = 'RUNNING'")
+        open_children = self.client.search_runs([self.run.info.experiment_id], filter_string=still_open)
+        for child in open_children:
+            self.client.set_terminated(child.info.run_id, status)
+
+    def candidate_log(self, task: str) -> "CandidateRuns":
+        return CandidateRuns(self.client, self.run.info, task)
+
+    def log_results(self, results: dict, best_file: Path) -> None:
+        """The parent's summary: best settings and scores per task, the table, the plot, the file."""
+        import pandas as pd
+
+        from newstag.plots import search_figure
+
+        for task, result in results.items():
+            best, scoring = result.best, result.scoring
+            self.mlflow.log_params({f"best.{task}.{key}": value for key, value in best.settings().items()})
+            self.mlflow.log_metrics({metric_name(task, "cv", scoring, "mean"): best.mean(scoring),
+                                     metric_name(task, "cv", scoring, "sd"): best.sd(scoring),
+                                     metric_name(task, "search_seconds"): result.seconds,
+                                     metric_name(task, "candidates"): len(result.candidates)})
+            rows = [c.row(result.scoring) for c in sorted(result.candidates, key=lambda c: c.number)]
+            self.mlflow.log_text(pd.DataFrame(rows).to_csv(index=False), f"search/{task}.csv")
+            self.mlflow.log_dict(rows, f"search/{task}.json")
+            self.mlflow.log_figure(search_figure(task, rows, result.scoring, best.number),
+                                   f"plots/search_{task}.png")
+        self.mlflow.log_artifact(str(best_file))
+
+
+class CandidateRuns:
+    """Child runs of a search's parent run, one per candidate (logged from one thread)."""
+
+    def __init__(self, client, parent, task: str):
+        self.client, self.parent, self.task = client, parent, task
+
+    def started(self, candidate) -> str:
+        run = self.client.create_run(
+            self.parent.experiment_id, run_name=f"{self.task}-{candidate.number}",
+            tags={"mlflow.parentRunId": self.parent.run_id, "task": self.task, "stage": "search"})
+        return run.info.run_id
+
+    def finished(self, run_id: str, candidate, scoring: str) -> None:
+        from mlflow.entities import Metric, Param
+
+        now = int(time.time() * 1000)
+        params = [Param(key, str(value)[:6000]) for key, value in candidate.settings().items()]
+        metrics = [Metric(name, value, now, 0) for name, value in (
+            (f"cv_{scoring}_mean", candidate.mean(scoring)), (f"cv_{scoring}_sd", candidate.sd(scoring)),
+            ("fit_seconds", candidate.mean_fit_seconds), ("folds_done", len(candidate.scores[scoring])))
+            if value == value]  # NaN (no fold done) is left out
+        metrics += [Metric(f"fold_{scoring}", score, now, step)
+                    for step, score in enumerate(candidate.scores[scoring])]
+        self.client.log_batch(run_id, metrics=metrics, params=params)
+        self.client.set_tag(run_id, "state", candidate.state)
+        if candidate.error:
+            self.client.set_tag(run_id, "error", candidate.error[:500])
+        self.client.set_terminated(run_id, "FINISHED")
+
+
+class NoSearchRun:
+    """Stands in for SearchRun under --no-tracking."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def candidate_log(self, task: str):
+        from newstag.search import NoCandidateLog
+
+        return NoCandidateLog()
+
+    def log_results(self, results, best_file) -> None:
+        return None

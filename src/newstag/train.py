@@ -1,7 +1,7 @@
 """Stage 2: pick each task's hyperparameters on the validation split, refit, save one bundle."""
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score
@@ -13,6 +13,7 @@ from newstag.config import ExperimentConfig, TaskConfig
 from newstag.errors import NewstagError
 from newstag.files import exclusive_lock, remove_orphans
 from newstag.pipelines import build_pipeline
+from newstag.search import auto_folds, auto_search, check_auto, run_search
 from newstag.splits import load_task_splits, read_manifest, verify_splits
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ class TaskResult:
     best_params: dict
     validation: dict
     candidates: list[dict]
+    model: dict = field(default_factory=dict)  # the classifier, features and params it was fitted with
 
 
 def bundle_path(config: ExperimentConfig, fmt: str = "joblib"):
@@ -40,7 +42,7 @@ def train(config: ExperimentConfig, tracking: bool = True, fmt: str = "joblib",
     A lock per experiment keeps two trainings from racing to write the same bundle.
     """
     for task in config.tasks:  # a config mistake should stop us before anything is created
-        build_pipeline(task, config.seed)
+        check_task(task, config.seed)
     verify_splits(config)  # and splits that are missing or from two different runs
     if tracking:  # and so should a tracking server that does not answer
         from newstag.tracking import check_reachable, tracking_uri
@@ -66,7 +68,8 @@ def _train(config: ExperimentConfig, tracking: bool, fmt: str) -> dict:
             "experiment": config.name,
             "config": config.to_dict(),
             "tasks": {name: {"labels": r.labels, "best_params": r.best_params,
-                             "validation": r.validation} for name, r in results.items()},
+                             "validation": r.validation, "model": r.model}
+                      for name, r in results.items()},
             "data_sha256": manifest["data_sha256"],
             "mlflow": run.reference(),
         }
@@ -83,11 +86,22 @@ def _tracker(enabled: bool):
     return tracking if enabled else tracking.NoTracking()
 
 
+def check_task(task: TaskConfig, seed: int) -> None:
+    """Raise on a task the config cannot train: a bad param, or a bad search for `auto`."""
+    if task.classifier == "auto":
+        check_auto(task)
+    else:
+        build_pipeline(task, seed)
+
+
 def fit_task(task: TaskConfig, train_df: pd.DataFrame, validation_df: pd.DataFrame,
              seed: int) -> TaskResult:
-    """Score each grid candidate on validation, then refit the best on train + validation."""
+    """Score each grid candidate on validation, then refit the best on train + validation.
+    With `classifier: auto`, search the built-in space by CV on train + validation instead."""
     X_train, y_train = train_df["text"].tolist(), train_df[task.name].tolist()
     X_val, y_val = validation_df["text"].tolist(), validation_df[task.name].tolist()
+    if task.classifier == "auto":
+        return fit_auto(task, X_train + X_val, y_train + y_val, seed)
     grid = list(ParameterGrid(task.grid)) or [{}]
     candidates = score_candidates(task, grid, (X_train, y_train), (X_val, y_val), seed)
     best = max(candidates, key=lambda c: c["f1_macro"])  # first of equals: grid order decides
@@ -99,7 +113,36 @@ def fit_task(task: TaskConfig, train_df: pd.DataFrame, validation_df: pd.DataFra
         best_params=best["params"],
         validation={"f1_macro": best["f1_macro"], "accuracy": best["accuracy"]},
         candidates=candidates,
+        model=_model_choice(task),
     )
+
+
+def fit_auto(task: TaskConfig, texts: list[str], labels: list[str], seed: int) -> TaskResult:
+    """`classifier: auto`: search AUTO_SPACE (or the task's search) by stratified k-fold CV on
+    train + validation, then refit the winner on all of it. The metadata records the choice."""
+    _require_two_labels(labels, task)
+    search = auto_folds(auto_search(task), labels)
+    result = run_search(task, search, texts, labels, seed)
+    chosen = result.task
+    final = _fit(build_pipeline(chosen, seed), texts, labels, chosen)
+    best = result.best
+    candidates = [{"params": c.settings(), "f1_macro": c.mean("f1_macro"), "accuracy": c.mean("accuracy"),
+                   "state": c.state} for c in sorted(result.candidates, key=lambda c: c.number)
+                  if c.state == "complete"]
+    return TaskResult(
+        pipeline=final,
+        labels=[str(label) for label in final.classes_],
+        best_params=best.settings(),
+        validation={"f1_macro": best.mean("f1_macro"), "accuracy": best.mean("accuracy"),
+                    "cv_folds": search.folds, "search_seconds": result.seconds},
+        candidates=candidates,
+        model=_model_choice(chosen, auto=True),
+    )
+
+
+def _model_choice(task: TaskConfig, auto: bool = False) -> dict:
+    return {"classifier": task.classifier, "features": task.features, "params": dict(task.params),
+            "chosen_by": "auto search (cross-validation on train + validation)" if auto else "config"}
 
 
 def score_candidates(task: TaskConfig, grid: list[dict], train, validation, seed: int) -> list[dict]:
@@ -127,10 +170,14 @@ def _fit_transform(vect, X, task: TaskConfig):
         raise NewstagError(f"task '{task.name}': {str(exc).splitlines()[0]}") from None
 
 
-def _fit(pipeline, X, y, task: TaskConfig):
+def _require_two_labels(y, task: TaskConfig) -> None:
     if len(set(y)) < 2:
         raise NewstagError(f"task '{task.name}': the training data has only one label; "
                            f"a classifier needs at least two")
+
+
+def _fit(pipeline, X, y, task: TaskConfig):
+    _require_two_labels(y, task)
     try:
         return pipeline.fit(X, y)
     except ValueError as exc:  # includes scikit-learn's InvalidParameterError

@@ -31,7 +31,7 @@ def test_valid_file_fills_defaults(tmp_path):
     assert config.name == "exp"
     topic, tone = config.tasks
     assert topic.classifier == "linear_svm" and topic.grid == {"clf__C": [0.5, 1]}
-    assert tone.column == "tone" and tone.classifier == "logreg" and tone.labels is None
+    assert tone.column == "tone" and tone.classifier == "auto" and tone.labels is None
     assert config.seed == 42 and config.split.test == 0.15
 
 

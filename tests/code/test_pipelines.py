@@ -23,11 +23,11 @@ def test_every_classifier_fits_and_explains_itself(classifier):
 
 
 def test_unknown_parameter_lists_valid_ones():
-    task = TaskConfig(name="topic", column="topic", params={"clf__alpha": 1.0})
+    task = TaskConfig(name="topic", column="topic", classifier="logreg", params={"clf__alpha": 1.0})
     with pytest.raises(NewstagError, match=r"tasks.topic.params.clf__alpha' is not a parameter.*clf__C"):
         build_pipeline(task, seed=0)
 
 
 def test_grid_overrides_params():
-    task = TaskConfig(name="tone", column="tone", params={"clf__C": 1.0})
+    task = TaskConfig(name="tone", column="tone", classifier="logreg", params={"clf__C": 1.0})
     assert build_pipeline(task, 0, {"clf__C": 5.0}).get_params()["clf__C"] == 5.0
