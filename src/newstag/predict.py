@@ -14,6 +14,7 @@ import math
 import stat
 import sys
 from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ CHUNK = 2000
 CHUNK_CHARS = 50_000_000  # a chunk also ends at this much text, so 2000 long records fit in memory
 DEFAULT_MAX_RECORD_MB = 10
 MAX_INT_DIGITS = 4300  # Python's own default limit, kept whatever the interpreter is set to
-SKIP_BYTES = 1 << 20
+READ_BUFFER = 1 << 20  # large reads: skipping an over-long line of a gigabyte then takes a moment
 UTF8_BOM = codecs.BOM_UTF8
 INPUT_KINDS = "--input takes .txt, .jsonl or .csv files, or - for stdin"
 
@@ -98,7 +99,9 @@ def _check_input(name: str) -> None:
 
 def _read_input(name: str, text_column: str, encoding: str, cap: int) -> Iterator[Record]:
     if name == "-":
-        yield from _read_lines(_stdin_lines(encoding, cap))
+        with _stdin() as stdin:
+            text_already = isinstance(stdin, _TextAsBytes)
+            yield from _read_lines(Lines(stdin, "stdin", "utf-8" if text_already else encoding, cap))
         return
     path = Path(name)
     suffix = path.suffix.lower()
@@ -114,17 +117,20 @@ def _read_input(name: str, text_column: str, encoding: str, cap: int) -> Iterato
 
 def _open(path: Path):
     try:
-        return open(path, "rb")
+        return open(path, "rb", buffering=READ_BUFFER)
     except OSError as exc:
         raise NewstagError(f"{path}: cannot read ({exc.strerror})") from None
 
 
-def _stdin_lines(encoding: str, cap: int) -> "Lines":
+def _stdin():
+    """Standard input as bytes with a large buffer (or a replaced text stdin, seen as bytes)."""
     if sys.stdin is None:
         raise NewstagError("stdin is closed; pipe the articles in, or use --input FILE")
-    if hasattr(sys.stdin, "buffer"):
-        return Lines(sys.stdin.buffer, "stdin", encoding, cap)
-    return Lines(_TextAsBytes(sys.stdin), "stdin", "utf-8", cap)
+    try:
+        return open(sys.stdin.fileno(), "rb", buffering=READ_BUFFER, closefd=False)
+    except (OSError, ValueError, AttributeError):  # a stream without a file descriptor
+        buffer = getattr(sys.stdin, "buffer", None)
+        return nullcontext(buffer if buffer is not None else _TextAsBytes(sys.stdin))
 
 
 class _TextAsBytes:
@@ -167,7 +173,7 @@ class Lines:
         self.too_long = len(raw) > cap and not raw.endswith(b"\n")
         if self.too_long:
             self._skip_rest_of_line()
-            return "", (f"line {self.number}: longer than the {_mb(self.cap)} record limit; "
+            return "", (f"longer than the {_mb(self.cap)} record limit; "
                         f"raise --max-record-mb or split the record")
         if start == 0 and self.strip_bom and raw.startswith(UTF8_BOM):
             raw, start = raw[len(UTF8_BOM):], len(UTF8_BOM)
@@ -175,17 +181,25 @@ class Lines:
             return raw.decode(self.encoding), None
         except UnicodeDecodeError as exc:
             return raw.decode(self.encoding, "replace"), (
-                f"line {self.number}: not valid {self.encoding} ({exc.reason} at byte "
-                f"{start + exc.start}); pass --encoding (e.g. latin-1) or fix the line")
+                f"not valid {self.encoding} ({exc.reason} at byte {start + exc.start}); "
+                f"pass --encoding (e.g. latin-1) or fix the line")
 
     def __iter__(self) -> Iterator[tuple[int, str, str | None]]:
         while (line := self.read())[0] is not None:
             yield self.number, *line
 
     def _skip_rest_of_line(self) -> None:
-        while (piece := self.handle.readline(SKIP_BYTES)):
+        """Read on to the end of the line, a buffer at a time, keeping nothing."""
+        peek = getattr(self.handle, "peek", None)
+        while True:
+            if peek:
+                ahead = peek(READ_BUFFER)
+                end = ahead.find(b"\n")
+                piece = self.handle.read(len(ahead) if end < 0 else end + 1)
+            else:
+                piece = self.handle.readline(READ_BUFFER)
             self.offset += len(piece)
-            if piece.endswith(b"\n"):
+            if not piece or piece.endswith(b"\n"):
                 return
 
     def seek(self, offset: int, number: int) -> None:
@@ -209,7 +223,7 @@ def _read_text_file(handle, path: Path, encoding: str, cap: int) -> Record:
 def _read_lines(lines: Lines) -> Iterator[Record]:
     for number, text, problem in lines:
         if problem:
-            yield Record(id=number, error=f"{lines.label}: {problem}")
+            yield Record(id=number, error=f"{lines.label}: line {number}: {problem}")
         elif text.strip():
             yield Record(id=number, text=text.rstrip("\r\n"))
 
@@ -315,7 +329,9 @@ class _CsvFeed:
                                  f"(lines {self.first}-{self.lines.number}); raise --max-record-mb, "
                                  f"or close the quote if one opened here is never closed")
         self.size += len(text)
-        self.problem = self.problem or problem
+        if problem and not self.problem:
+            self.problem = problem if self.lines.number == self.first else \
+                f"the record goes on to line {self.lines.number}, which is {problem}"
         return text
 
     def resume_after_first_line(self) -> None:
@@ -363,7 +379,7 @@ def _csv_header(reader, feed: _CsvFeed, text_column: str) -> tuple[int, int | No
     except (_RecordTooLong, csv.Error) as exc:
         raise NewstagError(f"{label}: cannot read the header line ({exc})") from None
     if feed.problem:
-        raise NewstagError(f"{label}: header {feed.problem}")
+        raise NewstagError(f"{label}: header line: {feed.problem}")
     if text_column not in header:
         raise NewstagError(f"{label}: no column '{text_column}' (columns: "
                            f"{', '.join(header)}); pick one with --text-column")
