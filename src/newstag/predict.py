@@ -318,6 +318,7 @@ class _CsvFeed:
         return self
 
     def __next__(self) -> str:
+        start = self.lines.offset
         text, problem = self.lines.read(self.lines.cap - self.size)
         if text is None:
             self.ended = True
@@ -328,7 +329,7 @@ class _CsvFeed:
             raise _RecordTooLong(f"longer than the {_mb(self.lines.cap)} record limit "
                                  f"(lines {self.first}-{self.lines.number}); raise --max-record-mb, "
                                  f"or close the quote if one opened here is never closed")
-        self.size += len(text)
+        self.size += self.lines.offset - start
         if problem and not self.problem:
             self.problem = problem if self.lines.number == self.first else \
                 f"the record goes on to line {self.lines.number}, which is {problem}"
@@ -380,6 +381,8 @@ def _csv_header(reader, feed: _CsvFeed, text_column: str) -> tuple[int, int | No
         raise NewstagError(f"{label}: cannot read the header line ({exc})") from None
     if feed.problem:
         raise NewstagError(f"{label}: header line: {feed.problem}")
+    if feed.ended and header:
+        raise NewstagError(f"{label}: a quoted field in the header line is never closed; fix the quoting")
     if text_column not in header:
         raise NewstagError(f"{label}: no column '{text_column}' (columns: "
                            f"{', '.join(header)}); pick one with --text-column")

@@ -17,6 +17,7 @@ from newstag import predict
 from newstag.bundle import save_bundle
 from newstag.cli import main
 from newstag.config import TaskConfig
+from newstag.errors import NewstagError
 from newstag.pipelines import build_pipeline
 from newstag.predict import Record, predict_records, read_records, write_jsonl, write_table
 
@@ -88,6 +89,11 @@ def test_csv_unclosed_quote_is_an_error_row_not_the_rest_of_the_file(bundle, tmp
     assert [r["id"] for r in rows] == ["x1", 2, "x3", "x4"]
     assert "in.csv: line 3: a quoted field opened on this line is never closed" in rows[1]["error"]
     assert [r.get("topic") for r in rows] == ["sport", None, "biz", "biz"]
+
+
+def test_csv_header_with_an_unclosed_quote_stops_the_run(bundle, tmp_path):
+    with pytest.raises(NewstagError, match=r"in\.csv: a quoted field in the header line is never closed"):
+        tag_file(bundle, tmp_path, "in.csv", b'id,text,"note\nx1,goal,a\nx2,shares,b\n')
 
 
 def test_csv_quoted_field_over_several_lines_still_reads(bundle, tmp_path):
