@@ -75,6 +75,8 @@ def _check_encoding(encoding: str, by_line: bool) -> None:
         ascii_safe = encoder.encode('\n\r,"') == b'\n\r,"'
     except LookupError:
         raise NewstagError(f"unknown encoding {encoding!r} (--encoding); try utf-8 or latin-1") from None
+    except (ValueError, TypeError):  # a codec that cannot even encode these characters
+        ascii_safe = False
     if by_line and not ascii_safe:
         raise NewstagError(f"--encoding {encoding} cannot be read line by line; convert the input to "
                            f"utf-8 first (e.g. iconv -f {encoding} -t utf-8)")
@@ -235,7 +237,7 @@ class _BadValue(ValueError):
 
 
 def _reject_constant(name: str):
-    raise _BadValue(f"{name} is not valid JSON")
+    raise _BadValue(f"{name} is not allowed")
 
 
 def _bounded_int(digits: str) -> int:

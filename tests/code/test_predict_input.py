@@ -124,8 +124,8 @@ def test_csv_excel_export_with_bom_and_crlf(bundle, tmp_path):
 @pytest.mark.parametrize(("line", "problem"), [
     ('{"text": "goal", "x": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
     ('{"text": "goal", "n": ' + "7" * 5000 + "}", "a number with 5000 digits"),
-    ('{"text": "goal", "score": NaN}', "NaN is not valid JSON"),
-    ('{"text": "goal", "score": -Infinity}', "-Infinity is not valid JSON"),
+    ('{"text": "goal", "score": NaN}', "not valid JSON (NaN is not allowed)"),
+    ('{"text": "goal", "score": -Infinity}', "-Infinity is not allowed"),
     ('{"text": "goal", "score": 1e400}', "too large"),
     ('{"id": 1.5, "text": "goal"}', "'id' must be a string or an integer, not a number with"),
     ('{"id": {"a": 1}, "text": "goal"}', "'id' must be a string or an integer, not an object"),
