@@ -87,6 +87,19 @@ def _add_predict(commands) -> None:
     predict.add_argument("--encoding", default="utf-8", help="encoding of the input files and stdin")
     predict.add_argument("--strict", action="store_true",
                          help="fail on the first bad record instead of writing an error row")
+    predict.add_argument("--max-record-mb", type=_positive_mb, default=10, metavar="MB",
+                         help="a longer record (line, CSV row or .txt file) becomes an error row, "
+                              "so memory stays bounded (default: 10)")
+
+
+def _positive_mb(value: str) -> float:
+    try:
+        size = float(value)
+    except ValueError:
+        size = 0.0
+    if not 0 < size <= 100_000:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a size in MB between 0 and 100000")
+    return size
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,9 +198,10 @@ def run_predict(args) -> int:
 
     if not args.texts and not args.input:
         raise NewstagError("nothing to tag: give TEXT, --input FILE, or --input - for stdin")
+    records = read_records(args.texts, args.input, args.text_column, args.encoding,
+                           max_record_bytes=int(args.max_record_mb * 1_000_000))
     bundle = load_bundle(args.model)
-    rows = predict_records(bundle, read_records(args.texts, args.input, args.text_column, args.encoding),
-                           strict=args.strict)
+    rows = predict_records(bundle, records, strict=args.strict)
     tasks = list(bundle["pipelines"])
     errors = write_table(rows, tasks) if args.format == "table" else write_jsonl(rows)
     if errors:
