@@ -176,7 +176,7 @@ def test_huge_article_and_any_script_are_tagged(project, capsys):
 @pytest.mark.parametrize(("extra", "task_extra", "match"), [
     ("sed: 1\n", "", r"exp\.yaml: unknown key 'sed' in top level; valid keys are: .*seed"),
     ("seed: many\n", "", r"exp\.yaml: 'seed' should be an integer, got str"),
-    ("", ", classifier: forest", r"'tasks\.topic\.classifier' is 'forest'; choose one of: logreg"),
+    ("", ", classifier: forest", r"'tasks\.topic\.classifier' is 'forest'; choose one of: auto, logreg"),
 ])
 def test_bad_config(project, capsys, extra, task_extra, match):
     corpus().to_csv(project / "data.csv", index=False)

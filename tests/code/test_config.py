@@ -31,7 +31,7 @@ def test_valid_file_fills_defaults(tmp_path):
     assert config.name == "exp"
     topic, tone = config.tasks
     assert topic.classifier == "linear_svm" and topic.grid == {"clf__C": [0.5, 1]}
-    assert tone.column == "tone" and tone.classifier == "logreg" and tone.labels is None
+    assert tone.column == "tone" and tone.classifier == "auto" and tone.labels is None
     assert config.seed == 42 and config.split.test == 0.15
 
 
@@ -53,7 +53,7 @@ def test_unknown_classifier_lists_choices(tmp_path):
 
 def test_grid_values_must_be_lists(tmp_path):
     text = VALID.replace("[0.5, 1]", "0.5")
-    with pytest.raises(NewstagError, match=r"grid.clf__C' must be a non-empty list"):
+    with pytest.raises(NewstagError, match=r"'tasks\.topic\.grid\.clf__C' should be a list, got float 0.5"):
         load_config(write(tmp_path, text))
 
 
