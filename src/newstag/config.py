@@ -7,18 +7,18 @@ so editors can complete and check experiment files. A loaded experiment is immut
 in the YAML are relative to the directory newstag runs in (the project root when run through `make`).
 """
 
-import warnings
+from dataclasses import asdict, field, fields, is_dataclass
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
-    BaseModel,
     BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
+    Strict,
     Tag,
     TypeAdapter,
     ValidationError,
@@ -26,6 +26,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.dataclasses import dataclass
 
 from newstag.errors import NewstagError
 
@@ -39,11 +40,14 @@ FEATURES: tuple[str, ...] = get_args(Features)
 FORMATS: tuple[str, ...] = get_args(Format)
 PROTOCOLS: tuple[str, ...] = get_args(Protocol)
 
+# Values are taken as written: "3" is not 3, 1 is not true, 2.0 is not an integer.
+Int = Annotated[int, Strict()]
+Number = Annotated[float, Strict()]  # an integer is a number too
+Str = Annotated[str, Strict()]
+Bool = Annotated[bool, Strict()]
 
-class _Schema(BaseModel):
-    """Unknown keys are errors, values are taken as written ("3" is not 3), and nothing changes later."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+# Immutable dataclasses (so dataclasses.replace and asdict work on them) that reject unknown keys.
+_schema = dataclass(frozen=True, kw_only=True, config=ConfigDict(extra="forbid"))
 
 
 class _BadValue(ValueError):
@@ -69,40 +73,39 @@ def _labels_as_text(value):
 
 
 TextColumns = Annotated[
-    tuple[str, ...], BeforeValidator(_one_or_many),
+    tuple[Str, ...], BeforeValidator(_one_or_many),
     WithJsonSchema({"anyOf": [{"type": "string"},
                               {"type": "array", "items": {"type": "string"}, "minItems": 1}]})]
 Labels = Annotated[
-    tuple[str, ...] | None, BeforeValidator(_labels_as_text),
+    tuple[Str, ...] | None, BeforeValidator(_labels_as_text),
     WithJsonSchema({"anyOf": [{"type": "array", "items": {"type": ["string", "number", "boolean"]}},
                               {"type": "null"}]})]
 Candidates = Annotated[list, Field(min_length=1)]
 
 
-class DataConfig(_Schema):
+@dataclass(frozen=True, kw_only=True, config=ConfigDict(extra="forbid", json_schema_extra={
+    "oneOf": [{"required": ["path"]}, {"required": ["dataset"]}]}))
+class DataConfig:
     """Where the raw articles are (a file, a folder of class folders, or a known corpus by name)."""
 
-    model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["path"]},
-                                                           {"required": ["dataset"]}]})
-
-    path: str | None = Field(None, description=(
+    path: Str | None = Field(None, description=(
         "Your own data: a .csv/.tsv/.jsonl/.parquet file (also .gz), a folder of <class>/<file>.txt, "
         "or an archive of one. Set this or dataset."))
-    dataset: str | None = Field(None, description="A known public corpus by name, e.g. bbc_news. "
+    dataset: Str | None = Field(None, description="A known public corpus by name, e.g. bbc_news. "
                                                   "Set this or path.")
-    options: dict[str, Any] = Field(default_factory=dict, description=(
+    options: dict[Str, Any] = Field(default_factory=dict, description=(
         "Options of the known corpus, e.g. {agreement: 50} or {remove: [headers, footers, quotes]}."))
     format: Format = Field("auto", description="How to read path; auto: from the file name.")
-    text_columns: TextColumns = Field(("text",), strict=False, min_length=1, description=(
+    text_columns: TextColumns = Field(("text",), min_length=1, description=(
         "Column(s) holding the text; several are joined into one text."))
-    id_column: str | None = Field(None, description="Column with article ids; rows are numbered when absent.")
-    split_column: str | None = Field(None, description="Column marking rows train / validation / test.")
-    encoding: str = Field("utf-8", description="Text encoding of the file(s), e.g. latin-1.")
+    id_column: Str | None = Field(None, description="Column with article ids; rows are numbered when absent.")
+    split_column: Str | None = Field(None, description="Column marking rows train / validation / test.")
+    encoding: Str = Field("utf-8", description="Text encoding of the file(s), e.g. latin-1.")
     on_invalid: Literal["error", "drop"] = Field("error", description=(
         "Rows with empty text or a bad label: error stops; drop skips and counts them."))
-    deduplicate: bool = Field(True, description="Remove exact duplicates (after cleaning) before splitting.")
-    max_file_mb: int = Field(64, gt=0, description="Largest file, or archive member, read (MB).")
-    max_total_mb: int = Field(8192, gt=0, description="Largest total unpacked from one archive (MB).")
+    deduplicate: Bool = Field(True, description="Remove exact duplicates (after cleaning) before splitting.")
+    max_file_mb: Int = Field(64, gt=0, description="Largest file, or archive member, read (MB).")
+    max_total_mb: Int = Field(8192, gt=0, description="Largest total unpacked from one archive (MB).")
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -112,11 +115,12 @@ class DataConfig(_Schema):
         return self
 
 
-class SplitConfig(_Schema):
+@_schema
+class SplitConfig:
     """Fractions held out for model selection and for the final score."""
 
-    validation: float = Field(0.15, gt=0, lt=1, description="Share used to choose among candidates.")
-    test: float = Field(0.15, gt=0, lt=1, description="Share held out for the final score (evaluate).")
+    validation: Number = Field(0.15, gt=0, lt=1, description="Share used to choose among candidates.")
+    test: Number = Field(0.15, gt=0, lt=1, description="Share held out for the final score (evaluate).")
 
     @model_validator(mode="after")
     def _leaves_training_data(self):
@@ -126,13 +130,14 @@ class SplitConfig(_Schema):
         return self
 
 
-class Distribution(_Schema):
+@_schema
+class Distribution:
     """A range to draw a parameter from in a search, instead of a list of candidates."""
 
-    low: float = Field(description="Smallest value.")
-    high: float = Field(description="Largest value; more than low.")
-    log: bool = Field(False, description="Draw on a log scale (low must be > 0), e.g. for C or alpha.")
-    int: bool = Field(False, description="Draw whole numbers, e.g. for min_df.")
+    low: Number = Field(description="Smallest value.")
+    high: Number = Field(description="Largest value; more than low.")
+    log: Bool = Field(False, description="Draw on a log scale (low must be > 0), e.g. for C or alpha.")
+    int: Bool = Field(False, description="Draw whole numbers, e.g. for min_df.")
 
     @model_validator(mode="after")
     def _valid_range(self):
@@ -154,19 +159,20 @@ SpaceValue = Annotated[
 SPACE_CHOICES = {"classifier": SEARCHABLE_CLASSIFIERS, "features": FEATURES}
 
 
-class SearchConfig(_Schema):
+@_schema
+class SearchConfig:
     """A search over the pipeline's settings, scored by cross-validation on the training split."""
 
-    space: dict[str, SpaceValue] = Field(default_factory=dict, description=(
+    space: dict[Str, SpaceValue] = Field(default_factory=dict, description=(
         "What to search: pipeline parameters (clf__C, vect__min_df, vect__word__ngram_range) or "
         "classifier / features, each a list of candidates or a range {low, high, log, int}. "
         "Empty: the built-in space."),
         json_schema_extra={"properties": {
             key: {"type": "array", "minItems": 1, "items": {"enum": list(choices)}}
             for key, choices in SPACE_CHOICES.items()}})
-    n_iter: int | None = Field(20, ge=1, description="Candidates to try; null: until the timeout.")
-    timeout: float | None = Field(None, gt=0, description="Stop searching after this many seconds.")
-    folds: int = Field(5, ge=2, description="Cross-validation folds scoring each candidate.")
+    n_iter: Int | None = Field(20, ge=1, description="Candidates to try; null: until the timeout.")
+    timeout: Number | None = Field(None, gt=0, description="Stop searching after this many seconds.")
+    folds: Int = Field(5, ge=2, description="Cross-validation folds scoring each candidate.")
     scoring: Literal["f1_macro", "accuracy"] = Field("f1_macro", description="What the search maximises.")
 
     @field_validator("space")
@@ -188,86 +194,93 @@ class SearchConfig(_Schema):
         return self
 
 
-class TaskSettings(_Schema):
+@_schema
+class TaskSettings:
     """One tagging task, as written under tasks.<name>."""
 
-    column: str | None = Field(None, description="Label column; default: the task's name.")
-    labels: Labels = Field(None, strict=False, description=(
+    column: Str | None = Field(None, description="Label column; default: the task's name.")
+    labels: Labels = Field(None, description=(
         "Allowed labels; rows with other labels are an error. Default: whatever the data holds."))
     classifier: Classifier = Field("auto", description=(
         "The linear model; auto: chosen by a built-in search at train time."))
     features: Features = Field("word", description=(
         "TF-IDF on word n-grams, character n-grams, or both (then vect__word__... / vect__char__...)."))
-    params: dict[str, Any] = Field(default_factory=dict, description=(
+    params: dict[Str, Any] = Field(default_factory=dict, description=(
         "Pipeline parameters by their scikit-learn names, e.g. vect__min_df: 2, clf__C: 1.0."))
-    grid: dict[str, Candidates] = Field(default_factory=dict, description=(
+    grid: dict[Str, Candidates] = Field(default_factory=dict, description=(
         "Candidate values per pipeline parameter, every combination scored on the validation split."))
     search: SearchConfig | None = Field(None, description="A search over parameters and classifiers.")
 
 
+@_schema
 class TaskConfig(TaskSettings):
     """A task as the code uses it: its settings, its name, and its label column filled in."""
 
-    name: str
-    column: str
+    name: Str
+    column: Str
 
 
-with warnings.catch_warnings():  # the key `register` hides BaseModel's ABC helper, which nothing uses
-    warnings.filterwarnings("ignore", 'Field name "register"', UserWarning)
+@_schema
+class MlflowConfig:
+    """How runs are filed in MLflow."""
 
-    class MlflowConfig(_Schema):
-        """How runs are filed in MLflow."""
-
-        experiment: str = Field("newstag", description="MLflow experiment the runs go to.")
-        register: bool = Field(True, description="Register each task's model as "
-                                                 "newstag-<experiment>-<task>.")
+    experiment: Str = Field("newstag", description="MLflow experiment the runs go to.")
+    register: Bool = Field(True, description="Register each task's model as newstag-<experiment>-<task>.")
 
 
-class BenchConfig(_Schema):
+@_schema
+class BenchConfig:
     """How `make bench` scores this experiment: the held-out split, or repeated stratified k-fold."""
 
     protocol: Protocol = Field("split", description="split: the test split; cv: k-fold.")
-    folds: int = Field(5, ge=2, description="Folds with protocol cv.")
-    repeats: int = Field(1, ge=1, description="Repetitions of the k folds with protocol cv.")
+    folds: Int = Field(5, ge=2, description="Folds with protocol cv.")
+    repeats: Int = Field(1, ge=1, description="Repetitions of the k folds with protocol cv.")
 
 
-class _Common(_Schema):
-    description: str = Field("", description="One line saying what this experiment is.")
-    seed: int = Field(42, description="Seed of the splits and of every classifier.")
+@_schema
+class _Common:
+    """The keys every experiment file may have."""
+
+    description: Str = Field("", description="One line saying what this experiment is.")
+    seed: Int = Field(42, description="Seed of the splits and of every classifier.")
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig, description="How runs are filed in MLflow.")
 
 
+@_schema
 class ExperimentFile(_Common):
     """An experiment file: data, how to split it, and the tasks to train on it."""
 
     data: DataConfig = Field(description="Where the raw articles are.")
-    tasks: dict[str, TaskSettings | None] = Field(min_length=1, description=(
+    tasks: dict[Str, TaskSettings | None] = Field(min_length=1, description=(
         "The tagging tasks by name (the key in predictions), e.g. topic, tone."))
     split: SplitConfig = Field(default_factory=SplitConfig, description="Validation and test fractions.")
     bench: BenchConfig = Field(default_factory=BenchConfig, description="How `make bench` scores it.")
 
 
+@_schema
 class ComposedFile(_Common):
     """An experiment whose tasks each come, with their data, from another experiment file."""
 
-    compose: dict[str, str] = Field(min_length=1, description=(
+    compose: dict[Str, Str] = Field(min_length=1, description=(
         "Task name -> the experiment (file name without .yaml, same folder) that trains it."))
 
 
+@_schema
 class ExperimentConfig(_Common):
     """A loaded experiment: the file's settings, its name (the file name) and its tasks in order."""
 
-    name: str
+    name: Str
     data: DataConfig | None
     tasks: tuple[TaskConfig, ...]
     split: SplitConfig = SplitConfig()
     bench: BenchConfig = BenchConfig()
-    compose: dict[str, str] = {}
-    path: str = ""
+    compose: dict[Str, Str] = field(default_factory=dict)
+    path: Str = field(default="", compare=False)
 
     def to_dict(self) -> dict:
         """A plain, JSON-friendly dict shaped like the YAML (tasks keyed by name)."""
-        plain = self.model_dump(mode="json", exclude={"path"})
+        plain = _plain(asdict(self))
+        plain.pop("path")
         plain["tasks"] = {task.pop("name"): task for task in plain["tasks"]}
         return plain
 
@@ -286,6 +299,14 @@ class ExperimentConfig(_Common):
     @property
     def task_names(self) -> list[str]:
         return [task.name for task in self.tasks]
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
 
 
 def json_schema() -> dict:
@@ -329,11 +350,16 @@ def _read_yaml(path: Path):
 def _experiment(raw: dict, path: Path) -> ExperimentConfig:
     file = _validate(ExperimentFile, raw)
     tasks = tuple(_task(name, settings or TaskSettings()) for name, settings in file.tasks.items())
-    return ExperimentConfig(**{**dict(file), "tasks": tasks}, name=path.stem, path=str(path))
+    return ExperimentConfig(**{**_values(file), "tasks": tasks}, name=path.stem, path=str(path))
 
 
 def _task(name: str, settings: TaskSettings) -> TaskConfig:
-    return TaskConfig(**{**dict(settings), "column": settings.column or name}, name=name)
+    return TaskConfig(**{**_values(settings), "column": settings.column or name}, name=name)
+
+
+def _values(instance) -> dict:
+    """A dataclass's field values, not converted (asdict would turn nested settings into dicts)."""
+    return {item.name: getattr(instance, item.name) for item in fields(instance)}
 
 
 def _composed(raw: dict, path: Path) -> ExperimentConfig:
@@ -346,12 +372,12 @@ def _composed(raw: dict, path: Path) -> ExperimentConfig:
             raise NewstagError(f"compose.{task}: experiment {source} has no task {task!r} "
                                f"(it has: {', '.join(source_config.task_names)})")
         tasks.append(match[0])
-    return ExperimentConfig(**dict(file), name=path.stem, data=None, tasks=tuple(tasks), path=str(path))
+    return ExperimentConfig(**_values(file), name=path.stem, data=None, tasks=tuple(tasks), path=str(path))
 
 
-def _validate(model: type[BaseModel], raw: dict):
+def _validate(model: type, raw: dict):
     try:
-        return model.model_validate(raw)
+        return TypeAdapter(model).validate_python(raw)
     except ValidationError as exc:
         raise NewstagError(_one_line(exc, model)) from None
 
@@ -359,15 +385,15 @@ def _validate(model: type[BaseModel], raw: dict):
 # ---- pydantic's errors as one line naming the key --------------------------------------------
 
 KINDS = {"int": "an integer", "float": "a number", "string": "a string", "bool": "true or false",
-         "dict": "a mapping", "model": "a mapping", "list": "a list", "tuple": "a list"}
+         "dict": "a mapping", "dataclass": "a mapping", "list": "a list", "tuple": "a list"}
 BOUNDS = {"greater_than": ("gt", "greater than"), "greater_than_equal": ("ge", "at least"),
           "less_than": ("lt", "less than"), "less_than_equal": ("le", "at most")}
 
 
-def _one_line(exc: ValidationError, model: type[BaseModel]) -> str:
+def _one_line(exc: ValidationError, model: type) -> str:
     """The first error (unknown keys first: a typo also makes its key look missing), as one line."""
     errors = exc.errors(include_url=False)
-    unknown = [error for error in errors if error["type"] == "extra_forbidden"]
+    unknown = [error for error in errors if error["type"] == "unexpected_keyword_argument"]
     if unknown:
         return _unknown_keys(unknown, model)
     error = errors[0]
@@ -394,17 +420,17 @@ def _one_line(exc: ValidationError, model: type[BaseModel]) -> str:
     return f"'{where}' {message[0].lower()}{message[1:]}, {got}"
 
 
-def _unknown_keys(errors: list[dict], model: type[BaseModel]) -> str:
+def _unknown_keys(errors: list[dict], model: type) -> str:
     parent = errors[0]["loc"][:-1]
     keys = sorted(str(error["loc"][-1]) for error in errors if error["loc"][:-1] == parent)
     where, kind = _follow(model, parent)
     place = f"in {where}" if where else "beside 'compose'" if model is ComposedFile else "in top level"
-    valid = sorted(kind.model_fields) if isinstance(kind, type) and issubclass(kind, BaseModel) else []
+    valid = sorted(kind.__pydantic_fields__) if is_dataclass(kind) else []
     return (f"unknown key {', '.join(map(repr, keys))} {place}; "
             f"valid keys are: {', '.join(valid)}")
 
 
-def _follow(model: type[BaseModel], loc: tuple) -> tuple[str, Any]:
+def _follow(model: type, loc: tuple) -> tuple[str, Any]:
     """The key path an error location names (`tasks.topic.labels[1]`), and the declared type there.
 
     Union members show up in pydantic's locations as tags; they are not keys, so they are skipped.
@@ -421,9 +447,9 @@ def _follow(model: type[BaseModel], loc: tuple) -> tuple[str, Any]:
             where += f"[{item}]"
         else:
             where += f".{item}" if where else str(item)
-        if isinstance(kind, type) and issubclass(kind, BaseModel):
-            field = kind.model_fields.get(str(item))
-            kind = field.annotation if field else None
+        if is_dataclass(kind):
+            declared = kind.__pydantic_fields__.get(str(item))
+            kind = declared.annotation if declared else None
         elif get_origin(kind) in (dict, list, tuple):
             kind = [arg for arg in get_args(kind) if arg is not Ellipsis][-1] if get_args(kind) else None
         else:

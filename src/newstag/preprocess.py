@@ -3,6 +3,7 @@
 import logging
 import re
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -85,7 +86,7 @@ def _without_missing_official_split(config: ExperimentConfig, raw: pd.DataFrame)
         return config
     log.warning("dataset %s has no official split here; using a stratified, seeded split",
                 config.data.dataset)
-    return config.model_copy(update={"data": config.data.model_copy(update={"split_column": None})})
+    return replace(config, data=replace(config.data, split_column=None))
 
 
 def load_raw(config: ExperimentConfig, data_dir: str | None = None) -> tuple[pd.DataFrame, list[Path]]:

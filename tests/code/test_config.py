@@ -1,4 +1,7 @@
+from dataclasses import FrozenInstanceError, replace
+
 import pytest
+from pydantic import ValidationError
 
 from newstag.config import load_config
 from newstag.errors import NewstagError
@@ -88,10 +91,14 @@ def test_labels_are_kept_as_text(tmp_path):
     assert config.tasks[0].labels == ("1", "2.5", "True")
 
 
-def test_a_loaded_experiment_cannot_change(tmp_path):
+def test_a_loaded_experiment_cannot_change_but_can_be_copied_with_changes(tmp_path):
     config = load_config(write(tmp_path, VALID))
-    with pytest.raises(ValueError, match="frozen"):
+    with pytest.raises(FrozenInstanceError):
         config.tasks[0].classifier = "sgd"
+    changed = replace(config.tasks[0], classifier="nbsvm", grid={})
+    assert (changed.classifier, changed.grid, changed.labels) == ("nbsvm", {}, ("a", "b"))
+    with pytest.raises(ValidationError):  # copies are checked too
+        replace(config.tasks[0], classifier="forest")
 
 
 @pytest.mark.parametrize(("old", "new", "match"), [
