@@ -163,10 +163,9 @@ SPACE_CHOICES = {"classifier": SEARCHABLE_CLASSIFIERS, "features": FEATURES}
 class SearchConfig:
     """A search over the pipeline's settings, scored by cross-validation on the training split."""
 
-    space: dict[Str, SpaceValue] = Field(default_factory=dict, description=(
+    space: dict[Str, SpaceValue] = Field(min_length=1, description=(
         "What to search: pipeline parameters (clf__C, vect__min_df, vect__word__ngram_range) or "
-        "classifier / features, each a list of candidates or a range {low, high, log, int}. "
-        "Empty: the built-in space."),
+        "classifier / features, each a list of candidates or a range {low, high, log, int}."),
         json_schema_extra={"properties": {
             key: {"type": "array", "minItems": 1, "items": {"enum": list(choices)}}
             for key, choices in SPACE_CHOICES.items()}})

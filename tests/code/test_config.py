@@ -102,14 +102,17 @@ def test_a_loaded_experiment_cannot_change_but_can_be_copied_with_changes(tmp_pa
 
 
 @pytest.mark.parametrize(("old", "new", "match"), [
-    ("tone: {}", "tone: {search: {n_iter: 0}}",
+    ("tone: {}", "tone: {search: {timeout: 9}}", r"missing required key 'tasks\.tone\.search\.space'"),
+    ("tone: {}", "tone: {search: {space: {}}}", r"'tasks\.tone\.search\.space' is empty"),
+    ("tone: {}", "tone: {search: {space: {clf__C: [1]}, n_iter: 0}}",
      r"'tasks\.tone\.search\.n_iter' should be at least 1, got int 0"),
-    ("tone: {}", "tone: {search: {timeout: -5}}",
+    ("tone: {}", "tone: {search: {space: {clf__C: [1]}, timeout: -5}}",
      r"'tasks\.tone\.search\.timeout' should be greater than 0, got int -5"),
-    ("tone: {}", "tone: {search: {n_iter: null}}",
+    ("tone: {}", "tone: {search: {space: {clf__C: [1]}, n_iter: null}}",
      r"'tasks\.tone\.search' should set n_iter, timeout or both"),
-    ("tone: {}", "tone: {search: {folds: 1}}", r"'tasks\.tone\.search\.folds' should be at least 2"),
-    ("tone: {}", "tone: {search: {scoring: f1}}",
+    ("tone: {}", "tone: {search: {space: {clf__C: [1]}, folds: 1}}",
+     r"'tasks\.tone\.search\.folds' should be at least 2"),
+    ("tone: {}", "tone: {search: {space: {clf__C: [1]}, scoring: f1}}",
      r"'tasks\.tone\.search\.scoring' is 'f1'; choose one of: f1_macro, accuracy"),
     ("tone: {}", "tone: {search: {space: {clf__C: 3}}}",
      r"'tasks\.tone\.search\.space\.clf__C' should be a list of candidate values or a range \{low, high\}"),
