@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_search(commands)
     _add_predict(commands)
     _add_bench(commands)
+    commands.add_parser("schema", help="print the JSON Schema of experiment files",
+                        description="Print the JSON Schema of experiment files, for editors: "
+                                    "newstag schema > experiments/schema.json")
     download = commands.add_parser("download", help="fetch a public corpus and verify its sha256")
     download.add_argument("name", help="20newsgroups, ag_news, financial_phrasebank, hyperpartisan, ...")
     download.add_argument("--data-dir", help="where corpora live (default: $NEWSTAG_DATA_DIR or data/raw)")
@@ -252,6 +255,15 @@ def run_download(args) -> int:
     return 0
 
 
+def run_schema(args) -> int:
+    import json
+
+    from newstag.config import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
 COMMANDS = {"preprocess": run_preprocess, "train": run_train, "evaluate": run_evaluate,
             "predict": run_predict, "bench": run_bench, "search": run_search,
-            "download": run_download}
+            "download": run_download, "schema": run_schema}

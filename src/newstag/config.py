@@ -1,115 +1,280 @@
-"""Experiment files: load a YAML, check every key and type, and say where each stage writes.
+"""Experiment files: one declared schema gives the checks, the error messages and the JSON Schema.
 
-An experiment is immutable once loaded; nothing writes it back. Relative paths in the YAML are
-relative to the directory newstag runs in (the project root when run through `make`).
+Every key of an experiment YAML is declared once below (type, default, allowed values, a line of
+documentation). `load_config` validates a file against it and turns pydantic's first complaint into
+one line naming the key (`tasks.topic.classifier`); `json_schema()` is what `newstag schema` prints,
+so editors can complete and check experiment files. A loaded experiment is immutable. Relative paths
+in the YAML are relative to the directory newstag runs in (the project root when run through `make`).
 """
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Strict,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass
 
 from newstag.errors import NewstagError
 from newstag.safe_yaml import load_yaml
 
-CLASSIFIERS = ("auto", "logreg", "linear_svm", "sgd", "complement_nb", "ridge", "nbsvm")
-SCORINGS = ("f1_macro", "accuracy")
-FORMATS = ("auto", "csv", "tsv", "jsonl", "parquet", "folder")
-PROTOCOLS = ("split", "cv")
-FEATURES = ("word", "char", "word+char")
+Classifier = Literal["auto", "logreg", "linear_svm", "sgd", "complement_nb", "ridge", "nbsvm"]
+Features = Literal["word", "char", "word+char"]
+Format = Literal["auto", "csv", "tsv", "jsonl", "parquet", "folder"]
+Protocol = Literal["split", "cv"]
+CLASSIFIERS: tuple[str, ...] = get_args(Classifier)
+SEARCHABLE_CLASSIFIERS = tuple(name for name in CLASSIFIERS if name != "auto")
+FEATURES: tuple[str, ...] = get_args(Features)
+FORMATS: tuple[str, ...] = get_args(Format)
+PROTOCOLS: tuple[str, ...] = get_args(Protocol)
+
+# Values are taken as written: "3" is not 3, 1 is not true, 2.0 is not an integer.
+Int = Annotated[int, Strict()]
+Number = Annotated[float, Strict()]  # an integer is a number too
+Str = Annotated[str, Strict()]
+Bool = Annotated[bool, Strict()]
+
+# Immutable dataclasses (so dataclasses.replace and asdict work on them) that reject unknown keys.
+_schema = dataclass(frozen=True, kw_only=True, config=ConfigDict(extra="forbid"))
 
 
-@dataclass(frozen=True)
+class _BadValue(ValueError):
+    """A check's complaint; `key` names the part below the checked key it is about (e.g. "[2]")."""
+
+    def __init__(self, message: str, key: str = ""):
+        super().__init__(message)
+        self.key = key
+
+
+def _one_or_many(value):
+    return [value] if isinstance(value, str) else value
+
+
+def _labels_as_text(value):
+    """YAML reads `1` or `true` as numbers or booleans; a label is text, so keep scalars as strings."""
+    if not isinstance(value, list):
+        return value
+    for index, label in enumerate(value):
+        if not isinstance(label, str | int | float | bool):
+            raise _BadValue(f"should be text, a number or true/false, got {_shown(label)}", f"[{index}]")
+    return tuple(str(label) for label in value)
+
+
+TextColumns = Annotated[
+    tuple[Str, ...], BeforeValidator(_one_or_many),
+    WithJsonSchema({"anyOf": [{"type": "string"},
+                              {"type": "array", "items": {"type": "string"}, "minItems": 1}]})]
+Labels = Annotated[
+    tuple[Str, ...] | None, BeforeValidator(_labels_as_text),
+    WithJsonSchema({"anyOf": [{"type": "array", "items": {"type": ["string", "number", "boolean"]}},
+                              {"type": "null"}]})]
+Candidates = Annotated[list, Field(min_length=1)]
+
+
+@dataclass(frozen=True, kw_only=True, config=ConfigDict(extra="forbid", json_schema_extra={
+    "oneOf": [{"required": ["path"]}, {"required": ["dataset"]}]}))
 class DataConfig:
     """Where the raw articles are (a file, a folder of class folders, or a known corpus by name)."""
 
-    path: str | None = None
-    dataset: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-    format: str = "auto"
-    text_columns: tuple[str, ...] = ("text",)
-    id_column: str | None = None
-    split_column: str | None = None
-    encoding: str = "utf-8"
-    on_invalid: str = "error"
-    deduplicate: bool = True
-    max_file_mb: int = 64
-    max_total_mb: int = 8192
+    path: Str | None = Field(None, description=(
+        "Your own data: a .csv/.tsv/.jsonl/.parquet file (also .gz), a folder of <class>/<file>.txt, "
+        "or an archive of one. Set this or dataset."))
+    dataset: Str | None = Field(None, description="A known public corpus by name, e.g. bbc_news. "
+                                                  "Set this or path.")
+    options: dict[Str, Any] = Field(default_factory=dict, description=(
+        "Options of the known corpus, e.g. {agreement: 50} or {remove: [headers, footers, quotes]}."))
+    format: Format = Field("auto", description="How to read path; auto: from the file name.")
+    text_columns: TextColumns = Field(("text",), min_length=1, description=(
+        "Column(s) holding the text; several are joined into one text."))
+    id_column: Str | None = Field(None, description="Column with article ids; rows are numbered when absent.")
+    split_column: Str | None = Field(None, description="Column marking rows train / validation / test.")
+    encoding: Str = Field("utf-8", description="Text encoding of the file(s), e.g. latin-1.")
+    on_invalid: Literal["error", "drop"] = Field("error", description=(
+        "Rows with empty text or a bad label: error stops; drop skips and counts them."))
+    deduplicate: Bool = Field(True, description="Remove exact duplicates (after cleaning) before splitting.")
+    max_file_mb: Int = Field(64, gt=0, description="Largest file, or archive member, read (MB).")
+    max_total_mb: Int = Field(8192, gt=0, description="Largest total unpacked from one archive (MB).")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.path is None) == (self.dataset is None):
+            raise _BadValue("should set exactly one of path (your own file or folder) and "
+                            "dataset (a known corpus, e.g. bbc_news)")
+        return self
 
 
-@dataclass(frozen=True)
+@_schema
 class SplitConfig:
     """Fractions held out for model selection and for the final score."""
 
-    validation: float = 0.15
-    test: float = 0.15
+    validation: Number = Field(0.15, gt=0, lt=1, description="Share used to choose among candidates.")
+    test: Number = Field(0.15, gt=0, lt=1, description="Share held out for the final score (evaluate).")
+
+    @model_validator(mode="after")
+    def _leaves_training_data(self):
+        if self.validation + self.test >= 0.9:
+            raise _BadValue(f"should leave at least 10% for training; validation + test is "
+                            f"{self.validation + self.test:g}")
+        return self
 
 
-@dataclass(frozen=True)
+@_schema
 class Distribution:
-    """A numeric range to search: uniform, or log-uniform (for C and alpha) when `log`."""
+    """A range to draw a parameter from in a search, instead of a list of candidates."""
 
-    low: float
-    high: float
-    log: bool = False
-    int: bool = False
+    low: Number = Field(description="Smallest value.")
+    high: Number = Field(description="Largest value; more than low.")
+    log: Bool = Field(False, description="Draw on a log scale (low must be > 0), e.g. for C or alpha.")
+    int: Bool = Field(False, description="Draw whole numbers, e.g. for min_df.")
+
+    @model_validator(mode="after")
+    def _valid_range(self):
+        if self.low >= self.high:
+            raise _BadValue(f"should have low < high, got low {self.low:g} and high {self.high:g}")
+        if self.log and self.low <= 0:
+            raise _BadValue(f"should have low > 0 with log: true, got low {self.low:g}")
+        return self
 
 
-@dataclass(frozen=True)
+def _space_kind(value) -> str | None:
+    return "list" if isinstance(value, list) else "range" if isinstance(value, dict | Distribution) else None
+
+
+SpaceValue = Annotated[
+    Annotated[Candidates, Tag("list")] | Annotated[Distribution, Tag("range")],
+    Discriminator(_space_kind, custom_error_type="space_value",
+                  custom_error_message="should be a list of candidate values or a range {low, high}")]
+SPACE_CHOICES = {"classifier": SEARCHABLE_CLASSIFIERS, "features": FEATURES}
+
+
+@_schema
 class SearchConfig:
-    """A task's search: the space of pipeline settings, the budget, the folds and the score."""
+    """A search over the pipeline's settings, scored by cross-validation on the training split."""
 
-    space: dict[str, Any] = field(default_factory=dict)
-    n_iter: int | None = 20
-    timeout: float | None = None
-    folds: int = 5
-    scoring: str = "f1_macro"
+    space: dict[Str, SpaceValue] = Field(min_length=1, description=(
+        "What to search: pipeline parameters (clf__C, vect__min_df, vect__word__ngram_range) or "
+        "classifier / features, each a list of candidates or a range {low, high, log, int}."),
+        json_schema_extra={"properties": {
+            key: {"type": "array", "minItems": 1, "items": {"enum": list(choices)}}
+            for key, choices in SPACE_CHOICES.items()}})
+    n_iter: Int | None = Field(20, ge=1, description="Candidates to try; null: until the timeout.")
+    timeout: Number | None = Field(None, gt=0, description="Stop searching after this many seconds.")
+    folds: Int = Field(5, ge=2, description="Cross-validation folds scoring each candidate.")
+    scoring: Literal["f1_macro", "accuracy"] = Field("f1_macro", description="What the search maximises.")
+
+    @field_validator("space")
+    @classmethod
+    def _choices_known(cls, space: dict) -> dict:
+        for key, choices in SPACE_CHOICES.items():
+            values = space.get(key, [])
+            if not isinstance(values, list):
+                raise _BadValue(f"should be a list of choices from: {', '.join(choices)}", f".{key}")
+            for index, value in enumerate(values):
+                if value not in choices:
+                    raise _BadValue(f"is {value!r}; choose one of: {', '.join(choices)}", f".{key}[{index}]")
+        return space
+
+    @model_validator(mode="after")
+    def _has_a_limit(self):
+        if self.n_iter is None and self.timeout is None:
+            raise _BadValue("should set n_iter, timeout or both, so the search ends")
+        return self
 
 
-@dataclass(frozen=True)
-class TaskConfig:
-    """One tagging task: a label column, its allowed labels, a classifier and its grid."""
+@_schema
+class TaskSettings:
+    """One tagging task, as written under tasks.<name>."""
 
-    name: str
-    column: str
-    labels: tuple[str, ...] | None = None
-    classifier: str = "auto"
-    features: str = "word"
-    params: dict[str, Any] = field(default_factory=dict)
-    grid: dict[str, list] = field(default_factory=dict)
-    search: SearchConfig | None = None
+    column: Str | None = Field(None, description="Label column; default: the task's name.")
+    labels: Labels = Field(None, description=(
+        "Allowed labels; rows with other labels are an error. Default: whatever the data holds."))
+    classifier: Classifier = Field("auto", description=(
+        "The linear model; auto: chosen by a built-in search at train time."))
+    features: Features = Field("word", description=(
+        "TF-IDF on word n-grams, character n-grams, or both (then vect__word__... / vect__char__...)."))
+    params: dict[Str, Any] = Field(default_factory=dict, description=(
+        "Pipeline parameters by their scikit-learn names, e.g. vect__min_df: 2, clf__C: 1.0."))
+    grid: dict[Str, Candidates] = Field(default_factory=dict, description=(
+        "Candidate values per pipeline parameter, every combination scored on the validation split."))
+    search: SearchConfig | None = Field(None, description="A search over parameters and classifiers.")
 
 
-@dataclass(frozen=True)
+@_schema
+class TaskConfig(TaskSettings):
+    """A task as the code uses it: its settings, its name, and its label column filled in."""
+
+    name: Str
+    column: Str
+
+
+@_schema
 class MlflowConfig:
     """How runs are filed in MLflow."""
 
-    experiment: str = "newstag"
-    register: bool = True
+    experiment: Str = Field("newstag", description="MLflow experiment the runs go to.")
+    register: Bool = Field(True, description="Register each task's model as newstag-<experiment>-<task>.")
 
 
-@dataclass(frozen=True)
+@_schema
 class BenchConfig:
     """How `make bench` scores this experiment: the held-out split, or repeated stratified k-fold."""
 
-    protocol: str = "split"
-    folds: int = 5
-    repeats: int = 1
+    protocol: Protocol = Field("split", description="split: the test split; cv: k-fold.")
+    folds: Int = Field(5, ge=2, description="Folds with protocol cv.")
+    repeats: Int = Field(1, ge=1, description="Repetitions of the k folds with protocol cv.")
 
 
-@dataclass(frozen=True)
-class ExperimentConfig:
-    """A whole experiment, as read from its YAML file."""
+@_schema
+class _Common:
+    """The keys every experiment file may have."""
 
-    name: str
+    description: Str = Field("", description="One line saying what this experiment is.")
+    seed: Int = Field(42, description="Seed of the splits and of every classifier.")
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig, description="How runs are filed in MLflow.")
+
+
+@_schema
+class ExperimentFile(_Common):
+    """An experiment file: data, how to split it, and the tasks to train on it."""
+
+    data: DataConfig = Field(description="Where the raw articles are.")
+    tasks: dict[Str, TaskSettings | None] = Field(min_length=1, description=(
+        "The tagging tasks by name (the key in predictions), e.g. topic, tone."))
+    split: SplitConfig = Field(default_factory=SplitConfig, description="Validation and test fractions.")
+    bench: BenchConfig = Field(default_factory=BenchConfig, description="How `make bench` scores it.")
+
+
+@_schema
+class ComposedFile(_Common):
+    """An experiment whose tasks each come, with their data, from another experiment file."""
+
+    compose: dict[Str, Str] = Field(min_length=1, description=(
+        "Task name -> the experiment (file name without .yaml, same folder) that trains it."))
+
+
+@_schema
+class ExperimentConfig(_Common):
+    """A loaded experiment: the file's settings, its name (the file name) and its tasks in order."""
+
+    name: Str
     data: DataConfig | None
     tasks: tuple[TaskConfig, ...]
-    seed: int = 42
     split: SplitConfig = SplitConfig()
-    mlflow: MlflowConfig = MlflowConfig()
     bench: BenchConfig = BenchConfig()
-    description: str = ""
-    compose: dict[str, str] = field(default_factory=dict)
-    path: str = field(default="", compare=False)
+    compose: dict[Str, Str] = field(default_factory=dict)
+    path: Str = field(default="", compare=False)
 
     def to_dict(self) -> dict:
         """A plain, JSON-friendly dict shaped like the YAML (tasks keyed by name)."""
@@ -143,16 +308,22 @@ def _plain(value):
     return value
 
 
+def json_schema() -> dict:
+    """The JSON Schema of experiment files, for editors; `newstag schema` prints it."""
+    schema = TypeAdapter(ExperimentFile | ComposedFile).json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "newstag experiment",
+            "description": "An experiment file (experiments/*.yaml): its data and tasks, or `compose`.",
+            **schema}
+
+
 def load_config(path: str | Path) -> ExperimentConfig:
     """Read an experiment YAML; raise NewstagError naming the file and key on any mistake."""
     path = Path(path)
-    raw = load_yaml(path)
+    raw = _read_yaml(path)
     if not isinstance(raw, dict):
         raise NewstagError(f"{path}: expected a mapping of keys at the top level")
     try:
-        if "compose" in raw:
-            return _build_composed(raw, path)
-        return replace(_build_experiment(raw, path.stem), path=str(path))
+        return _composed(raw, path) if "compose" in raw else _experiment(raw, path)
     except NewstagError as exc:
         raise NewstagError(f"{path}: {exc}") from None
 
@@ -164,202 +335,138 @@ def task_source(config: ExperimentConfig, task: str) -> ExperimentConfig:
     return load_config(Path(config.path).parent / f"{config.compose[task]}.yaml")
 
 
-def _build_composed(raw: dict, path: Path) -> ExperimentConfig:
-    """An experiment whose tasks each come, with their data, from another experiment file."""
-    allowed = {"compose", "seed", "mlflow", "description"}
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        raise NewstagError(f"unknown key {', '.join(map(repr, unknown))} beside 'compose'; "
-                           f"valid keys are: {', '.join(sorted(allowed))}")
-    compose = _expect(raw["compose"], dict, "compose")
-    if not compose:
-        raise NewstagError("'compose' is empty; map each task to the experiment that trains it")
+def _read_yaml(path: Path):
+    """The file's YAML as plain data: the one place experiment files are parsed (bounded, with
+    duplicate keys and alias bombs refused; see safe_yaml)."""
+    return load_yaml(path)
+
+
+def _experiment(raw: dict, path: Path) -> ExperimentConfig:
+    file = _validate(ExperimentFile, raw)
+    tasks = tuple(_task(name, settings or TaskSettings()) for name, settings in file.tasks.items())
+    return ExperimentConfig(**{**_values(file), "tasks": tasks}, name=path.stem, path=str(path))
+
+
+def _task(name: str, settings: TaskSettings) -> TaskConfig:
+    return TaskConfig(**{**_values(settings), "column": settings.column or name}, name=name)
+
+
+def _values(instance) -> dict:
+    """A dataclass's field values, not converted (asdict would turn nested settings into dicts)."""
+    return {item.name: getattr(instance, item.name) for item in fields(instance)}
+
+
+def _composed(raw: dict, path: Path) -> ExperimentConfig:
+    file = _validate(ComposedFile, raw)
     tasks = []
-    for task, source in compose.items():
-        source_config = load_config(path.parent / f"{_expect(source, str, f'compose.{task}')}.yaml")
+    for task, source in file.compose.items():
+        source_config = load_config(path.parent / f"{source}.yaml")
         match = [t for t in source_config.tasks if t.name == task]
         if not match:
             raise NewstagError(f"compose.{task}: experiment {source} has no task {task!r} "
                                f"(it has: {', '.join(source_config.task_names)})")
         tasks.append(match[0])
-    return ExperimentConfig(
-        name=path.stem, data=None, tasks=tuple(tasks), compose=dict(compose), path=str(path),
-        seed=_expect(raw.get("seed", 42), int, "seed"),
-        mlflow=_build_mlflow(_expect(raw.get("mlflow", {}), dict, "mlflow")),
-        description=_expect(raw.get("description", ""), str, "description"))
+    return ExperimentConfig(**_values(file), name=path.stem, data=None, tasks=tuple(tasks), path=str(path))
 
 
-def _build_experiment(raw: dict, name: str) -> ExperimentConfig:
-    _check_keys(raw, ExperimentConfig, "top level", exclude={"name", "path"})
-    for required in ("data", "tasks"):
-        if required not in raw:
-            raise NewstagError(f"missing required key '{required}'")
-    tasks_raw = _expect(raw["tasks"], dict, "tasks")
-    if not tasks_raw:
-        raise NewstagError("'tasks' is empty; declare at least one task, e.g. topic")
-    return ExperimentConfig(
-        name=name,
-        data=_build_data(_expect(raw["data"], dict, "data")),
-        tasks=tuple(_build_task(key, value) for key, value in tasks_raw.items()),
-        seed=_expect(raw.get("seed", 42), int, "seed"),
-        split=_build_split(_expect(raw.get("split", {}), dict, "split")),
-        mlflow=_build_mlflow(_expect(raw.get("mlflow", {}), dict, "mlflow")),
-        bench=_build_bench(_expect(raw.get("bench", {}), dict, "bench")),
-        description=_expect(raw.get("description", ""), str, "description"),
-    )
+def _validate(model: type, raw: dict):
+    try:
+        return TypeAdapter(model).validate_python(raw)
+    except ValidationError as exc:
+        raise NewstagError(_one_line(exc, model)) from None
 
 
-def _build_data(raw: dict) -> DataConfig:
-    _check_keys(raw, DataConfig, "data")
-    if ("path" in raw) == ("dataset" in raw):
-        raise NewstagError("set exactly one of 'data.path' (your own file or folder) and "
-                           "'data.dataset' (a known corpus, e.g. bbc_news)")
-    columns = raw.get("text_columns", ["text"])
-    columns = [columns] if isinstance(columns, str) else _expect(columns, list, "data.text_columns")
-    data = DataConfig(
-        path=_optional_str(raw.get("path"), "data.path"),
-        dataset=_optional_str(raw.get("dataset"), "data.dataset"),
-        options=_expect(raw.get("options", {}), dict, "data.options"),
-        format=_expect(raw.get("format", "auto"), str, "data.format"),
-        text_columns=tuple(_expect(column, str, "data.text_columns[]") for column in columns),
-        id_column=_optional_str(raw.get("id_column"), "data.id_column"),
-        split_column=_optional_str(raw.get("split_column"), "data.split_column"),
-        encoding=_expect(raw.get("encoding", "utf-8"), str, "data.encoding"),
-        on_invalid=_expect(raw.get("on_invalid", "error"), str, "data.on_invalid"),
-        deduplicate=_expect(raw.get("deduplicate", True), bool, "data.deduplicate"),
-        max_file_mb=_expect(raw.get("max_file_mb", 64), int, "data.max_file_mb"),
-        max_total_mb=_expect(raw.get("max_total_mb", 8192), int, "data.max_total_mb"),
-    )
-    _check_choice(data.format, FORMATS, "data.format")
-    _check_choice(data.on_invalid, ("error", "drop"), "data.on_invalid")
-    if data.max_file_mb < 1 or data.max_total_mb < 1:
-        raise NewstagError("'data.max_file_mb' and 'data.max_total_mb' are sizes in MB, at least 1")
-    if not data.text_columns:
-        raise NewstagError("'data.text_columns' is empty; name the column(s) holding the text")
-    return data
+# ---- pydantic's errors as one line naming the key --------------------------------------------
+
+KINDS = {"int": "an integer", "float": "a number", "string": "a string", "bool": "true or false",
+         "dict": "a mapping", "dataclass": "a mapping", "list": "a list", "tuple": "a list"}
+BOUNDS = {"greater_than": ("gt", "greater than"), "greater_than_equal": ("ge", "at least"),
+          "less_than": ("lt", "less than"), "less_than_equal": ("le", "at most")}
 
 
-def _build_split(raw: dict) -> SplitConfig:
-    _check_keys(raw, SplitConfig, "split")
-    split = SplitConfig(
-        validation=_fraction(raw.get("validation", 0.15), "split.validation"),
-        test=_fraction(raw.get("test", 0.15), "split.test"),
-    )
-    if split.validation + split.test >= 0.9:
-        raise NewstagError("split.validation + split.test must leave at least 10% for training")
-    return split
-
-
-def _build_task(name: str, raw) -> TaskConfig:
-    where = f"tasks.{name}"
-    raw = _expect(raw if raw is not None else {}, dict, where)
-    _check_keys(raw, TaskConfig, where, exclude={"name"})
-    labels = raw.get("labels")
-    if labels is not None:
-        labels = tuple(_plain_label(label, f"{where}.labels")
-                       for label in _expect(labels, list, f"{where}.labels"))
-    grid = _expect(raw.get("grid", {}), dict, f"{where}.grid")
-    for key, values in grid.items():
-        if not isinstance(values, list) or not values:
-            raise NewstagError(f"'{where}.grid.{key}' must be a non-empty list of candidate values")
-    task = TaskConfig(
-        name=name,
-        column=_expect(raw.get("column", name), str, f"{where}.column"),
-        labels=labels,
-        classifier=_expect(raw.get("classifier", "auto"), str, f"{where}.classifier"),
-        features=_expect(raw.get("features", "word"), str, f"{where}.features"),
-        params=_expect(raw.get("params", {}), dict, f"{where}.params"),
-        grid=grid,
-        search=_build_search(raw["search"], f"{where}.search") if raw.get("search") is not None else None,
-    )
-    _check_choice(task.classifier, CLASSIFIERS, f"{where}.classifier")
-    _check_choice(task.features, FEATURES, f"{where}.features")
-    return task
-
-
-def _plain_label(value, where: str) -> str:
-    """A label is one plain value; a nested list or mapping would become an unmatchable string."""
-    if value is None or isinstance(value, list | dict):
-        raise NewstagError(f"'{where}' should hold plain labels (strings or numbers), "
-                           f"got {type(value).__name__} {value!r}")
-    return str(value)
-
-
-def _build_search(raw, where: str) -> SearchConfig:
-    """Stand-in reader of a task's `search:` section; the search itself checks the values."""
-    raw = _expect(raw, dict, where)
-    _check_keys(raw, SearchConfig, where)
-    space = {}
-    for key, value in _expect(raw.get("space", {}), dict, f"{where}.space").items():
-        if isinstance(value, dict):
-            _check_keys(value, Distribution, f"{where}.space.{key}")
-            value = Distribution(**value)
-        space[key] = value
-    search = SearchConfig(
-        space=space,
-        n_iter=raw.get("n_iter", 20),
-        timeout=raw.get("timeout"),
-        folds=_expect(raw.get("folds", 5), int, f"{where}.folds"),
-        scoring=_expect(raw.get("scoring", "f1_macro"), str, f"{where}.scoring"),
-    )
-    _check_choice(search.scoring, SCORINGS, f"{where}.scoring")
-    return search
-
-
-def _build_mlflow(raw: dict) -> MlflowConfig:
-    _check_keys(raw, MlflowConfig, "mlflow")
-    return MlflowConfig(
-        experiment=_expect(raw.get("experiment", "newstag"), str, "mlflow.experiment"),
-        register=_expect(raw.get("register", True), bool, "mlflow.register"),
-    )
-
-
-def _build_bench(raw: dict) -> BenchConfig:
-    _check_keys(raw, BenchConfig, "bench")
-    bench = BenchConfig(
-        protocol=_expect(raw.get("protocol", "split"), str, "bench.protocol"),
-        folds=_expect(raw.get("folds", 5), int, "bench.folds"),
-        repeats=_expect(raw.get("repeats", 1), int, "bench.repeats"),
-    )
-    _check_choice(bench.protocol, PROTOCOLS, "bench.protocol")
-    if bench.folds < 2 or bench.repeats < 1:
-        raise NewstagError("bench.folds must be at least 2 and bench.repeats at least 1")
-    return bench
-
-
-def _check_keys(raw: dict, cls, where: str, exclude: frozenset | set = frozenset()) -> None:
-    valid = sorted(f.name for f in fields(cls) if f.name not in exclude)
-    unknown = sorted(str(key) for key in raw if key not in valid)
+def _one_line(exc: ValidationError, model: type) -> str:
+    """The first error (unknown keys first: a typo also makes its key look missing), as one line."""
+    errors = exc.errors(include_url=False)
+    unknown = [error for error in errors if error["type"] == "unexpected_keyword_argument"]
     if unknown:
-        raise NewstagError(
-            f"unknown key {', '.join(repr(k) for k in unknown)} in {where}; "
-            f"valid keys are: {', '.join(valid)}"
-        )
+        return _unknown_keys(unknown, model)
+    error = errors[0]
+    where, kind = _follow(model, error["loc"])
+    got = f"got {_shown(error['input'])}"
+    name = error["type"]
+    if name == "missing":
+        return f"missing required key '{where}'"
+    if name == "value_error":
+        cause = error["ctx"]["error"]
+        where += getattr(cause, "key", "")
+        return f"'{where}' {cause}" if where else str(cause)
+    if name == "literal_error":
+        choices = get_args(kind) if get_origin(kind) is Literal else (error["ctx"]["expected"],)
+        return f"'{where}' is {error['input']!r}; choose one of: {', '.join(map(str, choices))}"
+    if name.endswith("_type") and name.removesuffix("_type") in KINDS:
+        return f"'{where}' should be {KINDS[name.removesuffix('_type')]}, {got}"
+    if name in BOUNDS:
+        key, words = BOUNDS[name]
+        return f"'{where}' should be {words} {error['ctx'][key]:g}, {got}"
+    if name == "too_short":
+        return f"'{where}' is empty; give at least one entry"
+    message = error["msg"].removeprefix("Input ")
+    return f"'{where}' {message[0].lower()}{message[1:]}, {got}"
 
 
-def _expect(value, kind, where: str):
-    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
-        raise NewstagError(
-            f"'{where}' should be {_kind_name(kind)}, got {type(value).__name__} {value!r}"
-        )
-    return value
+def _unknown_keys(errors: list[dict], model: type) -> str:
+    parent = errors[0]["loc"][:-1]
+    keys = sorted(str(error["loc"][-1]) for error in errors if error["loc"][:-1] == parent)
+    where, kind = _follow(model, parent)
+    place = f"in {where}" if where else "beside 'compose'" if model is ComposedFile else "in top level"
+    valid = sorted(kind.__pydantic_fields__) if is_dataclass(kind) else []
+    return (f"unknown key {', '.join(map(repr, keys))} {place}; "
+            f"valid keys are: {', '.join(valid)}")
 
 
-def _kind_name(kind) -> str:
-    names = {dict: "a mapping", list: "a list", str: "a string", int: "an integer", bool: "true or false"}
-    return names.get(kind, kind.__name__)
+def _follow(model: type, loc: tuple) -> tuple[str, Any]:
+    """The key path an error location names (`tasks.topic.labels[1]`), and the declared type there.
+
+    Union members show up in pydantic's locations as tags; they are not keys, so they are skipped.
+    """
+    where, kind = "", model
+    for item in loc:
+        kind = _bare(kind)
+        if get_origin(kind) in (Union, UnionType):
+            kind = next((_bare(m) for m in get_args(kind) if _tag(m) == item), None)
+            continue
+        if item == "[key]":  # pydantic's mark for a mapping's key (not its value) being wrong
+            where += " (the key)"
+        elif isinstance(item, int) and get_origin(kind) is not dict:
+            where += f"[{item}]"
+        else:
+            where += f".{item}" if where else str(item)
+        if is_dataclass(kind):
+            declared = kind.__pydantic_fields__.get(str(item))
+            kind = declared.annotation if declared else None
+        elif get_origin(kind) in (dict, list, tuple):
+            kind = [arg for arg in get_args(kind) if arg is not Ellipsis][-1] if get_args(kind) else None
+        else:
+            kind = None
+    return where, _bare(kind)
 
 
-def _optional_str(value, where: str) -> str | None:
-    return None if value is None else _expect(value, str, where)
+def _bare(kind):
+    """The type without Annotated metadata, and without `| None`."""
+    while get_origin(kind) is Annotated:
+        kind = get_args(kind)[0]
+    if get_origin(kind) in (Union, UnionType):
+        members = [m for m in get_args(kind) if m is not type(None)]
+        if len(members) == 1:
+            return _bare(members[0])
+    return kind
 
 
-def _fraction(value, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
-        raise NewstagError(f"'{where}' should be a fraction between 0 and 1, got {value!r}")
-    return float(value)
+def _tag(kind) -> str | None:
+    if get_origin(kind) is Annotated:
+        return next((m.tag for m in get_args(kind)[1:] if isinstance(m, Tag)), None)
+    return None
 
 
-def _check_choice(value: str, choices: tuple[str, ...], where: str) -> None:
-    if value not in choices:
-        raise NewstagError(f"'{where}' is {value!r}; choose one of: {', '.join(choices)}")
+def _shown(value) -> str:
+    return f"{type(value).__name__} {value!r}"

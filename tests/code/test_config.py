@@ -1,4 +1,7 @@
+from dataclasses import FrozenInstanceError, replace
+
 import pytest
+from pydantic import ValidationError
 
 from newstag.config import load_config
 from newstag.errors import NewstagError
@@ -53,7 +56,7 @@ def test_unknown_classifier_lists_choices(tmp_path):
 
 def test_grid_values_must_be_lists(tmp_path):
     text = VALID.replace("[0.5, 1]", "0.5")
-    with pytest.raises(NewstagError, match=r"grid.clf__C' must be a non-empty list"):
+    with pytest.raises(NewstagError, match=r"'tasks\.topic\.grid\.clf__C' should be a list, got float 0.5"):
         load_config(write(tmp_path, text))
 
 
@@ -67,3 +70,84 @@ def test_missing_file_and_bad_yaml(tmp_path):
 def test_split_fractions_are_checked(tmp_path):
     with pytest.raises(NewstagError, match="split.test"):
         load_config(write(tmp_path, VALID + "split: {test: 1.5}\n"))
+
+
+def test_search_space_and_new_defaults(tmp_path):
+    text = VALID.replace("tone: {}", "tone: {search: {space: {clf__C: {low: 0.01, high: 100, log: true}, "
+                                     "vect__min_df: [1, 2], classifier: [logreg, nbsvm]}, timeout: 30}}")
+    config = load_config(write(tmp_path, text))
+    topic, tone = config.tasks
+    assert topic.search is None and config.data.max_file_mb == 64 and config.data.max_total_mb == 8192
+    search = tone.search
+    assert (search.n_iter, search.timeout, search.folds, search.scoring) == (20, 30, 5, "f1_macro")
+    c_range = search.space["clf__C"]
+    assert (c_range.low, c_range.high, c_range.log, c_range.int) == (0.01, 100, True, False)
+    assert search.space["vect__min_df"] == [1, 2] and search.space["classifier"] == ["logreg", "nbsvm"]
+    assert config.to_dict()["tasks"]["tone"]["search"]["space"]["clf__C"]["log"] is True
+
+
+def test_labels_are_kept_as_text(tmp_path):
+    config = load_config(write(tmp_path, VALID.replace("[a, b]", "[1, 2.5, true]")))
+    assert config.tasks[0].labels == ("1", "2.5", "True")
+
+
+def test_a_loaded_experiment_cannot_change_but_can_be_copied_with_changes(tmp_path):
+    config = load_config(write(tmp_path, VALID))
+    with pytest.raises(FrozenInstanceError):
+        config.tasks[0].classifier = "sgd"
+    changed = replace(config.tasks[0], classifier="nbsvm", grid={})
+    assert (changed.classifier, changed.grid, changed.labels) == ("nbsvm", {}, ("a", "b"))
+    with pytest.raises(ValidationError):  # copies are checked too
+        replace(config.tasks[0], classifier="forest")
+
+
+@pytest.mark.parametrize(("old", "new", "match"), [
+    ("tone: {}", "tone: {search: {timeout: 9}}", r"missing required key 'tasks\.tone\.search\.space'"),
+    ("tone: {}", "tone: {search: {space: {}}}", r"'tasks\.tone\.search\.space' is empty"),
+    ("tone: {}", "tone: {search: {space: {clf__C: [1]}, n_iter: 0}}",
+     r"'tasks\.tone\.search\.n_iter' should be at least 1, got int 0"),
+    ("tone: {}", "tone: {search: {space: {clf__C: [1]}, timeout: -5}}",
+     r"'tasks\.tone\.search\.timeout' should be greater than 0, got int -5"),
+    ("tone: {}", "tone: {search: {space: {clf__C: [1]}, n_iter: null}}",
+     r"'tasks\.tone\.search' should set n_iter, timeout or both"),
+    ("tone: {}", "tone: {search: {space: {clf__C: [1]}, folds: 1}}",
+     r"'tasks\.tone\.search\.folds' should be at least 2"),
+    ("tone: {}", "tone: {search: {space: {clf__C: [1]}, scoring: f1}}",
+     r"'tasks\.tone\.search\.scoring' is 'f1'; choose one of: f1_macro, accuracy"),
+    ("tone: {}", "tone: {search: {space: {clf__C: 3}}}",
+     r"'tasks\.tone\.search\.space\.clf__C' should be a list of candidate values or a range \{low, high\}"),
+    ("tone: {}", "tone: {search: {space: {clf__C: []}}}", r"'tasks\.tone\.search\.space\.clf__C' is empty"),
+    ("tone: {}", "tone: {search: {space: {clf__C: {low: 2, high: 1}}}}",
+     r"'tasks\.tone\.search\.space\.clf__C' should have low < high, got low 2 and high 1"),
+    ("tone: {}", "tone: {search: {space: {clf__C: {low: 0, high: 1, log: true}}}}",
+     r"'tasks\.tone\.search\.space\.clf__C' should have low > 0 with log: true"),
+    ("tone: {}", "tone: {search: {space: {clf__C: {low: 0, hi: 1}}}}",
+     r"unknown key 'hi' in tasks\.tone\.search\.space\.clf__C; valid keys are: high, int, log, low"),
+    ("tone: {}", "tone: {search: {space: {classifier: [logreg, forest]}}}",
+     r"'tasks\.tone\.search\.space\.classifier\[1\]' is 'forest'; choose one of: logreg, .*nbsvm"),
+    ("tone: {}", "tone: {search: {space: {features: {low: 1, high: 2}}}}",
+     r"'tasks\.tone\.search\.space\.features' should be a list of choices from: word, char, word\+char"),
+    ("[a, b]", "[a, [b, c]]",
+     r"'tasks\.topic\.labels\[1\]' should be text, a number or true/false, got list"),
+    ("[a, b]", "[a, {b: c}]",
+     r"'tasks\.topic\.labels\[1\]' should be text, a number or true/false, got dict"),
+    ("[0.5, 1]", "[]", r"'tasks\.topic\.grid\.clf__C' is empty"),
+    ("path: data/x.csv", "path: data/x.csv, max_file_mb: 0",
+     r"'data\.max_file_mb' should be greater than 0, got int 0"),
+    ("path: data/x.csv", "path: data/x.csv, dataset: bbc_news", r"'data' should set exactly one of path"),
+    ("path: data/x.csv", "path: data/x.csv, deduplicate: 'no'",
+     r"'data\.deduplicate' should be true or false"),
+    ("tone: {}", "tone: {clasifier: sgd}",
+     r"unknown key 'clasifier' in tasks\.tone; valid keys are: classifier, column, .*search"),
+    ("tasks:", "taks:", r"unknown key 'taks' in top level"),
+])
+def test_bad_values_are_named_in_one_line(tmp_path, old, new, match):
+    assert old in VALID
+    with pytest.raises(NewstagError, match=match) as caught:
+        load_config(write(tmp_path, VALID.replace(old, new)))
+    assert "\n" not in str(caught.value) and str(caught.value).startswith(str(tmp_path / "exp.yaml"))
+
+
+def test_missing_required_key(tmp_path):
+    with pytest.raises(NewstagError, match=r"missing required key 'tasks'"):
+        load_config(write(tmp_path, "data: {path: x.csv}\n"))

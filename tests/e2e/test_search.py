@@ -85,13 +85,13 @@ def test_search_has_a_parent_run_with_nested_candidate_runs(searched):
 BAD_SEARCHES = {
     "unknown parameter": ({**TINY_SEARCH, "space": {"clf__nonsense": [1, 2]}},
                           r"space\.clf__nonsense' is not a parameter of any candidate pipeline"),
-    "empty list": ({**TINY_SEARCH, "space": {"clf__C": []}}, r"space\.clf__C' must be a non-empty list"),
+    "empty list": ({**TINY_SEARCH, "space": {"clf__C": []}}, r"space\.clf__C' is empty; give at least one entry"),
     "range over a non-number": ({**TINY_SEARCH, "space": {"vect__ngram_range": {"low": 1, "high": 3}}},
                                 r"space\.vect__ngram_range' is a range, but .* is not a number"),
-    "zero budget": ({**TINY_SEARCH, "n_iter": 0}, r"search\.n_iter' is 0; give at least 1"),
-    "no budget": ({**TINY_SEARCH, "n_iter": None}, r"has no budget; set n_iter"),
+    "zero budget": ({**TINY_SEARCH, "n_iter": 0}, r"search\.n_iter' should be at least 1"),
+    "no budget": ({**TINY_SEARCH, "n_iter": None}, r"search' should set n_iter, timeout or both"),
     "unknown classifier": ({**TINY_SEARCH, "space": {"classifier": ["forest"]}},
-                           r"space\.classifier' lists 'forest'; choose from"),
+                           r"space\.classifier\[0\]' is 'forest'; choose one of"),
     "more folds than the rarest label": ({**TINY_SEARCH, "folds": 500},
                                          r"search\.folds' is 500, but label .* set folds to at most"),
 }
