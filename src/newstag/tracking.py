@@ -108,6 +108,13 @@ def git_commit() -> str:
         return "unknown"
 
 
+def run_status(exc_type) -> str:
+    """How a run ends: FINISHED, KILLED on Ctrl-C or SIGTERM (both KeyboardInterrupt), else FAILED."""
+    if exc_type is None:
+        return "FINISHED"
+    return "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
+
+
 def start_training(config, manifest: dict) -> "TrainingRun":
     """Open the run a training logs into (a context manager)."""
     return TrainingRun(config, manifest)
@@ -138,8 +145,7 @@ class TrainingRun:
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        killed = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)  # Ctrl-C, SIGTERM
-        status = "FINISHED" if exc_type is None else "KILLED" if killed else "FAILED"
+        status = run_status(exc_type)
         with mlflow_errors(self.uri):
             self.mlflow.end_run(status)
         return False
@@ -241,24 +247,28 @@ class SearchRun:
         from mlflow.tracking import MlflowClient
 
         self.mlflow, self.config = mlflow, config
-        uri = tracking_uri()
+        self.uri = uri = tracking_uri()
         check_reachable(uri)
+        prepare_store(uri)
         mlflow.set_tracking_uri(uri)
-        experiment = mlflow.set_experiment(config.mlflow.experiment)
-        self.client = MlflowClient(uri)
-        self.run = mlflow.start_run(run_name=f"{config.name}-search", experiment_id=experiment.experiment_id,
-                                    tags={"git_commit": git_commit(), "experiment_file": config.name,
-                                          "stage": "search"})
-        mlflow.log_dict(config.to_dict(), "config.json")
+        with mlflow_errors(uri):
+            experiment = mlflow.set_experiment(config.mlflow.experiment)
+            self.client = MlflowClient(uri)
+            self.run = mlflow.start_run(run_name=f"{config.name}-search",
+                                        experiment_id=experiment.experiment_id,
+                                        tags={"git_commit": git_commit(), "experiment_file": config.name,
+                                              "stage": "search"})
+            mlflow.log_dict(config.to_dict(), "config.json")
 
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        status = {None: "FINISHED", KeyboardInterrupt: "KILLED"}.get(exc_type, "FAILED")
-        if exc_type is not None:  # a Ctrl-C can land between opening a child and noting it
-            self._end_open_children(status)
-        self.mlflow.end_run(status)
+        status = run_status(exc_type)
+        with mlflow_errors(self.uri):
+            if exc_type is not None:  # a Ctrl-C can land between opening a child and noting it
+                self._end_open_children(status)
+            self.mlflow.end_run(status)
         return False
 
     def _end_open_children(self, status: str) -> None:

@@ -272,7 +272,8 @@ def test_experiment_file_must_be_small_and_regular(tmp_path):
 
 @pytest.mark.parametrize("labels", ["[a, [b, c]]", "[a, {b: 1}]", "[a, ~]"])
 def test_labels_must_be_plain_values(tmp_path, labels):
-    with pytest.raises(NewstagError, match=r"'tasks\.topic\.labels\[1\]' should be text, a number or true/false"):
+    with pytest.raises(NewstagError,
+                       match=r"'tasks\.topic\.labels\[1\]' should be text, a number or true/false"):
         load_config(write(tmp_path, VALID.replace("[a, b]", labels)))
 
 

@@ -36,7 +36,7 @@ def test_ctrl_c_during_training_keeps_the_previous_bundle(tmp_path):
     run_newstag("preprocess", str(experiment), cwd=tmp_path)
     run_newstag("train", "--no-tracking", str(experiment), cwd=tmp_path)
     bundle = tmp_path / "models/slow/model.joblib"
-    before = bundle.read_bytes(), bundle.with_suffix(".json").read_bytes()
+    before = bundle.read_bytes(), bundle.with_name("model.joblib.json").read_bytes()
     process = subprocess.Popen([sys.executable, "-m", "newstag", "train", "--no-tracking",
                                 str(experiment)], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     for line in process.stderr:  # interrupt once the first task is done, mid-training
@@ -46,7 +46,7 @@ def test_ctrl_c_during_training_keeps_the_previous_bundle(tmp_path):
     rest = process.stderr.read()
     assert process.wait(timeout=120) == 130, rest
     assert "interrupted; no partial output was kept" in rest and "Traceback" not in rest
-    assert (bundle.read_bytes(), bundle.with_suffix(".json").read_bytes()) == before
+    assert (bundle.read_bytes(), bundle.with_name("model.joblib.json").read_bytes()) == before
     assert sorted(p.name for p in bundle.parent.iterdir()) == [".train.lock", "model.joblib",
                                                                  "model.joblib.json"]
 
