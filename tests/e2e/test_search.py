@@ -85,7 +85,8 @@ def test_search_has_a_parent_run_with_nested_candidate_runs(searched):
 BAD_SEARCHES = {
     "unknown parameter": ({**TINY_SEARCH, "space": {"clf__nonsense": [1, 2]}},
                           r"space\.clf__nonsense' is not a parameter of any candidate pipeline"),
-    "empty list": ({**TINY_SEARCH, "space": {"clf__C": []}}, r"space\.clf__C' is empty; give at least one entry"),
+    "empty list": ({**TINY_SEARCH, "space": {"clf__C": []}},
+                   r"space\.clf__C' is empty; give at least one entry"),
     "range over a non-number": ({**TINY_SEARCH, "space": {"vect__ngram_range": {"low": 1, "high": 3}}},
                                 r"space\.vect__ngram_range' is a range, but .* is not a number"),
     "zero budget": ({**TINY_SEARCH, "n_iter": 0}, r"search\.n_iter' should be at least 1"),
