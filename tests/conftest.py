@@ -40,6 +40,21 @@ def run_newstag(*args: str, cwd: Path, env: dict | None = None, stdin: str | Non
     return result
 
 
+def copy_project(folder: Path) -> Path:
+    """A copy of the project (Makefile, sources, experiments, sample data) that uses the shared
+    .venv, so `make` runs there as on a fresh clone whose setup is done."""
+    import shutil
+
+    for name in ("Makefile", "pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, folder)
+    for name in ("src", "experiments", "data/sample"):
+        shutil.copytree(ROOT / name, folder / name, copy_function=shutil.copy2,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    (folder / ".venv").symlink_to(ROOT / ".venv")
+    os.utime(folder / "pyproject.toml", (0, 0))  # the shared venv counts as set up
+    return folder
+
+
 def sample_experiment(directory: Path, **overrides) -> Path:
     """A copy of the default experiment whose data path points at the bundled corpus."""
     import yaml

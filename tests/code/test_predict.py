@@ -3,23 +3,8 @@ import json
 
 import pytest
 
-from newstag.config import TaskConfig
 from newstag.errors import NewstagError
-from newstag.pipelines import build_pipeline
 from newstag.predict import predict_records, read_records, write_jsonl, write_table
-
-TEXTS = ["goal scored in the final", "the striker scored twice", "shares fell on the market",
-         "the market rallied as shares rose"]
-
-
-@pytest.fixture(scope="module")
-def bundle():
-    pipelines = {}
-    for name, classifier, labels in (("topic", "logreg", ["sport", "sport", "biz", "biz"]),
-                                     ("tone", "linear_svm", ["pos", "pos", "neg", "pos"])):
-        task = TaskConfig(name=name, column=name, classifier=classifier)
-        pipelines[name] = build_pipeline(task, seed=0).fit(TEXTS, labels)
-    return {"pipelines": pipelines, "metadata": {}}
 
 
 def tag(bundle, records, strict=False):

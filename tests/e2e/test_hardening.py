@@ -21,7 +21,7 @@ from newstag.errors import NewstagError
 from newstag.files import sha256_file
 
 from ..code.test_bad_input import corpus, fails, write_experiment
-from ..conftest import ROOT, run_newstag
+from ..conftest import ROOT, copy_project, run_newstag
 
 NEEDS_VENV = pytest.mark.skipif(not (ROOT / ".venv" / "bin" / "newstag").exists(),
                                 reason="needs the project's .venv (made by `make setup`)")
@@ -36,14 +36,7 @@ def make(project: Path, *args: str, timeout: int = 600, **env) -> subprocess.Com
 @pytest.fixture(scope="module")
 def make_project(tmp_path_factory):
     """A copy of the project whose `make all` has run once, on the shared .venv."""
-    project = tmp_path_factory.mktemp("make-project")
-    for name in ("Makefile", "pyproject.toml", "README.md"):
-        shutil.copy2(ROOT / name, project)
-    for name in ("src", "experiments", "data/sample"):
-        shutil.copytree(ROOT / name, project / name, copy_function=shutil.copy2,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    (project / ".venv").symlink_to(ROOT / ".venv")
-    os.utime(project / "pyproject.toml", (0, 0))  # the shared venv counts as set up
+    project = copy_project(tmp_path_factory.mktemp("make-project"))
     first = make(project, "all")
     assert first.returncode == 0, first.stderr[-2000:]
     return project

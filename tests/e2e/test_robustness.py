@@ -13,7 +13,7 @@ import yaml
 
 from newstag.bench import load_test
 
-from ..conftest import DEFAULT_EXPERIMENT, ROOT, SAMPLE, run_newstag
+from ..conftest import DEFAULT_EXPERIMENT, ROOT, SAMPLE, copy_project, run_newstag
 
 GOLDEN = Path(__file__).parent / "golden_sample.json"
 
@@ -77,13 +77,7 @@ def test_rerun_gives_identical_metrics(trained_sample, tmp_path):
 @pytest.mark.skipif(not (ROOT / ".venv" / "bin" / "newstag").exists(),
                     reason="needs the project's .venv (made by `make setup`)")
 def test_second_make_all_does_no_work(tmp_path):
-    for name in ("Makefile", "pyproject.toml", "README.md"):
-        shutil.copy2(ROOT / name, tmp_path)
-    for name in ("src", "experiments", "data/sample"):
-        shutil.copytree(ROOT / name, tmp_path / name, copy_function=shutil.copy2,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    (tmp_path / ".venv").symlink_to(ROOT / ".venv")
-    os.utime(tmp_path / "pyproject.toml", (0, 0))  # the shared venv counts as set up
+    copy_project(tmp_path)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     first = subprocess.run(["make", "all"], cwd=tmp_path, env=env, capture_output=True, text=True,
                            timeout=600)
