@@ -8,12 +8,13 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import ParameterGrid
 from tqdm.auto import tqdm
 
+from newstag import auto
 from newstag.bundle import save_bundle
 from newstag.config import ExperimentConfig, TaskConfig
 from newstag.errors import NewstagError
 from newstag.files import exclusive_lock, remove_orphans
 from newstag.pipelines import build_pipeline
-from newstag.search import auto_folds, auto_search, check_auto, run_search
+from newstag.search import auto_folds, check_auto, run_search
 from newstag.splits import load_task_splits, read_manifest, verify_splits
 
 log = logging.getLogger(__name__)
@@ -88,8 +89,10 @@ def _tracker(enabled: bool):
 
 def check_task(task: TaskConfig, seed: int) -> None:
     """Raise on a task the config cannot train: a bad param, or a bad search for `auto`."""
-    if task.classifier == "auto":
+    if task.classifier == "auto" and task.search is not None:
         check_auto(task)
+    elif task.classifier == "auto":
+        auto.check_params(task)
     else:
         build_pipeline(task, seed)
 
@@ -118,10 +121,12 @@ def fit_task(task: TaskConfig, train_df: pd.DataFrame, validation_df: pd.DataFra
 
 
 def fit_auto(task: TaskConfig, texts: list[str], labels: list[str], seed: int) -> TaskResult:
-    """`classifier: auto`: search AUTO_SPACE (or the task's search) by stratified k-fold CV on
-    train + validation, then refit the winner on all of it. The metadata records the choice."""
+    """`classifier: auto`: the baseline unless a challenger wins on inner CV (see auto.py), or the
+    task's own `search:` section when it has one; then refit on train + validation."""
     _require_two_labels(labels, task)
-    search = auto_folds(auto_search(task), labels)
+    if task.search is None:
+        return fit_default(task, texts, labels, seed)
+    search = auto_folds(task.search, labels)
     result = run_search(task, search, texts, labels, seed)
     chosen = result.task
     final = _fit(build_pipeline(chosen, seed), texts, labels, chosen)
@@ -137,6 +142,24 @@ def fit_auto(task: TaskConfig, texts: list[str], labels: list[str], seed: int) -
                     "cv_folds": search.folds, "search_seconds": result.seconds},
         candidates=candidates,
         model=_model_choice(chosen, auto=True),
+    )
+
+
+def fit_default(task: TaskConfig, texts: list[str], labels: list[str], seed: int) -> TaskResult:
+    """`auto` without a search section: the incumbent rule over auto.MEMBERS."""
+    choice = auto.choose(task, texts, labels, seed)
+    final = _fit(build_pipeline(choice.task, seed), texts, labels, choice.task)
+    best = choice.scores.get(choice.member.name, {})
+    candidates = [{"params": {"member": name}, **scores} for name, scores in choice.scores.items()]
+    return TaskResult(
+        pipeline=final,
+        labels=[str(label) for label in final.classes_],
+        best_params={"member": choice.member.name, **choice.task.params},
+        validation={**best, "cv_folds": choice.folds, "search_seconds": choice.seconds},
+        candidates=candidates,
+        model={**_model_choice(choice.task), "member": choice.member.name,
+               "chosen_by": "auto: the baseline unless a challenger matches or beats it on inner-CV "
+                            "accuracy and macro-F1"},
     )
 
 

@@ -155,8 +155,8 @@ def _statuses(store) -> dict[str, list[str]]:
             "children": [status for status, parent in rows if parent is not None]}
 
 
-def test_auto_searches_at_train_time_and_records_its_choice(searched, tmp_path):
-    from newstag.search import AUTO_SPACE
+def test_auto_chooses_at_train_time_and_records_its_choice(searched, tmp_path):
+    from newstag.auto import MEMBERS
 
     config = yaml.safe_load(searched["experiment"].read_text())
     config["tasks"] = {"tone": {"labels": ["negative", "neutral", "positive"]}}  # no classifier: auto
@@ -166,6 +166,6 @@ def test_auto_searches_at_train_time_and_records_its_choice(searched, tmp_path):
     (tmp_path / "data").symlink_to(searched["dir"] / "data")
     run_newstag("train", str(experiment), "--no-tracking", cwd=tmp_path)
     model = json.loads((tmp_path / "models/default/model.joblib.json").read_text())["tasks"]["tone"]
-    assert model["model"]["classifier"] in AUTO_SPACE["classifier"]
-    assert model["model"]["chosen_by"].startswith("auto search")
+    assert model["model"]["member"] in [member.name for member in MEMBERS]
+    assert model["model"]["chosen_by"].startswith("auto: the baseline unless")
     assert 0.6 <= model["validation"]["f1_macro"] <= 1

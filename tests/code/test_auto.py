@@ -1,0 +1,65 @@
+"""`classifier: auto`: the incumbent rule, and the shared tokenisation behind its inner folds."""
+
+import numpy as np
+import pytest
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from newstag.auto import MEMBERS, choose, incumbent_rule, member_task, score_fold
+from newstag.config import TaskConfig
+from newstag.errors import NewstagError
+from newstag.pipelines import build_pipeline
+
+from .conftest import TEXTS
+
+TASK = TaskConfig(name="topic", column="topic")
+
+
+def scores(**by_member):
+    table = {member.name: {"accuracy": 0.70, "f1_macro": 0.60} for member in MEMBERS}
+    table["baseline"] = {"accuracy": 0.80, "f1_macro": 0.70}
+    for name, (accuracy, f1) in by_member.items():
+        table[name.replace("_", "-")] = {"accuracy": accuracy, "f1_macro": f1}
+    return table
+
+
+def test_the_baseline_stays_unless_a_challenger_wins_on_both_metrics():
+    assert incumbent_rule(scores(sublinear_svm=(0.85, 0.69))).name == "baseline"  # better acc only
+    assert incumbent_rule(scores(sublinear_cnb=(0.79, 0.90))).name == "baseline"  # better F1 only
+    assert incumbent_rule(scores(sublinear_cnb=(0.80, 0.70))).name == "sublinear-cnb"  # ties count
+    chosen = incumbent_rule(scores(sublinear_svm=(0.81, 0.71), bigram_sgd=(0.84, 0.72)))
+    assert chosen.name == "bigram-sgd"  # the best accuracy + macro-F1 among the eligible
+
+
+def test_the_baseline_member_is_the_plain_scikit_learn_baseline():
+    pipeline = build_pipeline(member_task(TASK, MEMBERS[0]), seed=0)
+    vect, clf = pipeline.named_steps["vect"], pipeline.named_steps["clf"]
+    default = TfidfVectorizer()
+    for key in ("ngram_range", "sublinear_tf", "min_df", "max_df", "lowercase", "token_pattern", "norm"):
+        assert getattr(vect, key) == getattr(default, key), key
+    assert type(clf).__name__ == "LinearSVC" and clf.C == 1.0
+
+
+def test_shared_tokenisation_scores_as_each_members_own_pipeline():
+    """Deriving every member's TF-IDF from one count matrix must equal fitting each pipeline."""
+    texts = [f"{text} number {i} {'extra words' if i % 3 else ''}" for i, text in enumerate(TEXTS * 6)]
+    y = np.array(["sport", "sport", "biz", "biz"] * 6, dtype=object)
+    train, test = np.arange(0, 24, 2), np.arange(1, 24, 2)
+    shared = score_fold(TASK, texts, y, train, test, seed=0)
+    for member in MEMBERS:
+        pipeline = build_pipeline(member_task(TASK, member), seed=0)
+        pipeline.fit([texts[i] for i in train], y[train])
+        own = np.mean(pipeline.predict([texts[i] for i in test]) == y[test])
+        assert shared[member.name]["accuracy"] == pytest.approx(own), member.name
+
+
+def test_a_rare_label_keeps_the_baseline():
+    texts, labels = TEXTS * 3 + ["one odd article"], ["sport", "sport", "biz", "biz"] * 3 + ["odd"]
+    assert choose(TASK, texts, labels, seed=0).member.name == "baseline"
+
+
+def test_an_unknown_param_for_every_member_is_one_line():
+    from newstag.auto import check_params
+
+    with pytest.raises(NewstagError, match=r"'tasks\.topic\.params\.clf__depth' is not a parameter"):
+        check_params(TaskConfig(name="topic", column="topic", params={"clf__depth": 3}))
+    check_params(TaskConfig(name="topic", column="topic", params={"clf__class_weight": "balanced"}))
