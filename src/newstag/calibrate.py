@@ -151,7 +151,8 @@ def expected_calibration_error(y_true, classes, proba: np.ndarray, bins: int = E
 
 def reliability_table(y_true, classes, proba: np.ndarray, bins: int = ECE_BINS) -> list[dict]:
     """Per equal-width bin of top-label confidence: count, mean confidence, accuracy.
-    A confidence of exactly 1 falls in the last bin; bins are (low, high] except the first."""
+    A confidence of exactly 1 falls in the last bin; bins are (low, high] except the first.
+    An empty bin has None (JSON null) for its confidence and accuracy."""
     confidence, correct = top_label(y_true, classes, proba)
     index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
     table = []
@@ -159,8 +160,8 @@ def reliability_table(y_true, classes, proba: np.ndarray, bins: int = ECE_BINS) 
         members = index == b
         count = int(members.sum())
         table.append({"low": b / bins, "high": (b + 1) / bins, "count": count,
-                      "confidence": float(confidence[members].mean()) if count else float("nan"),
-                      "accuracy": float(correct[members].mean()) if count else float("nan")})
+                      "confidence": float(confidence[members].mean()) if count else None,
+                      "accuracy": float(correct[members].mean()) if count else None})
     return table
 
 
@@ -182,11 +183,12 @@ def calibration_metrics(y_true, classes, proba: np.ndarray) -> dict:
 # ---- abstention ---------------------------------------------------------------------------------
 
 def coverage_accuracy(confidence: np.ndarray, correct: np.ndarray, threshold: float) -> dict:
-    """Share of articles answered (confidence >= threshold) and the accuracy on those."""
+    """Share of articles answered (confidence >= threshold) and the accuracy on those (None when
+    none is answered)."""
     answered = confidence >= threshold
     count = int(answered.sum())
     return {"threshold": float(threshold), "coverage": count / len(confidence) if len(confidence) else 0.0,
-            "accuracy": float(correct[answered].mean()) if count else float("nan"), "answered": count}
+            "accuracy": float(correct[answered].mean()) if count else None, "answered": count}
 
 
 def coverage_curve(confidence: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -129,7 +129,8 @@ def confidence_metrics(task: str, pipeline, texts: list[str], y_true: list[str],
 
 
 def _point(values: dict, prefix: str = "") -> tuple[float, float]:
-    return values[f"{prefix}coverage"], values[f"{prefix}accuracy"]
+    accuracy = values[f"{prefix}accuracy"]
+    return values[f"{prefix}coverage"], 1.0 if accuracy is None else accuracy
 
 
 def _on_test(values: dict) -> dict:
@@ -265,8 +266,9 @@ def format_summary(summary: dict) -> str:
                 extra = (f" (target {found['target']:g}: validation precision "
                          f"{found['validation_precision']:.3f}, coverage {found['validation_coverage']:.3f})"
                          if section == "target_precision" else "")
+                shown = "none answered" if accuracy is None else f"accuracy {accuracy:.3f}"
                 lines.append(f"{task}: {name} threshold {found['threshold']:g}{extra}: test coverage "
-                             f"{coverage:.3f}, accuracy {accuracy:.3f}")
+                             f"{coverage:.3f}, {shown}")
     if "threshold_experiment" in summary:
         lines.append(f"written {summary['threshold_experiment']}")
     return "\n".join(lines)

@@ -13,6 +13,7 @@ from newstag.calibrate import (
     calibrated,
     confidence_table,
     expected_calibration_error,
+    reliability_table,
     threshold_for_precision,
 )
 from newstag.config import TaskConfig, load_config
@@ -54,6 +55,9 @@ def test_ece_on_a_hand_example():
     proba = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.4, 0.6]])
     y_true = ["a", "b", "a", "b"]
     assert expected_calibration_error(y_true, classes, proba) == pytest.approx(0.4)
+    table = reliability_table(y_true, classes, proba)
+    assert [row["count"] for row in table if row["count"]] == [2, 2]
+    assert table[0] == {"low": 0.0, "high": 1 / 15, "count": 0, "confidence": None, "accuracy": None}
     # Confidence 1.0 belongs to the last bin, not past it; a perfect model has ECE 0.
     assert expected_calibration_error(["a", "b"], classes, np.array([[1.0, 0], [0, 1.0]])) == 0
 
