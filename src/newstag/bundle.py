@@ -122,7 +122,9 @@ def _dump(bundle: dict, target: Path, suffix: str) -> None:
 
 # Types a newstag bundle may hold beyond those skops trusts by default. Anything else is refused.
 SKOPS_TRUSTED = {"numpy.float32", "numpy.float64", "numpy.dtype", "builtins.NoneType",
-                 "newstag.pipelines.NBSVMClassifier"}
+                 "newstag.pipelines.NBSVMClassifier",
+                 # CalibratedClassifierCV's fitted parts (IsotonicRegression is trusted already)
+                 "sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration"}
 
 
 def _load(path: Path) -> dict:

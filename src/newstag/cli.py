@@ -40,6 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
                                help="skops: a bundle to share, loadable without running code")
             stage.add_argument("--wait", action="store_true",
                                help="if this experiment is already training, wait instead of failing")
+        if name == "evaluate":
+            stage.add_argument("--target-precision", metavar="P",
+                               help="pick each task's lowest confidence threshold whose answered "
+                                    "validation articles reach precision P (e.g. 0.95, or per task "
+                                    "topic=0.95,tone=0.9) and report its test coverage and accuracy")
+            stage.add_argument("--write-experiment", action="store_true",
+                               help="with --target-precision: write experiments/<name>.threshold.yaml "
+                                    "with min_confidence set")
     _add_search(commands)
     _add_predict(commands)
     _add_bench(commands)
@@ -186,10 +194,12 @@ def run_search(args) -> int:
 
 def run_evaluate(args) -> int:
     from newstag.config import load_config
-    from newstag.evaluate import evaluate, format_summary
+    from newstag.evaluate import evaluate, format_summary, parse_target_precision
 
+    targets = parse_target_precision(args.target_precision) if args.target_precision else None
     config = load_config(args.experiment)
-    summary = evaluate(config, tracking=not args.no_tracking)
+    summary = evaluate(config, tracking=not args.no_tracking, target_precision=targets,
+                       write_experiment=args.write_experiment)
     print(format_summary(summary))
     print(f"reports in {config.report_dir}/")
     return 0

@@ -2,15 +2,29 @@
 
 import json
 import logging
+import math
+from pathlib import Path
 
 import pandas as pd
 from sklearn.metrics import classification_report
 
 from newstag.bundle import load_bundle
+from newstag.calibrate import (
+    base_scores,
+    calibration_metrics,
+    class_scores,
+    coverage_accuracy,
+    coverage_curve,
+    is_calibrated,
+    reliability_table,
+    threshold_for_precision,
+    top_label,
+)
 from newstag.config import ExperimentConfig
+from newstag.errors import NewstagError
 from newstag.files import atomic_path, write_json
 from newstag.pipelines import top_terms
-from newstag.plots import confusion_figure, save_figure
+from newstag.plots import confusion_figure, coverage_figure, reliability_figure, save_figure
 from newstag.splits import load_task_splits
 from newstag.train import bundle_path
 
@@ -18,14 +32,28 @@ log = logging.getLogger(__name__)
 MISCLASSIFIED_SAMPLE = 25
 
 
-def evaluate(config: ExperimentConfig, tracking: bool = True) -> dict:
-    """Write reports/<experiment>/ (metrics.json last, as the stage's target) and log to MLflow."""
+def evaluate(config: ExperimentConfig, tracking: bool = True, target_precision: dict | None = None,
+             write_experiment: bool = False) -> dict:
+    """Write reports/<experiment>/ (metrics.json last, as the stage's target) and log to MLflow.
+
+    `target_precision` ({task: precision}, or {"*": precision} for every task) picks each task's
+    lowest confidence threshold reaching it on the validation split; `write_experiment` then
+    writes experiments/<name>.threshold.yaml with those min_confidence values.
+    """
     saved = [bundle_path(config, fmt) for fmt in ("joblib", "skops")]
     bundle = load_bundle(next((path for path in saved if path.exists()), saved[0]))
+    targets = task_targets(target_precision or {}, list(bundle["pipelines"]))
+    if write_experiment and not targets:
+        raise NewstagError("--write-experiment needs --target-precision (e.g. --target-precision 0.95)")
+    if write_experiment:
+        check_threshold_yaml(config)
+    thresholds = {task: pick_threshold(task, bundle["metadata"], target) for task, target in targets.items()}
     tests = load_task_splits(config, "test")
     out = config.report_dir
     out.mkdir(parents=True, exist_ok=True)
-    results = {task: score_task(task, pipeline, tests[task], out)
+    tasks_meta = bundle["metadata"].get("tasks", {})
+    results = {task: score_task(task, pipeline, tests[task], out, tasks_meta.get(task) or {},
+                                thresholds.get(task))
                for task, pipeline in bundle["pipelines"].items()}
     write_json(out / "top_terms.json",
                {task: top_terms(pipeline) for task, pipeline in bundle["pipelines"].items()})
@@ -33,6 +61,8 @@ def evaluate(config: ExperimentConfig, tracking: bool = True) -> dict:
     metrics = {task: {**result["metrics"], "test_rows": len(tests[task])}
                for task, result in results.items()}
     summary = {"experiment": config.name, "tasks": metrics}
+    if write_experiment:
+        summary["threshold_experiment"] = str(write_threshold_yaml(config, thresholds))
     if tracking:
         from newstag.tracking import log_evaluation
 
@@ -43,10 +73,14 @@ def evaluate(config: ExperimentConfig, tracking: bool = True) -> dict:
     return summary
 
 
-def score_task(task: str, pipeline, test: pd.DataFrame, out) -> dict:
-    """Metrics, a confusion-matrix PNG and the misclassified rows for one task."""
+def score_task(task: str, pipeline, test: pd.DataFrame, out, meta: dict | None = None,
+               target: dict | None = None) -> dict:
+    """Metrics, a confusion-matrix PNG, calibration and abstention figures and metrics, and the
+    misclassified rows for one task. `meta` is the bundle's metadata for the task; `target` a
+    threshold picked for a target precision."""
     y_true = test[task].astype(str).tolist()
-    y_pred = pipeline.predict(test["text"].tolist()).tolist()
+    texts = test["text"].tolist()
+    y_pred = pipeline.predict(texts).tolist()
     labels = sorted(set(pipeline.classes_) | set(y_true))
     report = classification_report(y_true, y_pred, labels=labels, output_dict=True,
                                    zero_division=0)
@@ -57,9 +91,131 @@ def score_task(task: str, pipeline, test: pd.DataFrame, out) -> dict:
             "accuracy": report["accuracy"],
             "f1_macro": report["macro avg"]["f1-score"],
             "per_class": {label: report[label] for label in labels},
+            **confidence_metrics(task, pipeline, texts, y_true, out, meta or {}, target),
         },
         "wrong": [(i, y_true[i], y_pred[i]) for i in wrong],
     }
+
+
+def confidence_metrics(task: str, pipeline, texts: list[str], y_true: list[str], out, meta: dict,
+                       target: dict | None) -> dict:
+    """Calibration (log-loss, Brier, ECE) of the bundle's scores and of the uncalibrated base
+    model's, a reliability diagram, and coverage/accuracy at the task's threshold(s)."""
+    classes = [str(label) for label in pipeline.classes_]
+    scores = {"calibrated": class_scores(pipeline, texts), "uncalibrated": base_scores(pipeline, texts)}
+    calibration = {name: calibration_metrics(y_true, classes, proba) for name, proba in scores.items()}
+    calibration["method"] = (meta.get("calibration") or {}).get("method", "none" if not
+                                                                  is_calibrated(pipeline) else "unknown")
+    tables = {name: reliability_table(y_true, classes, proba) for name, proba in scores.items()}
+    save_figure(reliability_figure(task, tables, {n: calibration[n]["ece"] for n in tables}),
+                out / f"reliability_{task}.png")
+    calibration["reliability"] = tables["calibrated"]
+    confidence, correct = top_label(y_true, classes, scores["calibrated"])
+    result = {"calibration": calibration}
+    marks = {}
+    if meta.get("min_confidence") is not None:
+        result["abstention"] = coverage_accuracy(confidence, correct, meta["min_confidence"])
+        marks[f"min_confidence {meta['min_confidence']:g}"] = _point(result["abstention"])
+    if target is not None:
+        result["target_precision"] = {**target, **_on_test(coverage_accuracy(confidence, correct,
+                                                                               target["threshold"]))}
+        marks[f"target {target['target']:g} (threshold {target['threshold']:g})"] = \
+            _point(result["target_precision"], "test_")
+    base_confidence, base_correct = top_label(y_true, classes, scores["uncalibrated"])
+    curves = {"calibrated scores": coverage_curve(confidence, correct),
+              "uncalibrated scores": coverage_curve(base_confidence, base_correct)}
+    save_figure(coverage_figure(task, curves, marks), out / f"coverage_{task}.png")
+    return result
+
+
+def _point(values: dict, prefix: str = "") -> tuple[float, float]:
+    accuracy = values[f"{prefix}accuracy"]
+    return values[f"{prefix}coverage"], 1.0 if accuracy is None else accuracy
+
+
+def _on_test(values: dict) -> dict:
+    return {"test_coverage": values["coverage"], "test_accuracy": values["accuracy"],
+            "test_answered": values["answered"]}
+
+
+# ---- target precision ---------------------------------------------------------------------------
+
+def parse_target_precision(text: str) -> dict[str, float]:
+    """`0.95` (every task) or `topic=0.95,tone=0.9` -> {"*": 0.95} or {"topic": 0.95, ...}."""
+    targets = {}
+    for part in text.split(","):
+        task, _, value = part.strip().rpartition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not 0 < number <= 1:
+            raise NewstagError(f"--target-precision: {part.strip()!r} is not a precision in (0, 1]; "
+                               f"give e.g. 0.95 or topic=0.95,tone=0.9")
+        targets[task.strip() or "*"] = number
+    return targets
+
+
+def task_targets(targets: dict[str, float], tasks: list[str]) -> dict[str, float]:
+    unknown = sorted(set(targets) - set(tasks) - {"*"})
+    if unknown:
+        raise NewstagError(f"--target-precision names task(s) {', '.join(unknown)} the model does not "
+                           f"have (it has: {', '.join(tasks)})")
+    return {task: targets.get(task, targets.get("*")) for task in tasks
+            if targets.get(task, targets.get("*")) is not None}
+
+
+def pick_threshold(task: str, metadata: dict, target: float) -> dict:
+    """The lowest threshold reaching `target` on the validation split, from the held-out
+    validation confidences training stored in the bundle (the model scored them before it was
+    refitted on them, so they are not flattered)."""
+    table = ((metadata.get("tasks", {}).get(task) or {}).get("calibration") or {}) \
+        .get("validation_confidence")
+    if not table:
+        raise NewstagError(f"task '{task}': the model holds no validation confidences (saved before "
+                           f"calibration, or with calibration: none); retrain it with calibration")
+    try:
+        return {"target": target, **threshold_for_precision(table, target)}
+    except NewstagError as exc:
+        raise NewstagError(f"task '{task}': {exc}") from None
+
+
+def threshold_yaml_path(config: ExperimentConfig) -> Path:
+    return Path(config.path).with_name(f"{config.name}.threshold.yaml")
+
+
+THRESHOLD_HEADER = "# Written by `newstag evaluate"
+
+
+def check_threshold_yaml(config: ExperimentConfig) -> None:
+    """Refuse before any work to replace a .threshold.yaml that newstag did not write."""
+    path = threshold_yaml_path(config)
+    if path.exists() and not path.read_text(encoding="utf-8", errors="replace").startswith(THRESHOLD_HEADER):
+        raise NewstagError(f"{path}: exists and was not written by newstag; move it away to write "
+                           f"the thresholds there")
+
+
+def write_threshold_yaml(config: ExperimentConfig, thresholds: dict[str, dict]) -> Path:
+    """The experiment file with each task's min_confidence set; a new file beside it, written
+    atomically (the original is never touched)."""
+    import yaml
+
+    check_threshold_yaml(config)
+    raw = yaml.safe_load(Path(config.path).read_text(encoding="utf-8"))
+    if "compose" in raw:
+        raise NewstagError(f"{config.path}: a composed experiment; set min_confidence in the "
+                           f"experiment each task comes from")
+    for task, chosen in thresholds.items():
+        raw["tasks"][task] = {**(raw["tasks"].get(task) or {}), "min_confidence": chosen["threshold"]}
+    path = threshold_yaml_path(config)
+    targets = ", ".join(f"{task} {chosen['target']:g}" for task, chosen in thresholds.items())
+    header = (f"{THRESHOLD_HEADER} --target-precision` on {config.path}: min_confidence is the lowest\n"
+              f"# threshold reaching the target precision ({targets}) on the validation split.\n"
+              f"# Train it with `make all EXP={path}`.\n")
+    text = header + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True, default_flow_style=None)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
 
 
 def flat_metrics(metrics: dict) -> dict[str, float]:
@@ -72,6 +228,13 @@ def flat_metrics(metrics: dict) -> dict[str, float]:
         flat[metric_name(task, "f1_macro")] = values["f1_macro"]
         for label, scores in values["per_class"].items():
             flat[metric_name(task, "f1", label)] = scores["f1-score"]
+        for kind, prefix in (("calibrated", ()), ("uncalibrated", ("uncalibrated",))):
+            for name, value in values.get("calibration", {}).get(kind, {}).items():
+                flat[metric_name(task, *prefix, name)] = value
+        for section, prefix in (("abstention", "abstain"), ("target_precision", "target")):
+            for name, value in values.get(section, {}).items():
+                if isinstance(value, int | float) and math.isfinite(value):
+                    flat[metric_name(task, prefix, name)] = value
     return flat
 
 
@@ -87,8 +250,25 @@ def _write_misclassified(path, tests: dict[str, pd.DataFrame], results: dict) ->
 
 def format_summary(summary: dict) -> str:
     """A short table of test scores for people."""
-    lines = [f"{'task':<14} {'accuracy':>9} {'macro-F1':>9} {'test rows':>10}"]
+    lines = [f"{'task':<14} {'accuracy':>9} {'macro-F1':>9} {'ECE':>6} {'ECE raw':>8} {'test rows':>10}"]
     for task, values in summary["tasks"].items():
-        lines.append(f"{task:<14} {values['accuracy']:>9.3f} {values['f1_macro']:>9.3f} "
-                     f"{values['test_rows']:>10}")
+        calibration = values.get("calibration", {})
+        ece, raw = (calibration.get(kind, {}).get("ece", float("nan"))
+                    for kind in ("calibrated", "uncalibrated"))
+        lines.append(f"{task:<14} {values['accuracy']:>9.3f} {values['f1_macro']:>9.3f} {ece:>6.3f} "
+                     f"{raw:>8.3f} {values['test_rows']:>10}")
+    for task, values in summary["tasks"].items():
+        for section, name in (("abstention", "min_confidence"), ("target_precision", "target")):
+            if section in values:
+                found = values[section]
+                coverage = found.get("coverage", found.get("test_coverage"))
+                accuracy = found.get("accuracy", found.get("test_accuracy"))
+                extra = (f" (target {found['target']:g}: validation precision "
+                         f"{found['validation_precision']:.3f}, coverage {found['validation_coverage']:.3f})"
+                         if section == "target_precision" else "")
+                shown = "none answered" if accuracy is None else f"accuracy {accuracy:.3f}"
+                lines.append(f"{task}: {name} threshold {found['threshold']:g}{extra}: test coverage "
+                             f"{coverage:.3f}, {shown}")
+    if "threshold_experiment" in summary:
+        lines.append(f"written {summary['threshold_experiment']}")
     return "\n".join(lines)

@@ -140,7 +140,9 @@ def set_params(pipeline: Pipeline, params: dict, where: str) -> None:
 
 def top_terms(pipeline: Pipeline, count: int = 15) -> dict[str, list[str]]:
     """The terms that weigh most for each class: a quick look at what the model has learned."""
-    clf = pipeline.named_steps["clf"]
+    from newstag.calibrate import base_classifier
+
+    clf = base_classifier(pipeline)  # a calibrated model's coefficients are its base model's
     vocabulary = pipeline.named_steps["vect"].get_feature_names_out()  # word__x / char__x with both
     weights = clf.feature_log_prob_ if hasattr(clf, "feature_log_prob_") else clf.coef_
     classes = list(clf.classes_)

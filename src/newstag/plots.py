@@ -78,3 +78,60 @@ def _candidate_label(row: dict) -> str:
 
 def _short(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def reliability_figure(task: str, tables: dict[str, list[dict]], eces: dict[str, float]):
+    """Reliability diagram: per confidence bin, accuracy against mean confidence, for the
+    calibrated and the uncalibrated scores; the diagonal is perfect calibration. Below, the
+    number of test articles per bin, so that a far-off point on three articles is seen as such."""
+    fig, (ax, counts) = plt.subplots(2, 1, figsize=(6.5, 7.5), height_ratios=[3, 1.2], sharex=True)
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
+    styles = {"calibrated": ("tab:blue", "o"), "uncalibrated": ("tab:orange", "s")}
+    width = 1 / max(len(next(iter(tables.values()))), 1)
+    for offset, (name, table) in enumerate(tables.items()):
+        color, marker = styles.get(name, ("tab:green", "^"))
+        filled = [row for row in table if row["count"]]
+        xs = [row["confidence"] for row in filled]
+        ys = [row["accuracy"] for row in filled]
+        ax.plot(xs, ys, marker=marker, color=color, label=f"{name} (ECE {eces[name]:.3f})")
+        for x, y in zip(xs, ys, strict=True):
+            ax.annotate(f"{y:.2f}", (x, y), xytext=(0, 6 if offset == 0 else -12),
+                        textcoords="offset points", ha="center", fontsize=7, color=color)
+        shift = (offset - 0.5) * width / 2
+        counts.bar([(row["low"] + row["high"]) / 2 + shift for row in table],
+                   [row["count"] for row in table], width=width / 2, color=color, label=name)
+        for row in table:
+            if row["count"]:
+                counts.annotate(str(row["count"]), ((row["low"] + row["high"]) / 2 + shift, row["count"]),
+                                xytext=(0, 2), textcoords="offset points", ha="center", fontsize=6)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy in the bin")
+    ax.set_title(f"{task}: reliability (test split, top-label confidence, {len(table)} bins)")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    counts.set_xlabel("confidence of the chosen label")
+    counts.set_ylabel("articles")
+    counts.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def coverage_figure(task: str, curves: dict[str, tuple], marks: dict[str, tuple[float, float]]):
+    """Accuracy of the answered articles against the share answered, answering the most
+    confident first; marks are chosen thresholds as (coverage, accuracy) points."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for name, (coverage, accuracy) in curves.items():
+        ax.plot(coverage, accuracy, label=name)
+    for name, (coverage, accuracy) in marks.items():
+        ax.scatter([coverage], [accuracy], zorder=3, color="tab:red")
+        ax.annotate(f"{name}\ncoverage {coverage:.2f}, accuracy {accuracy:.3f}", (coverage, accuracy),
+                    xytext=(-10, -28), textcoords="offset points", ha="right", fontsize=8)
+    ax.set_xlim(0, 1.02)
+    ax.set_xlabel("coverage (share of test articles answered)")
+    ax.set_ylabel("accuracy of the answered articles")
+    ax.set_title(f"{task}: coverage and accuracy by confidence threshold (test split)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    return fig

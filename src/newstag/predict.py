@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from newstag.calibrate import class_scores
 from newstag.clean import clean_text
 from newstag.errors import NewstagError
 
@@ -29,6 +30,7 @@ DEFAULT_MAX_RECORD_MB = 10
 MAX_INT_DIGITS = 4300  # Python's own default limit, kept whatever the interpreter is set to
 READ_BUFFER = 1 << 20  # large reads: skipping an over-long line of a gigabyte then takes a moment
 UTF8_BOM = codecs.BOM_UTF8
+UNCERTAIN = "uncertain"  # the answer when a task's best probability is below its min_confidence
 INPUT_KINDS = "--input takes .txt, .jsonl or .csv files, or - for stdin"
 
 
@@ -395,8 +397,16 @@ def _csv_header(reader, feed: _CsvFeed, text_column: str) -> tuple[int, int | No
 
 def predict_records(bundle: dict, records: Iterable[Record], strict: bool = False) -> Iterator[dict]:
     """Tag records chunk by chunk; bad records become error rows (or stop, when strict)."""
+    thresholds = min_confidences(bundle)
     for chunk in _chunks(records):
-        yield from _predict_chunk(bundle["pipelines"], chunk, strict)
+        yield from _predict_chunk(bundle["pipelines"], chunk, strict, thresholds)
+
+
+def min_confidences(bundle: dict) -> dict[str, float]:
+    """Each task's `min_confidence` from the bundle's metadata (tasks without one are left out)."""
+    tasks = bundle.get("metadata", {}).get("tasks", {})
+    found = {task: (tasks.get(task) or {}).get("min_confidence") for task in bundle["pipelines"]}
+    return {task: float(value) for task, value in found.items() if value is not None}
 
 
 def _chunks(records: Iterable[Record]) -> Iterator[list[Record]]:
@@ -412,7 +422,8 @@ def _chunks(records: Iterable[Record]) -> Iterator[list[Record]]:
         yield chunk
 
 
-def _predict_chunk(pipelines: dict, chunk: list[Record], strict: bool) -> Iterator[dict]:
+def _predict_chunk(pipelines: dict, chunk: list[Record], strict: bool,
+                   thresholds: dict[str, float]) -> Iterator[dict]:
     for record in chunk:
         if record.error is None:
             record.text = clean_text(record.text)
@@ -429,23 +440,26 @@ def _predict_chunk(pipelines: dict, chunk: list[Record], strict: bool) -> Iterat
             continue
         row = {"id": record.id}
         for task, (names, scores) in labels.items():
-            row[task] = names[position[id(record)]]
-            row[f"{task}_score"] = round(float(scores[position[id(record)]]), 4)
+            label, score = names[position[id(record)]], float(scores[position[id(record)]])
+            row.update(_answer(task, label, score, thresholds.get(task)))
         yield row
 
 
+def _answer(task: str, label: str, score: float, threshold: float | None) -> dict:
+    """The task's fields of a row: the label, or "uncertain" with the best label as candidate
+    when its probability is below the task's min_confidence."""
+    if threshold is None or score >= threshold or not math.isfinite(score):
+        return {task: label, f"{task}_score": round(score, 4)}
+    return {task: UNCERTAIN, f"{task}_score": round(score, 4), f"{task}_candidate": label,
+            f"{task}_candidate_score": round(score, 4)}
+
+
 def tag_texts(pipeline, texts: list[str]) -> tuple[list[str], np.ndarray]:
-    """Labels and scores: class probability where the model has one, else a softmax of margins."""
+    """Labels and scores: the calibrated probability (a bundle saved before calibration: the
+    class probability where the model has one, else a softmax of margins)."""
     if not texts:
         return [], np.array([])
-    if hasattr(pipeline, "predict_proba"):
-        scores = pipeline.predict_proba(texts)
-    else:
-        margins = pipeline.decision_function(texts)
-        if margins.ndim == 1:
-            margins = np.column_stack([-margins, margins])
-        scores = np.exp(margins - margins.max(axis=1, keepdims=True))
-        scores /= scores.sum(axis=1, keepdims=True)
+    scores = class_scores(pipeline, texts)
     best = scores.argmax(axis=1)
     classes = pipeline.classes_
     return [str(classes[i]) for i in best], scores[np.arange(len(best)), best]
@@ -493,9 +507,15 @@ def write_table(rows: Iterable[dict], tasks: list[str], out=None) -> int:
             errors += 1
             out.write(f"{ident:<28} error: {visible(row['error'])}\n")
             continue
-        cells = [f"{visible(row[task])} ({row[f'{task}_score']:.2f})" for task in tasks]
+        cells = [_cell(row, task) for task in tasks]
         out.write(f"{ident:<28} " + " ".join(f"{cell:<22}" for cell in cells) + "\n")
     return errors
+
+
+def _cell(row: dict, task: str) -> str:
+    if f"{task}_candidate" in row:
+        return f"{UNCERTAIN} (best: {visible(row[f'{task}_candidate'])} {row[f'{task}_candidate_score']:.2f})"
+    return f"{visible(row[task])} ({row[f'{task}_score']:.2f})"
 
 
 def visible(text: str) -> str:

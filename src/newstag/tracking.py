@@ -170,6 +170,8 @@ class TrainingRun:
         import sklearn
         from mlflow.models import infer_signature
 
+        from newstag.bundle import SKOPS_TRUSTED
+
         texts = np.array(example_texts, dtype=str)
         registered = f"newstag-{self.config.name}-{task}" if self.config.mlflow.register else None
         self.mlflow.sklearn.log_model(
@@ -177,6 +179,7 @@ class TrainingRun:
             signature=infer_signature(texts, pipeline.predict(texts)),
             registered_model_name=registered,
             pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
+            skops_trusted_types=sorted(SKOPS_TRUSTED),  # e.g. calibration's fitted parts
         )
 
     def reference(self) -> dict:

@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from newstag import auto
 from newstag.bundle import save_bundle
+from newstag.calibrate import calibrated, calibration_folds, choose_method
 from newstag.config import ExperimentConfig, TaskConfig
 from newstag.errors import NewstagError
 from newstag.files import exclusive_lock, remove_orphans
@@ -30,6 +31,7 @@ class TaskResult:
     validation: dict
     candidates: list[dict]
     model: dict = field(default_factory=dict)  # the classifier, features and params it was fitted with
+    calibration: dict = field(default_factory=dict)  # method, folds, validation log-loss and confidences
 
 
 def bundle_path(config: ExperimentConfig, fmt: str = "joblib"):
@@ -68,9 +70,7 @@ def _train(config: ExperimentConfig, tracking: bool, fmt: str) -> dict:
         metadata = {
             "experiment": config.name,
             "config": config.to_dict(),
-            "tasks": {name: {"labels": r.labels, "best_params": r.best_params,
-                             "validation": r.validation, "model": r.model}
-                      for name, r in results.items()},
+            "tasks": {task.name: _task_metadata(task, results[task.name]) for task in config.tasks},
             "data_sha256": manifest["data_sha256"],
             "mlflow": run.reference(),
         }
@@ -79,6 +79,13 @@ def _train(config: ExperimentConfig, tracking: bool, fmt: str) -> dict:
         examples = next(iter(validation_splits.values()))["text"].head(3).tolist()
         run.log_training(results, example_texts=examples)
     return sidecar
+
+
+def _task_metadata(task: TaskConfig, result: TaskResult) -> dict:
+    """What the bundle records per task; predict reads `min_confidence` from here."""
+    return {"labels": result.labels, "best_params": result.best_params,
+            "validation": result.validation, "model": result.model,
+            "calibration": result.calibration, "min_confidence": task.min_confidence}
 
 
 def _tracker(enabled: bool):
@@ -104,63 +111,86 @@ def fit_task(task: TaskConfig, train_df: pd.DataFrame, validation_df: pd.DataFra
     X_train, y_train = train_df["text"].tolist(), train_df[task.name].tolist()
     X_val, y_val = validation_df["text"].tolist(), validation_df[task.name].tolist()
     if task.classifier == "auto":
-        return fit_auto(task, X_train + X_val, y_train + y_val, seed)
+        result, chosen = fit_auto(task, X_train + X_val, y_train + y_val, seed)
+        return calibrate_task(chosen, result, (X_train, y_train), (X_val, y_val), seed)
     grid = list(ParameterGrid(task.grid)) or [{}]
     candidates = score_candidates(task, grid, (X_train, y_train), (X_val, y_val), seed)
     best = max(candidates, key=lambda c: c["f1_macro"])  # first of equals: grid order decides
     log.info("%s: best %s (validation macro-F1 %.3f)", task.name, best["params"], best["f1_macro"])
-    final = _fit(build_pipeline(task, seed, best["params"]), X_train + X_val, y_train + y_val, task)
-    return TaskResult(
-        pipeline=final,
-        labels=[str(label) for label in final.classes_],
+    result = TaskResult(
+        pipeline=build_pipeline(task, seed, best["params"]),
+        labels=[],
         best_params=best["params"],
         validation={"f1_macro": best["f1_macro"], "accuracy": best["accuracy"]},
         candidates=candidates,
         model=_model_choice(task),
     )
+    return calibrate_task(task, result, (X_train, y_train), (X_val, y_val), seed)
 
 
-def fit_auto(task: TaskConfig, texts: list[str], labels: list[str], seed: int) -> TaskResult:
+def calibrate_task(task: TaskConfig, result: TaskResult, train, validation, seed: int) -> TaskResult:
+    """Choose the calibration method on validation (fit on train), then refit the chosen pipeline,
+    calibrated, on train + validation. `result.pipeline` comes in unfitted and leaves fitted."""
+    (X_train, y_train), (X_val, y_val) = train, validation
+    _require_two_labels(y_train, task)
+    try:
+        calibration = choose_method(result.pipeline, task.calibration, train, validation)
+    except NewstagError as exc:
+        raise NewstagError(f"task '{task.name}': {exc}") from None
+    pipeline = result.pipeline
+    if calibration["method"] != "none":
+        calibration["folds"] = calibration_folds(y_train + y_val)
+        pipeline = calibrated(pipeline, calibration["method"], calibration["folds"])
+        log.info("%s: calibrated by %s (validation log-loss %s)", task.name, calibration["method"],
+                 {m: round(v, 4) for m, v in calibration["validation_log_loss"].items()})
+    result.pipeline = _fit(pipeline, X_train + X_val, y_train + y_val, task)
+    result.labels = [str(label) for label in result.pipeline.classes_]
+    result.calibration = calibration
+    return result
+
+
+def fit_auto(task: TaskConfig, texts: list[str], labels: list[str],
+             seed: int) -> tuple[TaskResult, TaskConfig]:
     """`classifier: auto`: the baseline unless a challenger wins on inner CV (see auto.py), or the
-    task's own `search:` section when it has one; then refit on train + validation."""
+    task's own `search:` section when it has one. Returns the winner's (unfitted) pipeline and the
+    task it amounts to; calibrate_task then refits it on train + validation."""
     _require_two_labels(labels, task)
     if task.search is None:
         return fit_default(task, texts, labels, seed)
     search = auto_folds(task.search, labels)
     result = run_search(task, search, texts, labels, seed)
     chosen = result.task
-    final = _fit(build_pipeline(chosen, seed), texts, labels, chosen)
     best = result.best
     candidates = [{"params": c.settings(), "f1_macro": c.mean("f1_macro"), "accuracy": c.mean("accuracy"),
                    "state": c.state} for c in sorted(result.candidates, key=lambda c: c.number)
                   if c.state == "complete"]
     return TaskResult(
-        pipeline=final,
-        labels=[str(label) for label in final.classes_],
+        pipeline=build_pipeline(chosen, seed),
+        labels=[],
         best_params=best.settings(),
         validation={"f1_macro": best.mean("f1_macro"), "accuracy": best.mean("accuracy"),
                     "cv_folds": search.folds, "search_seconds": result.seconds},
         candidates=candidates,
         model=_model_choice(chosen, auto=True),
-    )
+    ), chosen
 
 
-def fit_default(task: TaskConfig, texts: list[str], labels: list[str], seed: int) -> TaskResult:
+def fit_default(task: TaskConfig, texts: list[str], labels: list[str],
+                seed: int) -> tuple[TaskResult, TaskConfig]:
     """`auto` without a search section: the incumbent rule over auto.MEMBERS."""
     choice = auto.choose(task, texts, labels, seed)
-    final = _fit(build_pipeline(choice.task, seed), texts, labels, choice.task)
     best = choice.scores.get(choice.member.name, {})
     candidates = [{"params": {"member": name}, **scores} for name, scores in choice.scores.items()]
     return TaskResult(
-        pipeline=final,
-        labels=[str(label) for label in final.classes_],
+        pipeline=build_pipeline(choice.task, seed),
+        labels=[],
         best_params={"member": choice.member.name, **choice.task.params},
         validation={**best, "cv_folds": choice.folds, "search_seconds": choice.seconds},
         candidates=candidates,
         model={**_model_choice(choice.task), "member": choice.member.name,
                "chosen_by": "auto: the baseline unless a challenger matches or beats it on inner-CV "
                             "accuracy and macro-F1"},
-    )
+    ), choice.task
 
 
 def _model_choice(task: TaskConfig, auto: bool = False) -> dict:

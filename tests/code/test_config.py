@@ -138,7 +138,7 @@ def test_a_loaded_experiment_cannot_change_but_can_be_copied_with_changes(tmp_pa
     ("path: data/x.csv", "path: data/x.csv, deduplicate: 'no'",
      r"'data\.deduplicate' should be true or false"),
     ("tone: {}", "tone: {clasifier: sgd}",
-     r"unknown key 'clasifier' in tasks\.tone; valid keys are: classifier, column, .*search"),
+     r"unknown key 'clasifier' in tasks\.tone; valid keys are: calibration, classifier, column, .*search"),
     ("tasks:", "taks:", r"unknown key 'taks' in top level"),
 ])
 def test_bad_values_are_named_in_one_line(tmp_path, old, new, match):

@@ -1,0 +1,232 @@
+"""Calibrated confidence: scores that are probabilities, and how well they are.
+
+A linear SVM's softmax of margins looks like a probability and is not one. After training picks a
+task's model, its classifier step is wrapped in scikit-learn's
+`CalibratedClassifierCV(base, method, cv=k, ensemble=False)`: one base classifier fitted on all
+rows (so its coefficients stay readable as `calibrated_classifiers_[0].estimator`), and a
+calibrator (sigmoid or isotonic, one-vs-rest for many labels, then normalised) fitted on the base
+model's held-out fold predictions. The method is chosen on the validation split by log-loss.
+
+The metrics here (log-loss, Brier, ECE) and the coverage/accuracy of a confidence threshold are
+plain NumPy so that they can be checked by hand. Prediction imports this module, so it imports
+scikit-learn's calibration and metrics (which load pandas) only inside the functions that fit.
+"""
+
+import logging
+from collections import Counter
+
+import numpy as np
+
+from newstag.errors import NewstagError
+
+log = logging.getLogger(__name__)
+METHODS = ("sigmoid", "isotonic")
+MAX_FOLDS = 5
+ECE_BINS = 15
+THRESHOLD_BINS = 1000  # validation confidences are kept at this resolution in the bundle
+
+
+# ---- wrapping a pipeline ------------------------------------------------------------------------
+
+def calibration_folds(labels) -> int:
+    """Folds for the held-out predictions: 5, fewer when the rarest label has fewer examples.
+    0 means calibration is impossible (a label with a single example)."""
+    rarest = Counter(labels).most_common()[-1][1]
+    folds = min(MAX_FOLDS, rarest)
+    return folds if folds >= 2 else 0
+
+
+def calibrated(pipeline, method: str, folds: int):
+    """The pipeline with its classifier step wrapped (unfitted); the shape stays vect -> clf."""
+    from sklearn.base import clone
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.pipeline import Pipeline
+
+    base = clone(pipeline.named_steps["clf"])
+    clf = CalibratedClassifierCV(base, method=method, cv=folds, ensemble=False)
+    return Pipeline([("vect", clone(pipeline.named_steps["vect"])), ("clf", clf)])
+
+
+def base_classifier(pipeline):
+    """The linear model inside a pipeline, calibrated or not (for coefficients and raw scores)."""
+    clf = pipeline.named_steps["clf"]
+    return clf.calibrated_classifiers_[0].estimator if is_calibrated(pipeline) else clf
+
+
+def is_calibrated(pipeline) -> bool:
+    """A fitted CalibratedClassifierCV step (told by its fitted attribute, so that checking
+    needs no import of sklearn.calibration)."""
+    return hasattr(pipeline.named_steps["clf"], "calibrated_classifiers_")
+
+
+def choose_method(pipeline, setting: str, train, validation) -> dict:
+    """Fit each allowed method on train, score log-loss on validation; the lowest wins.
+
+    `pipeline` is the chosen, unfitted pipeline. Returns {"method", "folds", "validation_log_loss",
+    "validation_confidence"}; method "none" when the task opts out or has too few examples. The
+    TF-IDF features are fitted on train once and shared by both methods.
+    """
+    from sklearn.base import clone
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.metrics import log_loss
+
+    (X_train, y_train), (X_val, y_val) = train, validation
+    folds = calibration_folds(y_train)
+    if setting == "none":
+        return {"method": "none"}
+    if not folds:
+        label = Counter(y_train).most_common()[-1][0]
+        log.warning("label %r has a single training example; scores stay uncalibrated", label)
+        return {"method": "none", "reason": f"label {label!r} has one training example"}
+    vect = clone(pipeline.named_steps["vect"])
+    train_features, val_features = vect.fit_transform(X_train), vect.transform(X_val)
+    losses, validation_scores = {}, {}
+    for method in METHODS if setting == "auto" else (setting,):
+        clf = CalibratedClassifierCV(clone(pipeline.named_steps["clf"]), method=method, cv=folds,
+                                     ensemble=False)
+        try:
+            clf.fit(train_features, y_train)
+        except ValueError as exc:
+            raise NewstagError(f"calibration ({method}): {str(exc).splitlines()[0]}") from None
+        proba = clf.predict_proba(val_features)
+        losses[method] = float(log_loss(y_val, proba, labels=clf.classes_))
+        validation_scores[method] = (clf.classes_, proba)
+    method = min(losses, key=losses.get)
+    classes, proba = validation_scores[method]
+    return {"method": method, "folds": folds, "validation_log_loss": losses,
+            "validation_confidence": confidence_table(y_val, classes, proba)}
+
+
+# ---- scores -------------------------------------------------------------------------------------
+
+def softmax_margins(margins: np.ndarray) -> np.ndarray:
+    """A softmax of decision margins (binary: [-m, m]), for models without probabilities."""
+    if margins.ndim == 1:
+        margins = np.column_stack([-margins, margins])
+    scores = np.exp(margins - margins.max(axis=1, keepdims=True))
+    return scores / scores.sum(axis=1, keepdims=True)
+
+
+def class_scores(pipeline, texts: list[str]) -> np.ndarray:
+    """Each class's score: its probability where the model has them, else a softmax of margins."""
+    if hasattr(pipeline, "predict_proba"):
+        return pipeline.predict_proba(texts)
+    return softmax_margins(pipeline.decision_function(texts))
+
+
+def base_scores(pipeline, texts: list[str]) -> np.ndarray:
+    """The uncalibrated base model's scores (what predict gave before calibration)."""
+    base = base_classifier(pipeline)
+    features = pipeline.named_steps["vect"].transform(texts)
+    if hasattr(base, "predict_proba"):
+        return base.predict_proba(features)
+    return softmax_margins(base.decision_function(features))
+
+
+# ---- how good are the scores --------------------------------------------------------------------
+
+def _one_hot(y_true, classes) -> np.ndarray:
+    index = {label: i for i, label in enumerate(classes)}
+    rows = np.zeros((len(y_true), len(classes)))
+    for row, label in enumerate(y_true):
+        if label in index:  # a test label the model never saw has no column: every score is wrong
+            rows[row, index[label]] = 1.0
+    return rows
+
+
+def brier_score(y_true, classes, proba: np.ndarray) -> float:
+    """The standard multi-class Brier score: mean over articles of sum over classes of
+    (p - 1[true])^2. From 0 (perfect) to 2; for two classes it is twice the binary Brier."""
+    return float(np.mean(np.sum((proba - _one_hot(y_true, classes)) ** 2, axis=1)))
+
+
+def expected_calibration_error(y_true, classes, proba: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE on the top-label confidence: equal-width bins over [0, 1]; the weighted mean of
+    |accuracy - mean confidence| per bin, weighted by the share of articles in the bin."""
+    table = reliability_table(y_true, classes, proba, bins)
+    total = sum(row["count"] for row in table)
+    return float(sum(row["count"] / total * abs(row["accuracy"] - row["confidence"])
+                     for row in table if row["count"]))
+
+
+def reliability_table(y_true, classes, proba: np.ndarray, bins: int = ECE_BINS) -> list[dict]:
+    """Per equal-width bin of top-label confidence: count, mean confidence, accuracy.
+    A confidence of exactly 1 falls in the last bin; bins are (low, high] except the first.
+    An empty bin has None (JSON null) for its confidence and accuracy."""
+    confidence, correct = top_label(y_true, classes, proba)
+    index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    table = []
+    for b in range(bins):
+        members = index == b
+        count = int(members.sum())
+        table.append({"low": b / bins, "high": (b + 1) / bins, "count": count,
+                      "confidence": float(confidence[members].mean()) if count else None,
+                      "accuracy": float(correct[members].mean()) if count else None})
+    return table
+
+
+def top_label(y_true, classes, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(confidence of the chosen label, whether it was right) per article."""
+    best = proba.argmax(axis=1)
+    predicted = np.asarray(classes)[best]
+    return proba[np.arange(len(best)), best], predicted == np.asarray(y_true)
+
+
+def calibration_metrics(y_true, classes, proba: np.ndarray) -> dict:
+    from sklearn.metrics import log_loss
+
+    return {"log_loss": float(log_loss(y_true, proba, labels=list(classes))),
+            "brier": brier_score(y_true, classes, proba),
+            "ece": expected_calibration_error(y_true, classes, proba)}
+
+
+# ---- abstention ---------------------------------------------------------------------------------
+
+def coverage_accuracy(confidence: np.ndarray, correct: np.ndarray, threshold: float) -> dict:
+    """Share of articles answered (confidence >= threshold) and the accuracy on those (None when
+    none is answered)."""
+    answered = confidence >= threshold
+    count = int(answered.sum())
+    return {"threshold": float(threshold), "coverage": count / len(confidence) if len(confidence) else 0.0,
+            "accuracy": float(correct[answered].mean()) if count else None, "answered": count}
+
+
+def coverage_curve(confidence: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(coverage, accuracy) when answering the k most confident articles, k = 1..n."""
+    order = np.argsort(-confidence, kind="stable")
+    hits = np.cumsum(correct[order])
+    answered = np.arange(1, len(order) + 1)
+    return answered / len(order), hits / answered
+
+
+def confidence_table(y_true, classes, proba: np.ndarray) -> list[list[int]]:
+    """Held-out validation confidences in THRESHOLD_BINS bins, as [bin, articles, correct] for
+    the bins that have any: bounded (at most 1000 rows) so it fits in the bundle's metadata, and
+    exact for thresholds on a 0.001 grid."""
+    confidence, correct = top_label(y_true, classes, proba)
+    index = np.minimum((confidence * THRESHOLD_BINS).astype(int), THRESHOLD_BINS - 1)
+    articles = np.bincount(index, minlength=THRESHOLD_BINS)
+    right = np.bincount(index, weights=correct.astype(float), minlength=THRESHOLD_BINS)
+    return [[int(b), int(articles[b]), int(right[b])] for b in np.flatnonzero(articles)]
+
+
+def threshold_for_precision(table: list[list[int]], target: float) -> dict:
+    """The lowest threshold (a multiple of 0.001) whose answered validation articles reach
+    `target` accuracy; raise naming the best reachable precision when none does."""
+    if not table:
+        raise NewstagError("no validation confidences in the bundle")
+    rows = sorted(table, reverse=True)  # most confident bins first
+    total = sum(row[1] for row in rows)
+    articles = right = 0
+    best, chosen = 0.0, None
+    for bin_index, count, correct in rows:
+        articles, right = articles + count, right + correct
+        precision = right / articles
+        best = max(best, precision)
+        if precision >= target:
+            chosen = {"threshold": bin_index / THRESHOLD_BINS, "validation_precision": precision,
+                      "validation_coverage": articles / total}
+    if chosen is None:
+        raise NewstagError(f"target precision {target:g} is not reachable on the validation split; "
+                           f"the best reachable is {best:.4f}")
+    return chosen

@@ -1,0 +1,159 @@
+"""Calibrated scores, their metrics, and abstention: on toy data, in seconds."""
+
+import io
+
+import numpy as np
+import pytest
+from sklearn.calibration import CalibratedClassifierCV
+
+from newstag.bundle import load_bundle, save_bundle
+from newstag.calibrate import (
+    base_classifier,
+    brier_score,
+    calibrated,
+    confidence_table,
+    expected_calibration_error,
+    reliability_table,
+    threshold_for_precision,
+)
+from newstag.config import TaskConfig, load_config
+from newstag.errors import NewstagError
+from newstag.evaluate import parse_target_precision, pick_threshold, task_targets
+from newstag.pipelines import CLASSIFIER_NAMES, build_pipeline, top_terms
+from newstag.predict import Record, predict_records, write_table
+from newstag.train import fit_task
+
+TEXTS = ["goal scored in the final", "the striker scored twice", "the keeper saved a penalty",
+         "shares fell on the market", "the market rallied as shares rose", "profits beat forecasts",
+         "parliament passed the bill", "the minister resigned today", "voters went to the polls"] * 2
+LABELS = ["sport"] * 3 + ["business"] * 3 + ["politics"] * 3
+LABELS = LABELS * 2
+
+
+@pytest.mark.parametrize("classifier", CLASSIFIER_NAMES)
+def test_every_classifier_calibrates_and_saves_in_both_formats(tmp_path, classifier):
+    task = TaskConfig(name="topic", column="topic", classifier=classifier)
+    pipeline = calibrated(build_pipeline(task, seed=0), "sigmoid", 2).fit(TEXTS, LABELS)
+    assert list(pipeline.named_steps) == ["vect", "clf"]
+    assert isinstance(pipeline.named_steps["clf"], CalibratedClassifierCV)
+    assert len(pipeline.named_steps["clf"].calibrated_classifiers_) == 1  # ensemble=False
+    assert base_classifier(pipeline) is pipeline.named_steps["clf"].calibrated_classifiers_[0].estimator
+    assert set(top_terms(pipeline, count=2)) == {"sport", "business", "politics"}
+    for fmt in ("joblib", "skops"):
+        path = tmp_path / f"model.{fmt}"
+        save_bundle(path, {"topic": pipeline}, {"experiment": "x"})
+        loaded = load_bundle(path)["pipelines"]["topic"]
+        proba = loaded.predict_proba(["the striker scored", "shares rose"])
+        np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+        np.testing.assert_allclose(proba, pipeline.predict_proba(["the striker scored", "shares rose"]))
+
+
+def test_ece_on_a_hand_example():
+    # Two bins are used (15 bins: 0.9 falls in (0.8667, 0.9333], 0.6 in (0.5333, 0.6]).
+    # Bin of 0.9: 2 articles, 1 right -> |0.5 - 0.9| = 0.4; bin of 0.6: 2 articles, 2 right -> 0.4.
+    classes = ["a", "b"]
+    proba = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.4, 0.6]])
+    y_true = ["a", "b", "a", "b"]
+    assert expected_calibration_error(y_true, classes, proba) == pytest.approx(0.4)
+    table = reliability_table(y_true, classes, proba)
+    assert [row["count"] for row in table if row["count"]] == [2, 2]
+    assert table[0] == {"low": 0.0, "high": 1 / 15, "count": 0, "confidence": None, "accuracy": None}
+    # Confidence 1.0 belongs to the last bin, not past it; a perfect model has ECE 0.
+    assert expected_calibration_error(["a", "b"], classes, np.array([[1.0, 0], [0, 1.0]])) == 0
+
+
+def test_brier_is_the_multiclass_sum_over_classes():
+    proba = np.array([[0.7, 0.2, 0.1], [0.2, 0.5, 0.3]])
+    expected = ((0.3 ** 2 + 0.2 ** 2 + 0.1 ** 2) + (0.2 ** 2 + 0.5 ** 2 + 0.7 ** 2)) / 2
+    assert brier_score(["a", "c"], ["a", "b", "c"], proba) == pytest.approx(expected)
+
+
+def test_fit_task_chooses_a_method_on_validation_and_records_it():
+    task = TaskConfig(name="topic", column="topic", classifier="linear_svm")
+    import pandas as pd
+
+    train = pd.DataFrame({"text": TEXTS, "topic": LABELS})
+    validation = pd.DataFrame({"text": TEXTS[:9], "topic": LABELS[:9]})
+    result = fit_task(task, train, validation, seed=0)
+    assert result.calibration["method"] in ("sigmoid", "isotonic")
+    assert set(result.calibration["validation_log_loss"]) == {"sigmoid", "isotonic"}
+    assert sum(row[1] for row in result.calibration["validation_confidence"]) == 9
+    assert isinstance(result.pipeline.named_steps["clf"], CalibratedClassifierCV)
+    opted_out = fit_task(TaskConfig(name="topic", column="topic", classifier="linear_svm",
+                                    calibration="none"), train, validation, seed=0)
+    assert opted_out.calibration == {"method": "none"}
+    assert not hasattr(opted_out.pipeline, "predict_proba")
+
+
+def test_lowest_threshold_reaching_the_target():
+    # [bin (0.001 steps), articles, correct]: 0.95+ all right, 0.80 half right, 0.60 all wrong.
+    table = [[950, 4, 4], [800, 4, 2], [600, 2, 0]]
+    assert threshold_for_precision(table, 1.0)["threshold"] == 0.95
+    chosen = threshold_for_precision(table, 0.75)
+    assert chosen == {"threshold": 0.8, "validation_precision": 0.75, "validation_coverage": 0.8}
+    with pytest.raises(NewstagError, match="not reachable.*best reachable is 1.0000"):
+        threshold_for_precision([[900, 1, 0], [950, 1, 1]], 1.01)
+    with pytest.raises(NewstagError, match="best reachable is 0.5000"):
+        threshold_for_precision([[900, 2, 1]], 0.9)
+
+
+def test_threshold_is_picked_from_the_validation_confidences_in_the_bundle():
+    proba = np.array([[0.99, 0.01], [0.7, 0.3], [0.7, 0.3], [0.55, 0.45]])
+    table = confidence_table(["a", "a", "b", "b"], ["a", "b"], proba)
+    metadata = {"tasks": {"topic": {"calibration": {"validation_confidence": table}}}}
+    assert pick_threshold("topic", metadata, 0.99)["threshold"] == 0.99
+    with pytest.raises(NewstagError, match="task 'topic': target precision 1.01 .* best reachable is 1.0000"):
+        pick_threshold("topic", metadata, 1.01)
+    with pytest.raises(NewstagError, match="no validation confidences.*retrain"):
+        pick_threshold("topic", {"tasks": {"topic": {}}}, 0.9)
+
+
+@pytest.mark.parametrize("text", ["1.5", "0", "x", "topic=", "topic=2"])
+def test_bad_target_precision_is_one_line(text):
+    with pytest.raises(NewstagError, match="--target-precision: .* is not a precision in"):
+        parse_target_precision(text)
+
+
+def test_target_precision_per_task_and_for_all():
+    assert parse_target_precision("0.9") == {"*": 0.9}
+    assert task_targets({"*": 0.9, "tone": 0.8}, ["topic", "tone"]) == {"topic": 0.9, "tone": 0.8}
+    with pytest.raises(NewstagError, match=r"names task\(s\) genre .*\(it has: topic\)"):
+        task_targets({"genre": 0.9}, ["topic"])
+
+
+def _bundle(min_confidence):
+    task = TaskConfig(name="topic", column="topic", classifier="logreg")
+    pipeline = calibrated(build_pipeline(task, seed=0), "sigmoid", 2).fit(TEXTS, LABELS)
+    return {"pipelines": {"topic": pipeline},
+            "metadata": {"tasks": {"topic": {"min_confidence": min_confidence}}}}
+
+
+def test_below_min_confidence_the_answer_is_uncertain():
+    records = [Record(id=1, text="the striker scored a goal in the final")]
+    confident = next(predict_records(_bundle(None), records))
+    assert confident["topic"] == "sport" and "topic_candidate" not in confident
+    records = [Record(id=1, text="the striker scored a goal in the final")]
+    row = next(predict_records(_bundle(0.99), records))
+    assert row == {"id": 1, "topic": "uncertain", "topic_score": confident["topic_score"],
+                   "topic_candidate": "sport", "topic_candidate_score": confident["topic_score"]}
+    out = io.StringIO()
+    write_table([row], ["topic"], out)
+    assert f"uncertain (best: sport {row['topic_score']:.2f})" in out.getvalue()
+
+
+@pytest.mark.parametrize("value", ["0", "1", "1.5", "-0.2"])
+def test_min_confidence_outside_0_1_is_one_line(tmp_path, value):
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"data: {{path: x.csv}}\ntasks:\n  topic: {{min_confidence: {value}}}\n")
+    expected = r"'tasks.topic.min_confidence' should be (greater|less) than"
+    with pytest.raises(NewstagError, match=expected) as err:
+        load_config(path)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_calibration_lists_the_choices(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("data: {path: x.csv}\ntasks:\n  topic: {calibration: platt}\n")
+    with pytest.raises(NewstagError, match="'tasks.topic.calibration' is 'platt'; choose one of: auto, "
+                                           "sigmoid, isotonic, none"):
+        load_config(path)
