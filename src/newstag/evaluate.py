@@ -9,6 +9,7 @@ from sklearn.metrics import classification_report
 from newstag.bundle import load_bundle
 from newstag.config import ExperimentConfig
 from newstag.files import atomic_path, write_json
+from newstag.ordinal import truth_for
 from newstag.pipelines import top_terms
 from newstag.plots import confusion_figure, save_figure
 from newstag.splits import load_task_splits
@@ -45,7 +46,7 @@ def evaluate(config: ExperimentConfig, tracking: bool = True) -> dict:
 
 def score_task(task: str, pipeline, test: pd.DataFrame, out) -> dict:
     """Metrics, a confusion-matrix PNG and the misclassified rows for one task."""
-    y_true = test[task].astype(str).tolist()
+    y_true = truth_for(pipeline, test[task].tolist())  # an ordinal task's scores -> its classes
     y_pred = pipeline.predict(test["text"].tolist()).tolist()
     labels = sorted(set(pipeline.classes_) | set(y_true))
     report = classification_report(y_true, y_pred, labels=labels, output_dict=True,
