@@ -122,7 +122,11 @@ def _dump(bundle: dict, target: Path, suffix: str) -> None:
 
 # Types a newstag bundle may hold beyond those skops trusts by default. Anything else is refused.
 SKOPS_TRUSTED = {"numpy.float32", "numpy.float64", "numpy.dtype", "builtins.NoneType",
-                 "newstag.pipelines.NBSVMClassifier"}
+                 "newstag.pipelines.NBSVMClassifier",
+                 # the tone features and models (newstag.features, newstag.ordinal)
+                 "newstag.features.NegationMarker", "newstag.features.LexiconCounts",
+                 "newstag.features.SentenceTone", "newstag.features.OutOfFoldScores",
+                 "newstag.ordinal.OrdinalClassifier"}
 
 
 def _load(path: Path) -> dict:
