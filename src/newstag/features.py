@@ -116,20 +116,31 @@ class LexiconCounts(TransformerMixin, BaseEstimator):
 
     def fit(self, X=None, y=None):
         check_lexicons(self.lexicons)
-        self.valences_ = {name: LEXICON_LOADERS[name]() for name in self.lexicons}
+        # Kept as arrays (words, valences) per lexicon: a saved model carries its lexicon, and
+        # skops stores arrays in one piece where a dict of 7,500 words would be 7,500 objects.
+        lexicons = [LEXICON_LOADERS[name]() for name in self.lexicons]
+        self.words_ = [np.array(sorted(lexicon), dtype=str) for lexicon in lexicons]
+        self.values_ = [np.array([lexicon[w] for w in sorted(lexicon)]) for lexicon in lexicons]
         self.n_features_out_ = 3 * len(self.lexicons)
         return self
 
-    def transform(self, X):
-        return np.array([self._row(text) for text in X], dtype=np.float64).reshape(len(X), -1)
+    @property
+    def valences_(self) -> dict[str, dict[str, float]]:
+        return {name: dict(zip(words.tolist(), values.tolist(), strict=True))
+                for name, words, values in zip(self.lexicons, self.words_, self.values_, strict=True)}
 
-    def _row(self, text: str) -> list[float]:
+    def transform(self, X):
+        valences = self.valences_
+        return np.array([self._row(text, valences) for text in X],
+                        dtype=np.float64).reshape(len(X), -1)
+
+    def _row(self, text: str, lexicons: dict) -> list[float]:
         words = tokens(text)
         scopes = negation_scopes(words) if self.negation else [False] * len(words)
         length = max(sum(w not in SCOPE_ENDS for w in words), 1)
         row = []
         for name in self.lexicons:
-            valences = self.valences_[name]
+            valences = lexicons[name]
             scored = [-valences[w] if inside else valences[w]
                       for w, inside in zip(words, scopes, strict=True) if w in valences]
             row += [sum(v > 0 for v in scored) / length, sum(v < 0 for v in scored) / length,
