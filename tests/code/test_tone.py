@@ -52,7 +52,8 @@ def test_a_window_limits_the_scope_and_negators_do_not_mark_themselves():
 
 
 def test_negation_marker_gives_texts_of_marked_tokens_and_rejects_a_bad_window():
-    assert NegationMarker().fit(["x"]).transform(["no deal was done.", "a deal"]) == ["not_deal not_was not_done", ""]
+    marked = NegationMarker().fit(["x"]).transform(["no deal was done.", "a deal"])
+    assert marked == ["not_deal not_was not_done", ""]
     with pytest.raises(ValueError, match="window"):
         NegationMarker(window=-1).fit(["x"])
 
@@ -122,7 +123,7 @@ def test_ordinal_truth_is_the_class_of_the_score_by_the_task_cuts():
     task = TaskConfig(name="tone", column="positivity", classifier="ridge",
                       ordinal={"labels": ("negative", "neutral", "positive"), "cuts": (4.5, 5.5)})
     assert task_truth(task, ["2", "5", "6"]) == ["negative", "neutral", "positive"]
-    assert classes_of(np.array([4.5]), [4.5, 5.5], ["a", "b", "c"]).tolist() == ["a"]  # at a cut: below
+    assert classes_of(np.array([4.5]), [4.5, 5.5], ["a", "b", "c"]).tolist() == ["a"]  # at a cut
     with pytest.raises(NewstagError, match=r"^task 'tone': an ordinal task needs numeric labels .*'positive'"):
         task_truth(task, ["2", "positive"])
 
@@ -137,7 +138,8 @@ def test_an_ordinal_pipeline_fits_on_scores_and_predicts_tones():
 
 
 @pytest.mark.parametrize("ordinal, message", [
-    ("{labels: [neg, neu, pos], cuts: [5.5, 4.5]}", r"'tasks\.tone\.ordinal\.cuts' should increase, got \[5\.5, 4\.5\]"),
+    ("{labels: [neg, neu, pos], cuts: [5.5, 4.5]}",
+     r"'tasks\.tone\.ordinal\.cuts' should increase, got \[5\.5, 4\.5\]"),
     ("{labels: [neg, pos], cuts: [4, 6]}", r"'tasks\.tone\.ordinal\.cuts' has 2 labels, so needs 1 cut"),
 ])
 def test_bad_cut_points_are_one_line(tmp_path, ordinal, message):
