@@ -124,7 +124,7 @@ def test_ordinal_truth_is_the_class_of_the_score_by_the_task_cuts():
                       ordinal={"labels": ("negative", "neutral", "positive"), "cuts": (4.5, 5.5)})
     assert task_truth(task, ["2", "5", "6"]) == ["negative", "neutral", "positive"]
     assert classes_of(np.array([4.5]), [4.5, 5.5], ["a", "b", "c"]).tolist() == ["a"]  # at a cut
-    with pytest.raises(NewstagError, match=r"^task 'tone': an ordinal task needs numeric labels .*'positive'"):
+    with pytest.raises(NewstagError, match=r"^task 'tone': an ordinal task needs numeric labels"):
         task_truth(task, ["2", "positive"])
 
 
