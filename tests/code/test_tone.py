@@ -237,3 +237,17 @@ def test_a_stacked_model_is_logistic_regression_over_article_scores_and_sentence
                             transfer={"model": str(sentence_bundle), "task": "topic"})
     with pytest.raises(NewstagError, match=r"'tasks\.tone\.transfer\.task' is 'topic', but .* has: tone"):
         build_pipeline(wrong_task, seed=0)
+
+
+def test_a_search_can_switch_the_tone_features_off_by_weight():
+    from newstag.config import Distribution, SearchConfig
+    from newstag.search import check_search, run_search
+
+    space = {"vect__transformer_weights": [None, {"negation": 0, "lexicon": 0}],
+             "clf__C": Distribution(low=0.1, high=10, log=True)}
+    task = TaskConfig(name="tone", column="tone", classifier="logreg", negation=True,
+                      lexicons=("vader",), params={"vect__word__min_df": 1})
+    search = SearchConfig(space=space, n_iter=3, folds=2)
+    check_search(task, search, "tasks.tone.search")
+    result = run_search(task, search, TEXTS, TONES, seed=0)
+    assert result.best.state == "complete"
