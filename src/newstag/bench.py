@@ -47,11 +47,11 @@ def folds(config: ExperimentConfig, task: str, quick: bool = False) -> list[Fold
     parts = {name: load_split(config, name) for name in ("train", "validation", "test")}
     if config.bench.protocol == "split":
         if quick:
-            parts = {name: _sample(frame, task, QUICK_ROWS // 2, config.seed)
+            parts = {name: _sample(frame, task, QUICK_ROWS // 2, config.seed, config)
                      for name, frame in parts.items()}
         return [Fold(parts["train"], parts["validation"], parts["test"])]
     rows = pd.concat(parts.values(), ignore_index=True)
-    rows = _sample(rows, task, QUICK_ROWS, config.seed) if quick else rows
+    rows = _sample(rows, task, QUICK_ROWS, config.seed, config) if quick else rows
     n_splits, repeats = (2, 1) if quick else (config.bench.folds, config.bench.repeats)
     splitter = RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=repeats, random_state=config.seed)
     strata = np.array(_truth(config, task, rows[task]))  # an ordinal task: by class, not by score
@@ -69,10 +69,12 @@ def _truth(config: ExperimentConfig, task: str, labels) -> list[str]:
     return task_truth(task_config, labels)
 
 
-def _sample(frame: pd.DataFrame, task: str, size: int, seed: int) -> pd.DataFrame:
+def _sample(frame: pd.DataFrame, task: str, size: int, seed: int,
+            config: ExperimentConfig | None = None) -> pd.DataFrame:
     if len(frame) <= size:
         return frame
-    sample, _ = train_test_split(frame, train_size=size, stratify=frame[task], random_state=seed)
+    strata = _truth(config, task, frame[task]) if config else frame[task]
+    sample, _ = train_test_split(frame, train_size=size, stratify=strata, random_state=seed)
     return sample
 
 

@@ -251,3 +251,13 @@ def test_a_search_can_switch_the_tone_features_off_by_weight():
     check_search(task, search, "tasks.tone.search")
     result = run_search(task, search, TEXTS, TONES, seed=0)
     assert result.best.state == "complete"
+
+
+def test_the_bench_gives_ordinal_and_transfer_tasks_the_methods_that_can_score_them():
+    from newstag.bench import methods_for
+
+    ordinal = TaskConfig(name="tone", column="positivity", classifier="ridge",
+                         ordinal={"labels": ("negative", "neutral", "positive"), "cuts": (4.5, 5.5)})
+    transfer = TaskConfig(name="tone", column="tone", classifier="logreg", transfer={"model": "m.joblib"})
+    assert methods_for({"negative", "neutral", "positive"}, ordinal) == ["newstag", "vader", "majority"]
+    assert methods_for({"negative", "positive"}, transfer) == ["newstag", "transfer", "vader", "majority"]
