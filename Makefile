@@ -18,7 +18,9 @@ BENCH_STAMP := $(VENV)/.bench-installed
 NEWSTAG_DATA_DIR ?= $(if $(wildcard ../shared/datasets),$(abspath ../shared/datasets),data/raw)
 export NEWSTAG_DATA_DIR
 BENCH_EXPS ?= 20newsgroups 20newsgroups_stripped bbc_news ag_news financial_phrasebank \
-	financial_phrasebank_with_duplicates econ_news_tone hyperpartisan
+	financial_phrasebank_with_duplicates econ_news_tone hyperpartisan \
+	econ_news_tone_binary econ_news_tone_ordinal econ_news_tone_lexicon \
+	financial_phrasebank_lexicon econ_news_tone_transfer
 BENCH_INPUTS := $(BENCH_EXPS:%=data/processed/%/manifest.json)
 FORMAT ?= table
 HOST ?= 127.0.0.1
@@ -93,11 +95,11 @@ $(BENCH_STAMP): pyproject.toml | $(STAMP)
 
 LOAD ?= 1000000
 
-bench: $(BENCH_INPUTS) models/default/model.joblib | $(BENCH_STAMP) ## newstag vs baseline, fastText, VADER on the public corpora, plus a streaming load test
+bench: $(BENCH_INPUTS) models/default/model.joblib models/financial_phrasebank/model.joblib | $(BENCH_STAMP) ## newstag vs baseline, fastText, VADER on the public corpora, plus a streaming load test
 	$(NEWSTAG) bench $(BENCH_EXPS:%=experiments/%.yaml) --out reports/bench
 	$(NEWSTAG) bench --load $(LOAD) --model models/default/model.joblib --out reports/bench
 
-bench-quick: $(BENCH_INPUTS) models/default/model.joblib | $(BENCH_STAMP) ## the same on small subsets, to check the bench code (minutes)
+bench-quick: $(BENCH_INPUTS) models/default/model.joblib models/financial_phrasebank/model.joblib | $(BENCH_STAMP) ## the same on small subsets, to check the bench code (minutes)
 	$(NEWSTAG) bench --quick $(BENCH_EXPS:%=experiments/%.yaml) --out reports/bench-quick
 	$(NEWSTAG) bench --load 20000 --model models/default/model.joblib --out reports/bench-quick
 

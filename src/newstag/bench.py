@@ -24,6 +24,7 @@ from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
 from newstag.config import ExperimentConfig, TaskConfig, load_config
 from newstag.errors import NewstagError
 from newstag.files import write_json
+from newstag.pipelines import task_truth
 
 log = logging.getLogger(__name__)
 TONES = {"negative", "neutral", "positive"}
@@ -46,26 +47,34 @@ def folds(config: ExperimentConfig, task: str, quick: bool = False) -> list[Fold
     parts = {name: load_split(config, name) for name in ("train", "validation", "test")}
     if config.bench.protocol == "split":
         if quick:
-            parts = {name: _sample(frame, task, QUICK_ROWS // 2, config.seed)
+            parts = {name: _sample(frame, task, QUICK_ROWS // 2, config.seed, config)
                      for name, frame in parts.items()}
         return [Fold(parts["train"], parts["validation"], parts["test"])]
     rows = pd.concat(parts.values(), ignore_index=True)
-    rows = _sample(rows, task, QUICK_ROWS, config.seed) if quick else rows
+    rows = _sample(rows, task, QUICK_ROWS, config.seed, config) if quick else rows
     n_splits, repeats = (2, 1) if quick else (config.bench.folds, config.bench.repeats)
     splitter = RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=repeats, random_state=config.seed)
+    strata = np.array(_truth(config, task, rows[task]))  # an ordinal task: by class, not by score
     result = []
-    for train_index, test_index in splitter.split(rows, rows[task]):
+    for train_index, test_index in splitter.split(rows, strata):
         training = rows.iloc[train_index]
         train, validation = train_test_split(training, test_size=config.split.validation,
-                                             stratify=training[task], random_state=config.seed)
+                                             stratify=strata[train_index], random_state=config.seed)
         result.append(Fold(train, validation, rows.iloc[test_index]))
     return result
 
 
-def _sample(frame: pd.DataFrame, task: str, size: int, seed: int) -> pd.DataFrame:
+def _truth(config: ExperimentConfig, task: str, labels) -> list[str]:
+    task_config = next(t for t in config.tasks if t.name == task)
+    return task_truth(task_config, labels)
+
+
+def _sample(frame: pd.DataFrame, task: str, size: int, seed: int,
+            config: ExperimentConfig | None = None) -> pd.DataFrame:
     if len(frame) <= size:
         return frame
-    sample, _ = train_test_split(frame, train_size=size, stratify=frame[task], random_state=seed)
+    strata = _truth(config, task, frame[task]) if config else frame[task]
+    sample, _ = train_test_split(frame, train_size=size, stratify=strata, random_state=seed)
     return sample
 
 
@@ -99,7 +108,8 @@ def fit_baseline(task: TaskConfig, fold: Fold, seed: int, quick: bool):
 
 
 def fit_majority(task: TaskConfig, fold: Fold, seed: int, quick: bool):
-    label = pd.concat([fold.train, fold.validation])[task.name].value_counts().idxmax()
+    training = pd.concat([fold.train, fold.validation])[task.name]
+    label = pd.Series(task_truth(task, training)).value_counts().idxmax()
     return (lambda texts: np.array([label] * len(texts))), 0
 
 
@@ -114,6 +124,20 @@ def fit_vader(task: TaskConfig, fold: Fold, seed: int, quick: bool):
         return np.array(["positive" if s >= 0.05 else "negative" if s <= -0.05 else "neutral"
                          for s in scores])
     return predict, 0
+
+
+def fit_transfer(task: TaskConfig, fold: Fold, seed: int, quick: bool):
+    """Sentence-to-article transfer alone: the sentence tone model of the task's `transfer`
+    section tags every sentence, and the article's tone follows from the balance of its
+    positive and negative sentences. No article label is used (only the label set)."""
+    from newstag.features import SentenceTone, transfer_predict
+    from newstag.pipelines import sentence_model
+
+    if task.transfer is None:
+        raise NewstagError(f"task '{task.name}': the transfer method needs a `transfer` section")
+    tones = SentenceTone(sentence_model(task)).fit()
+    labels = sorted(set(task_truth(task, fold.train[task.name])))
+    return (lambda texts: transfer_predict(tones.transform(texts), labels)), 0
 
 
 FASTTEXT_GRID = {"epoch": [10, 25, 50], "lr": [0.5, 1.0]}
@@ -173,14 +197,19 @@ def _pickled_size(model) -> int:
 
 
 METHODS = {"newstag": fit_newstag, "newstag-auto": fit_newstag_auto, "baseline": fit_baseline,
-           "fasttext": fit_fasttext, "vader": fit_vader, "majority": fit_majority}
+           "fasttext": fit_fasttext, "vader": fit_vader, "majority": fit_majority,
+           "transfer": fit_transfer}
 EXTRAS = {"fasttext": "fasttext", "vader": "vaderSentiment"}  # methods that need the bench extra
 
 
-def methods_for(labels: set[str]) -> list[str]:
+def methods_for(labels: set[str], task: TaskConfig | None = None) -> list[str]:
     """Every task gets newstag (tuned and auto), the baseline, fastText and the majority class;
-    tone tasks VADER too."""
-    base = ["newstag", "newstag-auto", "baseline", "fasttext"]
+    tone tasks VADER too, and transfer tasks the sentence model alone. newstag-auto and the
+    baseline are left out of ordinal and transfer tasks, which they cannot express."""
+    special = task is not None and (task.ordinal is not None or task.transfer is not None)
+    base = ["newstag"] if special else ["newstag", "newstag-auto", "baseline", "fasttext"]
+    if task is not None and task.transfer is not None:
+        base.append("transfer")
     return base + (["vader", "majority"] if labels <= TONES else ["majority"])
 
 
@@ -192,6 +221,7 @@ def run_method(experiment: str, task_name: str, method: str, quick: bool) -> dic
     config = load_config(experiment)
     task = next(t for t in config.tasks if t.name == task_name)
     scores, train_seconds, predict_seconds, predicted_rows, size = [], 0.0, 0.0, 0, 0
+    errors = []
     for fold in folds(config, task_name, quick):
         start = time.perf_counter()
         predict, size = METHODS[method](task, fold, config.seed, quick)
@@ -200,17 +230,35 @@ def run_method(experiment: str, task_name: str, method: str, quick: bool) -> dic
         y_pred = predict(fold.test["text"].tolist())
         predict_seconds += time.perf_counter() - start
         predicted_rows += len(fold.test)
-        y_true = fold.test[task_name].astype(str)
+        y_true = task_truth(task, fold.test[task_name])
         scores.append((accuracy_score(y_true, y_pred),
                        f1_score(y_true, y_pred, average="macro", zero_division=0)))
+        if task.ordinal is not None:
+            errors.append(_ordinal_errors(predict, fold, task_name))
     accuracy, f1 = np.array(scores).T
-    return {"experiment": config.name, "task": task_name, "method": method,
+    extra = {key: float(np.mean([e[key] for e in errors])) for key in errors[0]} if errors else {}
+    return {**extra, "experiment": config.name, "task": task_name, "method": method,
             "protocol": config.bench.protocol, "folds": len(scores),
             "accuracy": float(accuracy.mean()), "accuracy_std": float(accuracy.std()),
             "f1_macro": float(f1.mean()), "train_seconds": train_seconds / len(scores),
             "predict_per_second": predicted_rows / max(predict_seconds, 1e-9),
             "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "model_mb": size / 2**20}
+
+
+def _ordinal_errors(predict, fold: Fold, task: str) -> dict:
+    """MAE on the score of an ordinal model (when the method has one), and of predicting the
+    training rows' mean score, the bar an ordinal model must clear."""
+    from newstag.ordinal import OrdinalClassifier, numeric_scores
+
+    true = numeric_scores(fold.test[task])
+    mean = numeric_scores(pd.concat([fold.train, fold.validation])[task]).mean()
+    errors = {"mae_mean": float(np.abs(true - mean).mean())}
+    model = getattr(predict, "__self__", None)  # the fitted pipeline, for newstag's methods
+    if hasattr(model, "steps") and isinstance(model.steps[-1][1], OrdinalClassifier):
+        features = model[:-1].transform(fold.test["text"].tolist())
+        errors["mae"] = float(np.abs(true - model.steps[-1][1].predict_score(features)).mean())
+    return errors
 
 
 def run_isolated(experiment: str, task: str, method: str, quick: bool) -> dict:
@@ -228,8 +276,9 @@ def bench(experiments: list[str], quick: bool = False, methods: list[str] | None
     for experiment in experiments:
         config = load_config(experiment)
         for task in config.tasks:
-            labels = set(task.labels or _labels_seen(config, task.name))
-            jobs += [(experiment, task.name, method) for method in methods_for(labels)
+            labels = set(task.ordinal.labels if task.ordinal else
+                         task.labels or _labels_seen(config, task.name))
+            jobs += [(experiment, task.name, method) for method in methods_for(labels, task)
                      if methods is None or method in methods]
     rows = []
     for experiment, task, method in tqdm(jobs, desc="bench", unit="run", disable=None):
@@ -268,6 +317,14 @@ def markdown_table(rows: list[dict]) -> str:
                      f"| {r['accuracy']:.4f} | {r['f1_macro']:.4f} | {r['train_seconds']:.1f} "
                      f"| {r['predict_per_second']:,.0f} | {r['peak_memory_mb']:.0f} "
                      f"| {r['model_mb']:.1f} | {delta} | {ratio} |")
+    ordinal = [r for r in rows if "mae_mean" in r]
+    if ordinal:
+        lines += ["", "| corpus | task | method | MAE on the score | MAE of predicting the mean |",
+                  "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {r['experiment']} | {r['task']} | {r['method']} "
+                  f"| {r['mae']:.3f} | {r['mae_mean']:.3f} |" if "mae" in r else
+                  f"| {r['experiment']} | {r['task']} | {r['method']} | | {r['mae_mean']:.3f} |"
+                  for r in ordinal]
     return "\n".join(lines)
 
 

@@ -124,7 +124,11 @@ def _dump(bundle: dict, target: Path, suffix: str) -> None:
 SKOPS_TRUSTED = {"numpy.float32", "numpy.float64", "numpy.dtype", "builtins.NoneType",
                  "newstag.pipelines.NBSVMClassifier",
                  # CalibratedClassifierCV's fitted parts (IsotonicRegression is trusted already)
-                 "sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration"}
+                 "sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration",
+                 # the tone features and models (newstag.features, newstag.ordinal)
+                 "newstag.features.NegationMarker", "newstag.features.LexiconCounts",
+                 "newstag.features.SentenceTone", "newstag.features.OutOfFoldScores",
+                 "newstag.ordinal.OrdinalClassifier"}
 
 
 def _load(path: Path) -> dict:

@@ -193,6 +193,59 @@ class SearchConfig:
         return self
 
 
+LEXICON_NAMES = ("vader",)  # kept in step with newstag.features.LEXICONS (a test checks)
+
+
+def _known_lexicons(value):
+    if isinstance(value, list | tuple):
+        for index, name in enumerate(value):
+            if isinstance(name, str) and name not in LEXICON_NAMES:
+                raise _BadValue(f"names lexicon {name!r}, which does not exist; "
+                                f"valid: {', '.join(LEXICON_NAMES)}", f"[{index}]")
+    return value
+
+
+Lexicons = Annotated[tuple[Str, ...], BeforeValidator(_known_lexicons),
+                     WithJsonSchema({"type": "array", "items": {"enum": list(LEXICON_NAMES)}})]
+
+
+@_schema
+class OrdinalSettings:
+    """An ordinal task: a linear regressor on a numeric score, its prediction cut into classes."""
+
+    labels: Annotated[tuple[Str, ...], Field(min_length=2)] = Field(description=(
+        "The classes, lowest score first, e.g. [negative, neutral, positive]."))
+    cuts: Annotated[tuple[Number, ...], Field(min_length=1)] = Field(description=(
+        "Increasing cut points on the score, one fewer than labels: a score at or below cuts[0] "
+        "is labels[0], ... above the last cut the last label. E.g. [4.5, 5.5] on a 1-9 scale."))
+    tune_cuts: Bool = Field(True, description=(
+        "Re-tune the cut points on out-of-fold predictions of the training rows (macro-F1); "
+        "false: predict with the cuts as written."))
+
+    @model_validator(mode="after")
+    def _cuts_fit_labels(self):
+        if len(self.cuts) != len(self.labels) - 1:
+            raise _BadValue(f"has {len(self.labels)} labels, so needs {len(self.labels) - 1} cut "
+                            f"point(s), got {len(self.cuts)}", ".cuts")
+        for left, right in zip(self.cuts, self.cuts[1:], strict=False):
+            if not left < right:
+                raise _BadValue(f"should increase, got {list(self.cuts)}", ".cuts")
+        return self
+
+
+@_schema
+class TransferSettings:
+    """Sentence tone model applied to each sentence of an article (sentence-to-article transfer)."""
+
+    model: Str = Field(description=(
+        "A trained sentence tone bundle, e.g. models/financial_phrasebank/model.joblib (train it "
+        "first); it is copied into this model, so predict does not need it."))
+    task: Str = Field("tone", description="The bundle's task to use; it must predict positive and negative.")
+    stack: Bool = Field(True, description=(
+        "Stack the article model's out-of-fold scores with the sentence features under a "
+        "logistic regression; false: the sentence features (and any lexicon counts) alone."))
+
+
 @_schema
 class TaskSettings:
     """One tagging task, as written under tasks.<name>."""
@@ -216,6 +269,30 @@ class TaskSettings:
     min_confidence: Number | None = Field(None, gt=0, lt=1, description=(
         "Below this probability `newstag predict` answers \"uncertain\" for the task (and gives the "
         "best label as <task>_candidate). `newstag evaluate --target-precision` suggests one."))
+    negation: Bool = Field(False, description=(
+        "Add negation-scope features: words after not / no / never / n't / without ... until "
+        "punctuation, marked not_<word> (word features are then vect__word__...)."))
+    lexicons: Lexicons = Field((), description=(
+        "Sentiment lexicons whose positive / negative word shares and mean valence are added as "
+        "features, e.g. [vader] (word features are then vect__word__...)."))
+    ordinal: OrdinalSettings | None = Field(None, description=(
+        "Treat the label column as a numeric score: a ridge or sgd regressor, cut into these "
+        "classes. The classifier must be ridge or sgd."))
+    transfer: TransferSettings | None = Field(None, description=(
+        "Add the tones of the article's sentences from a sentence tone model."))
+
+    @model_validator(mode="after")
+    def _named_model_for_ordinal_and_transfer(self):
+        if self.ordinal is not None and self.classifier not in ("ridge", "sgd"):
+            raise _BadValue(f"is {self.classifier!r}, but an ordinal task needs a regressor: "
+                            f"set classifier: ridge or sgd", ".classifier")
+        if self.transfer is not None and self.ordinal is not None:
+            raise _BadValue("and ordinal are both set; a transfer task predicts classes, so "
+                            "remove one of them", ".transfer")
+        if self.transfer is not None and self.classifier == "auto":
+            raise _BadValue("is auto, which a transfer task cannot search; name a classifier "
+                            "(e.g. logreg) and tune it with grid", ".classifier")
+        return self
 
 
 @_schema

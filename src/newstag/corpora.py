@@ -443,15 +443,22 @@ def _iter_xml(path: Path, tag: str):
         raise NewstagError(f"{path}: not valid XML ({exc})") from None
 
 
-def econ_news_tone(folder: Path) -> Corpus:
+def econ_news_tone(folder: Path, tone: str = "three") -> Corpus:
     """Economic News Article Tone: positivity 1-9 of 1,420 US-economy articles, as three tones.
 
-    1-4 negative, 5 neutral, 6-9 positive (the scale's midpoint is 5). Headlines are joined
-    from the USECONOMYNEWS parts when present.
+    1-4 negative, 5 neutral, 6-9 positive (the scale's midpoint is 5). With `tone: binary` the
+    neutral 5s are dropped, leaving negative and positive. The score itself stays in the column
+    `positivity`, for an ordinal task. Headlines are joined from the USECONOMYNEWS parts when
+    present.
     """
+    if tone not in ECON_TONES:
+        raise NewstagError(f"dataset econ_news_tone: 'data.options.tone' is {tone!r}; "
+                           f"choose one of: {', '.join(ECON_TONES)}")
     path = _require(folder, "Full-Economic-News-clean.csv.gz", "Full-Economic-News-clean.csv")
     frame = pd.read_csv(path, dtype={"_unit_id": str})
     frame = frame.rename(columns={"_unit_id": "id"})
+    if tone == "binary":
+        frame = frame[frame["positivity"] != 5].reset_index(drop=True)
     frame["tone"] = pd.cut(frame["positivity"], [0, 4, 5, 9],
                            labels=["negative", "neutral", "positive"]).astype(str)
     frame["positivity"] = frame["positivity"].astype(str)
@@ -465,6 +472,7 @@ def econ_news_tone(folder: Path) -> Corpus:
     return Corpus(frame, files)
 
 
+ECON_TONES = ("three", "binary")
 FOLDERS = {"hyperpartisan": "hyperpartisan_byarticle"}  # the folder names the corpora ship in
 
 ADAPTERS: dict[str, tuple[Callable[..., Corpus], dict[str, Option]]] = {
@@ -475,5 +483,7 @@ ADAPTERS: dict[str, tuple[Callable[..., Corpus], dict[str, Option]]] = {
     "financial_phrasebank": (financial_phrasebank, {"agreement": Option(
         "one of 50, 66, 75, all (a number or a word, not a list)", _is_plain_value)}),
     "hyperpartisan": (hyperpartisan, {}),
-    "econ_news_tone": (econ_news_tone, {}),
+    "econ_news_tone": (econ_news_tone, {"tone": Option(
+        "three (negative / neutral / positive) or binary (the neutral 5s dropped)",
+        lambda value: isinstance(value, str))}),
 }

@@ -23,6 +23,7 @@ from newstag.calibrate import (
 from newstag.config import ExperimentConfig
 from newstag.errors import NewstagError
 from newstag.files import atomic_path, write_json
+from newstag.ordinal import truth_for
 from newstag.pipelines import top_terms
 from newstag.plots import confusion_figure, coverage_figure, reliability_figure, save_figure
 from newstag.splits import load_task_splits
@@ -78,7 +79,7 @@ def score_task(task: str, pipeline, test: pd.DataFrame, out, meta: dict | None =
     """Metrics, a confusion-matrix PNG, calibration and abstention figures and metrics, and the
     misclassified rows for one task. `meta` is the bundle's metadata for the task; `target` a
     threshold picked for a target precision."""
-    y_true = test[task].astype(str).tolist()
+    y_true = truth_for(pipeline, test[task].tolist())  # an ordinal task's scores -> its classes
     texts = test["text"].tolist()
     y_pred = pipeline.predict(texts).tolist()
     labels = sorted(set(pipeline.classes_) | set(y_true))

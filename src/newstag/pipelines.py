@@ -114,14 +114,105 @@ def make_features(kind: str):
 
 
 def build_pipeline(task: TaskConfig, seed: int, overrides: dict | None = None) -> Pipeline:
-    """TF-IDF features (sublinear tf) + classifier, with the task's params then `overrides`."""
+    """TF-IDF features (sublinear tf) + classifier, with the task's params then `overrides`.
+
+    The tone options change it: negation and lexicon features are joined to the TF-IDF, an
+    ordinal task's classifier is a regressor with cut points, and a transfer task stacks the
+    result with the tones of the article's sentences (see tone_pipeline)."""
     pipeline = Pipeline([
-        ("vect", make_features(task.features)),
-        ("clf", make_classifier(task.classifier, seed)),
+        ("vect", tone_features(make_features(task.features), task)),
+        ("clf", _task_classifier(task, seed)),
     ])
     set_params(pipeline, task.params, f"tasks.{task.name}.params")
     set_params(pipeline, overrides or {}, f"tasks.{task.name}.grid")
-    return pipeline
+    return transfer_pipeline(pipeline, task, seed) if task.transfer else pipeline
+
+
+def _task_classifier(task: TaskConfig, seed: int):
+    if task.ordinal is None:
+        return make_classifier(task.classifier, seed)
+    from newstag.ordinal import OrdinalClassifier
+
+    return OrdinalClassifier(make_regressor(task.classifier, seed), cuts=tuple(task.ordinal.cuts),
+                             labels=tuple(task.ordinal.labels), tune_cuts=task.ordinal.tune_cuts,
+                             random_state=seed)
+
+
+def make_regressor(name: str, seed: int):
+    """The regressor of an ordinal task: ridge, or SGD with squared loss."""
+    from sklearn.linear_model import Ridge, SGDRegressor
+
+    if name == "ridge":
+        return Ridge(alpha=1.0, solver="sparse_cg", random_state=seed)
+    if name == "sgd":
+        return SGDRegressor(alpha=1e-4, max_iter=50, tol=None, random_state=seed)
+    raise NewstagError(f"an ordinal task needs classifier ridge or sgd, got {name!r}")
+
+
+def tone_features(vect, task: TaskConfig):
+    """The TF-IDF features, joined with negation-scope and lexicon features when asked for.
+    A single vectoriser becomes the union's `word` member (its params: vect__word__...)."""
+    if not task.negation and not task.lexicons:
+        return vect
+    from sklearn.preprocessing import MaxAbsScaler
+
+    from newstag.features import LexiconCounts, NegationMarker
+
+    members = list(vect.transformer_list) if isinstance(vect, FeatureUnion) else [("word", vect)]
+    if task.negation:
+        negated = TfidfVectorizer(sublinear_tf=True, token_pattern=r"\S+", min_df=2, dtype=np.float32)
+        members.append(("negation", Pipeline([("mark", NegationMarker()), ("tfidf", negated)])))
+    if task.lexicons:
+        # Scaled to [-1, 1] so the shares weigh like TF-IDF values under the same regularisation.
+        members.append(("lexicon", Pipeline([("counts", LexiconCounts(tuple(task.lexicons))),
+                                             ("scale", MaxAbsScaler())])))
+    return FeatureUnion(members)
+
+
+def transfer_pipeline(article: Pipeline, task: TaskConfig, seed: int) -> Pipeline:
+    """Sentence-to-article transfer. stack: the article pipeline's out-of-fold class scores beside
+    the sentence tone features, under a logistic regression; else the sentence features (and the
+    lexicon counts, if any) alone under the task's classifier."""
+    from sklearn.preprocessing import MaxAbsScaler
+
+    from newstag.features import OutOfFoldScores, SentenceTone
+
+    sentences = Pipeline([("tones", SentenceTone(sentence_model(task))), ("scale", MaxAbsScaler())])
+    if not task.transfer.stack:
+        members = [("sentences", sentences)]
+        if isinstance(article.named_steps["vect"], FeatureUnion):
+            members += [(name, part) for name, part in article.named_steps["vect"].transformer_list
+                        if name == "lexicon"]
+        return Pipeline([("vect", FeatureUnion(members)), ("clf", article.named_steps["clf"])])
+    scores = OutOfFoldScores(article, folds=5, random_state=seed)
+    return Pipeline([("vect", FeatureUnion([("article", scores), ("sentences", sentences)])),
+                     ("clf", LogisticRegression(C=1.0, max_iter=3000, random_state=seed))])
+
+
+def sentence_model(task: TaskConfig):
+    """The sentence tone pipeline a transfer task names, from its (checksum-verified) bundle."""
+    from newstag.bundle import load_bundle
+
+    bundle = load_bundle(task.transfer.model)
+    pipelines = bundle["pipelines"]
+    if task.transfer.task not in pipelines:
+        raise NewstagError(f"'tasks.{task.name}.transfer.task' is {task.transfer.task!r}, but "
+                           f"{task.transfer.model} has: {', '.join(pipelines)}")
+    return pipelines[task.transfer.task]
+
+
+def task_truth(task: TaskConfig, y) -> list[str]:
+    """The class labels a task is scored on: the labels themselves, or for an ordinal task the
+    class each numeric score falls in by the task's cut points."""
+    if task.ordinal is None:
+        return [str(label) for label in y]
+    from newstag.ordinal import classes_of, numeric_scores
+
+    try:
+        scores = numeric_scores(y)
+    except ValueError as exc:
+        raise NewstagError(f"task '{task.name}': {exc}") from None
+    return [str(label) for label in classes_of(scores, task.ordinal.cuts, task.ordinal.labels)]
 
 
 def set_params(pipeline: Pipeline, params: dict, where: str) -> None:

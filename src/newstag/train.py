@@ -14,7 +14,7 @@ from newstag.calibrate import calibrated, calibration_folds, choose_method
 from newstag.config import ExperimentConfig, TaskConfig
 from newstag.errors import NewstagError
 from newstag.files import exclusive_lock, remove_orphans
-from newstag.pipelines import build_pipeline
+from newstag.pipelines import build_pipeline, task_truth
 from newstag.search import auto_folds, check_auto, run_search
 from newstag.splits import load_task_splits, read_manifest, verify_splits
 
@@ -202,10 +202,11 @@ def score_candidates(task: TaskConfig, grid: list[dict], train, validation, seed
     """Validation scores of every candidate. When only classifier settings vary, the TF-IDF
     features are fitted once and shared, which is most of the cost on large corpora."""
     (X_train, y_train), (X_val, y_val) = train, validation
+    y_val = task_truth(task, y_val)  # an ordinal task's scores, as the classes it predicts
     shared = all(key.startswith("clf__") for params in grid for key in params)
     if shared:
         vect = build_pipeline(task, seed).named_steps["vect"]
-        X_train, X_val = _fit_transform(vect, X_train, task), vect.transform(X_val)
+        X_train, X_val = _fit_transform(vect, X_train, y_train, task), vect.transform(X_val)
     candidates = []
     for params in tqdm(grid, desc=f"{task.name} grid", unit="fit", leave=False, disable=None):
         model = build_pipeline(task, seed, params)
@@ -216,9 +217,9 @@ def score_candidates(task: TaskConfig, grid: list[dict], train, validation, seed
     return candidates
 
 
-def _fit_transform(vect, X, task: TaskConfig):
+def _fit_transform(vect, X, y, task: TaskConfig):
     try:
-        return vect.fit_transform(X)
+        return vect.fit_transform(X, y)  # y: stacked features are scored out of fold
     except ValueError as exc:  # e.g. min_df/max_df leave no terms
         raise NewstagError(f"task '{task.name}': {str(exc).splitlines()[0]}") from None
 
