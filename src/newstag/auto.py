@@ -91,7 +91,7 @@ def check_params(task: TaskConfig) -> None:
     if unknown:
         names = ", ".join(sorted(k for k in valid if "__" in k and not k.endswith("__steps")))
         raise NewstagError(f"'tasks.{task.name}.params.{unknown[0]}' is not a parameter of any "
-                           f"pipeline classifier auto tries; valid: {names}")
+                           f"candidate pipeline (of classifier auto); valid: {names}")
 
 
 def choose(task: TaskConfig, texts: list[str], labels: list[str], seed: int) -> AutoChoice:
