@@ -159,8 +159,11 @@ class TrainingRun:
 
         for task, result in results.items():
             self.mlflow.log_params({f"best.{task}.{k}": v for k, v in result.best_params.items()})
-            self.mlflow.log_metrics({metric_name(task, "val", key): value
-                                     for key, value in result.validation.items()})
+            self.mlflow.log_metrics({metric_name(task, "val", key): value  # numbers; the rest are params
+                                     for key, value in result.validation.items()
+                                     if isinstance(value, int | float) and not isinstance(value, bool)})
+            self.mlflow.log_params({f"val.{task}.{key}": value for key, value in result.validation.items()
+                                    if isinstance(value, str)})
             self.mlflow.log_figure(grid_figure(task, result.candidates), f"plots/grid_{task}.png")
             self.mlflow.log_dict(result.candidates, f"grid/{task}.json")
             self._log_model(task, result.pipeline, example_texts)

@@ -180,7 +180,8 @@ def fit_default(task: TaskConfig, texts: list[str], labels: list[str],
     """`auto` without a search section: the incumbent rule over auto.MEMBERS."""
     choice = auto.choose(task, texts, labels, seed)
     best = choice.scores.get(choice.member.name, {})
-    candidates = [{"params": {"member": name}, **scores} for name, scores in choice.scores.items()]
+    candidates = [{"params": {"member": name}, **scores, "chosen": name == choice.member.name}
+                  for name, scores in choice.scores.items()]
     return TaskResult(
         pipeline=build_pipeline(choice.task, seed),
         labels=[],
