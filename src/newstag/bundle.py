@@ -128,7 +128,10 @@ SKOPS_TRUSTED = {"numpy.float32", "numpy.float64", "numpy.dtype", "builtins.None
                  # the tone features and models (newstag.features, newstag.ordinal)
                  "newstag.features.NegationMarker", "newstag.features.LexiconCounts",
                  "newstag.features.SentenceTone", "newstag.features.OutOfFoldScores",
-                 "newstag.ordinal.OrdinalClassifier"}
+                 "newstag.ordinal.OrdinalClassifier",
+                 # multi-label tasks: one linear model per label (newstag.multilabel)
+                 "newstag.multilabel.MultiLabelLinear", "sklearn.multiclass.OneVsRestClassifier",
+                 "sklearn.multiclass._ConstantPredictor", "sklearn.preprocessing._label.LabelBinarizer"}
 
 
 def _load(path: Path) -> dict:

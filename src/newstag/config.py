@@ -280,6 +280,19 @@ class TaskSettings:
         "classes. The classifier must be ridge or sgd."))
     transfer: TransferSettings | None = Field(None, description=(
         "Add the tones of the article's sentences from a sentence tone model."))
+    multi_label: Bool = Field(False, description=(
+        "Each article may have several labels (a JSON list, or text joined by label_separator): "
+        "one linear model per label (auto: LinearSVC), each with its own threshold tuned on the "
+        "validation split; predictions are a list of labels with their probabilities."))
+    label_separator: Str = Field(";", description=(
+        "With multi_label: what separates the labels in a text cell, e.g. sport;business."))
+
+    @field_validator("label_separator")
+    @classmethod
+    def _separator_not_empty(cls, value: str) -> str:
+        if not value:
+            raise _BadValue("is empty; give the text that separates labels, e.g. ';'")
+        return value
 
     @model_validator(mode="after")
     def _named_model_for_ordinal_and_transfer(self):
@@ -289,10 +302,22 @@ class TaskSettings:
         if self.transfer is not None and self.ordinal is not None:
             raise _BadValue("and ordinal are both set; a transfer task predicts classes, so "
                             "remove one of them", ".transfer")
+        if self.multi_label:  # multi-label: one-vs-rest with thresholds (newstag.multilabel)
+            _check_multi_label(self)
         if self.transfer is not None and self.classifier == "auto":
             raise _BadValue("is auto, which a transfer task cannot search; name a classifier "
                             "(e.g. logreg) and tune it with grid", ".classifier")
         return self
+
+
+def _check_multi_label(task: "TaskSettings") -> None:
+    """Options a multi-label task cannot have: it predicts a set of labels, not one class."""
+    clash = {"ordinal": task.ordinal is not None, "transfer": task.transfer is not None,
+             "search": task.search is not None, "min_confidence": task.min_confidence is not None}
+    for key, present in clash.items():
+        if present:
+            raise _BadValue(f"is set, but a multi_label task cannot use it (each label has its own "
+                            f"threshold); remove {key} or multi_label", f".{key}")
 
 
 @_schema

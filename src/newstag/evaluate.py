@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 from sklearn.metrics import classification_report
 
+from newstag import multilabel
 from newstag.bundle import load_bundle
 from newstag.calibrate import (
     base_scores,
@@ -53,8 +54,10 @@ def evaluate(config: ExperimentConfig, tracking: bool = True, target_precision: 
     out = config.report_dir
     out.mkdir(parents=True, exist_ok=True)
     tasks_meta = bundle["metadata"].get("tasks", {})
-    results = {task: score_task(task, pipeline, tests[task], out, tasks_meta.get(task) or {},
-                                thresholds.get(task))
+    results = {task: multilabel.score_task(task, pipeline, tests[task], out)  # multi-label hook
+               if multilabel.is_multilabel(pipeline) else
+               score_task(task, pipeline, tests[task], out, tasks_meta.get(task) or {},
+                          thresholds.get(task))
                for task, pipeline in bundle["pipelines"].items()}
     write_json(out / "top_terms.json",
                {task: top_terms(pipeline) for task, pipeline in bundle["pipelines"].items()})
@@ -229,6 +232,8 @@ def flat_metrics(metrics: dict) -> dict[str, float]:
         flat[metric_name(task, "f1_macro")] = values["f1_macro"]
         for label, scores in values["per_class"].items():
             flat[metric_name(task, "f1", label)] = scores["f1-score"]
+        if values.get("multi_label"):  # micro/samples F1, Hamming loss, per-label P/R
+            flat.update(multilabel.flat_metrics(task, values))
         for kind, prefix in (("calibrated", ()), ("uncalibrated", ("uncalibrated",))):
             for name, value in values.get("calibration", {}).get(kind, {}).items():
                 flat[metric_name(task, *prefix, name)] = value

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from newstag import multilabel
 from newstag.calibrate import class_scores
 from newstag.clean import clean_text
 from newstag.errors import NewstagError
@@ -432,14 +433,20 @@ def _predict_chunk(pipelines: dict, chunk: list[Record], strict: bool,
         if record.error and strict:
             raise NewstagError(f"{record.error} (drop --strict to tag the other records)")
     good = [record for record in chunk if record.error is None]
-    labels = {task: tag_texts(pipeline, [r.text for r in good]) for task, pipeline in pipelines.items()}
+    labels = {task: multilabel.tag_texts(pipeline, [r.text for r in good])  # a list of labels
+              if multilabel.is_multilabel(pipeline) else tag_texts(pipeline, [r.text for r in good])
+              for task, pipeline in pipelines.items()}
     position = {id(record): i for i, record in enumerate(good)}
     for record in chunk:
         if record.error:
             yield {"id": record.id, "error": record.error}
             continue
         row = {"id": record.id}
-        for task, (names, scores) in labels.items():
+        for task, tagged in labels.items():
+            if isinstance(tagged, list):  # multi-label: newstag.multilabel
+                row.update(multilabel.answer(task, tagged[position[id(record)]]))
+                continue
+            names, scores = tagged
             label, score = names[position[id(record)]], float(scores[position[id(record)]])
             row.update(_answer(task, label, score, thresholds.get(task)))
         yield row
@@ -513,6 +520,8 @@ def write_table(rows: Iterable[dict], tasks: list[str], out=None) -> int:
 
 
 def _cell(row: dict, task: str) -> str:
+    if f"{task}_scores" in row:  # multi-label: every label with its probability
+        return ", ".join(f"{visible(label)} ({score:.2f})" for label, score in row[f"{task}_scores"].items())
     if f"{task}_candidate" in row:
         return f"{UNCERTAIN} (best: {visible(row[f'{task}_candidate'])} {row[f'{task}_candidate_score']:.2f})"
     return f"{visible(row[task])} ({row[f'{task}_score']:.2f})"

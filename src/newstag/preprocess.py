@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from newstag import __version__
+from newstag import __version__, multilabel
 from newstag.clean import clean_text, dedup_key
 from newstag.config import ExperimentConfig, task_source
 from newstag.corpora import data_dir as corpora_dir
@@ -119,7 +119,11 @@ def build_articles(raw: pd.DataFrame, config: ExperimentConfig, source: Path):
     articles = pd.DataFrame({"id": _ids(raw, config), "text": _joined_text(raw, config),
                              "source_row": raw.index})
     for task in config.tasks:
-        articles[task.name] = raw[task.column].map(_label)
+        if task.multi_label:  # a list of labels per row (newstag.multilabel)
+            articles[task.name] = raw[task.column].map(
+                lambda value, sep=task.label_separator: multilabel.parse_labels(value, sep))
+        else:
+            articles[task.name] = raw[task.column].map(_label)
     if config.data.split_column:
         articles["split"] = raw[config.data.split_column].map(
             lambda value: SPLIT_ALIASES.get(str(value).strip().lower()))
@@ -177,6 +181,10 @@ def _problem(row: dict, config: ExperimentConfig) -> str | None:
         return "empty text: the text column(s) are blank after cleaning"
     for task in config.tasks:
         label = row[task.name]
+        if task.multi_label:  # multi-label rows: newstag.multilabel
+            if reason := multilabel.label_problem(label, task):
+                return reason
+            continue
         if label is None or pd.isna(label):
             return f"missing label: column '{task.column}' is empty"
         if task.labels and label not in task.labels:
@@ -242,6 +250,11 @@ def split_articles(articles: pd.DataFrame, config: ExperimentConfig) -> dict[str
     """Split by the data's own split column, or stratified and seeded."""
     if config.data.split_column:
         return _split_by_column(articles, config)
+    if multilabel.multilabel_tasks(config):  # iterative stratification (newstag.multilabel)
+        multilabel.check_label_set(articles, multilabel.multilabel_tasks(config)[0])
+        test, validation = config.split.test, config.split.validation
+        return multilabel.split_frame(articles, config, {"train": 1 - test - validation,
+                                                         "validation": validation, "test": test})
     strata = _strata(articles, config)
     rest, test = _stratified(articles, config.split.test, strata, config.seed)
     validation_share = config.split.validation / (1 - config.split.test)
@@ -254,7 +267,11 @@ def _split_by_column(articles: pd.DataFrame, config: ExperimentConfig) -> dict[s
     if parts["train"].empty or parts["test"].empty:
         raise NewstagError(f"split column '{config.data.split_column}' must mark some rows train "
                            f"and some test")
-    if parts["validation"].empty:
+    if parts["validation"].empty and multilabel.multilabel_tasks(config):  # newstag.multilabel
+        share = config.split.validation
+        parts.update(multilabel.split_frame(parts["train"], config,
+                                            {"train": 1 - share, "validation": share}))
+    elif parts["validation"].empty:
         strata = _strata(parts["train"], config)
         share = config.split.validation
         parts["train"], parts["validation"] = _stratified(parts["train"], share, strata, config.seed)
@@ -312,7 +329,8 @@ def write_splits(splits, config, files: list[Path], rows_read: int, dropped: dic
             "path": str(path),
             "sha256": sha256_file(path),
             "rows": len(frame),
-            "labels": {task: _counts(frame[task]) for task in config.task_names},
+            "labels": {task.name: multilabel.label_counts(frame[task.name]) if task.multi_label
+                       else _counts(frame[task.name]) for task in config.tasks},
         }
     write_json(out / "manifest.json", manifest)
     _write_deps(out, files)

@@ -2,10 +2,12 @@
 
 import gzip
 import io
+import json
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from newstag.errors import NewstagError
@@ -181,9 +183,17 @@ def _read_parquet(path: Path, encoding: str, limits: Limits) -> pd.DataFrame:
 
 def _as_strings(frame: pd.DataFrame) -> pd.DataFrame:
     """Make every non-missing cell a string and every missing one None, as the CSV reader does."""
-    return frame.astype(object).map(
-        lambda value: None if _is_missing(value) else value if isinstance(value, str) else str(value)
-    )
+    return frame.astype(object).map(_as_string)
+
+
+def _as_string(value) -> str | None:
+    """A cell as text; a list (JSON array, Parquet list) as JSON text, which multi-label tasks read
+    back as a list of labels."""
+    if _is_missing(value):
+        return None
+    if isinstance(value, list | tuple | np.ndarray):
+        return json.dumps(np.asarray(value, dtype=object).tolist(), ensure_ascii=False, default=str)
+    return value if isinstance(value, str) else str(value)
 
 
 def _is_missing(value) -> bool:

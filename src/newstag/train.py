@@ -96,7 +96,11 @@ def _tracker(enabled: bool):
 
 def check_task(task: TaskConfig, seed: int) -> None:
     """Raise on a task the config cannot train: a bad param, or a bad search for `auto`."""
-    if task.classifier == "auto" and task.search is not None:
+    if task.multi_label:  # one-vs-rest with thresholds: newstag.multilabel
+        from newstag.multilabel import build
+
+        build(task, seed)
+    elif task.classifier == "auto" and task.search is not None:
         check_auto(task)
     elif task.classifier == "auto":
         auto.check_params(task)
@@ -108,6 +112,10 @@ def fit_task(task: TaskConfig, train_df: pd.DataFrame, validation_df: pd.DataFra
              seed: int) -> TaskResult:
     """Score each grid candidate on validation, then refit the best on train + validation.
     With `classifier: auto`, search the built-in space by CV on train + validation instead."""
+    if task.multi_label:  # one-vs-rest with per-label thresholds: newstag.multilabel
+        from newstag.multilabel import fit_task as fit_multilabel
+
+        return fit_multilabel(task, train_df, validation_df, seed)
     X_train, y_train = train_df["text"].tolist(), train_df[task.name].tolist()
     X_val, y_val = validation_df["text"].tolist(), validation_df[task.name].tolist()
     if task.classifier == "auto":

@@ -1,0 +1,125 @@
+"""Multi-label tasks: reading label lists, iterative stratification, thresholds, bad input."""
+
+import json
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from newstag.config import load_config
+from newstag.errors import NewstagError
+from newstag.multilabel import best_threshold, f1_at, iterative_split, parse_labels
+from newstag.preprocess import preprocess
+
+WORDS = ["harbour", "tariff", "senate", "vaccine", "striker", "server", "budget", "clinic"]
+
+
+def rows(count: int = 60) -> list[dict]:
+    """Distinct small articles; every third is both a and b, every tenth also c (rare)."""
+    out = []
+    for i in range(count):
+        labels = ["a"] if i % 2 else ["b"]
+        if i % 3 == 0:
+            labels = ["a", "b"]
+        if i % 10 == 0:
+            labels.append("c")
+        out.append({"id": f"r{i}", "text": f"{WORDS[i % 8]} report {i} on {WORDS[(i * 3) % 8]}",
+                    "tags": labels})
+    return out
+
+
+def experiment(tmp_path, data: list[dict], name: str = "data.jsonl", task_extra: str = "",
+               extra: str = "", labels: str = "[a, b, c]"):
+    path = tmp_path / name
+    if name.endswith(".jsonl"):
+        path.write_text("".join(json.dumps(row) + "\n" for row in data))
+    else:
+        frame = pd.DataFrame(data)
+        frame["tags"] = frame["tags"].map(lambda tags: tags if isinstance(tags, str) else "|".join(tags))
+        frame.to_csv(path, index=False)
+    exp = tmp_path / "ml.yaml"
+    exp.write_text(f"data: {{path: {path}, id_column: id{extra}}}\n"
+                   f"tasks:\n  tags: {{multi_label: true, labels: {labels}{task_extra}}}\n")
+    return load_config(exp)
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("sport;business", ["sport", "business"]),
+    (" sport ; business ;", ["sport", "business"]),
+    ('["sport", "business"]', ["sport", "business"]),
+    (["sport", "sport"], ["sport"]),
+    ("", []),
+    (None, None),
+])
+def test_labels_are_read_from_lists_and_separated_text(value, expected):
+    assert parse_labels(value, ";") == expected
+
+
+def test_iterative_split_spreads_rare_labels_and_keeps_shares():
+    data = [r["tags"] for r in rows(600)]
+    subset = iterative_split(data, [0.7, 0.15, 0.15], seed=3)
+    assert Counter(subset.tolist()) == pytest.approx({0: 420, 1: 90, 2: 90}, abs=9)  # about
+    for label in "abc":
+        having = [s for s, tags in zip(subset, data, strict=True) if label in tags]
+        shares = np.bincount(having, minlength=3) / len(having)
+        assert shares == pytest.approx([0.7, 0.15, 0.15], abs=0.03)
+    assert (iterative_split(data, [0.7, 0.15, 0.15], seed=3) == subset).all()  # seeded
+
+
+def test_threshold_maximises_f1_and_prefers_zero_on_ties():
+    margins = np.array([-0.9, -0.6, -0.5, -0.4, -0.3, 0.2])
+    truth = np.array([0, 0, 1, 1, 0, 1])
+    threshold = best_threshold(margins, truth)
+    assert -0.6 < threshold < -0.5  # keeps the three positives, one negative
+    assert f1_at(margins, truth, threshold) > f1_at(margins, truth, 0.0)
+    assert best_threshold(np.array([-1.0, 1.0]), np.array([0, 1])) == 0.0
+    assert best_threshold(np.array([-1.0, 1.0]), np.array([0, 0])) == 0.0
+
+
+def test_preprocess_keeps_label_lists_and_counts_each_label(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    manifest = preprocess(experiment(tmp_path, rows()))
+    train = pd.read_parquet(tmp_path / "data/processed/ml/train.parquet")
+    assert all(len(tags) >= 1 for tags in train["tags"])
+    assert sum(split["labels"]["tags"]["c"] for split in manifest["splits"].values()) == 6
+    assert all(split["labels"]["tags"].get("c") for split in manifest["splits"].values())
+
+
+def test_csv_column_is_split_at_the_label_separator(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    preprocess(experiment(tmp_path, rows(), name="data.csv", task_extra=", label_separator: '|'"))
+    frames = [pd.read_parquet(tmp_path / f"data/processed/ml/{s}.parquet") for s in ("train", "test")]
+    assert max(len(tags) for frame in frames for tags in frame["tags"]) == 3
+
+
+@pytest.mark.parametrize("bad, message", [
+    ([], "row 5: missing label: column 'tags' holds an empty label list"),
+    (["a", "z"], "row 5: unknown label: 'z' in column 'tags' is not one of a, b, c"),
+])
+def test_bad_label_lists_name_the_row_and_write_nothing(tmp_path, monkeypatch, bad, message):
+    monkeypatch.chdir(tmp_path)
+    data = rows()
+    data[4]["tags"] = bad
+    with pytest.raises(NewstagError, match=message.replace("(", r"\(")):
+        preprocess(experiment(tmp_path, data))
+    assert not (tmp_path / "data/processed").exists()
+
+
+def test_bad_rows_can_be_dropped(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = rows()
+    data[4]["tags"], data[7]["tags"] = [], ["z"]
+    manifest = preprocess(experiment(tmp_path, data, extra=", on_invalid: drop"))
+    assert manifest["rows_dropped"] == {"missing label": 1, "unknown label": 1}
+
+
+@pytest.mark.parametrize("task_extra, message", [
+    (", label_separator: ''", "'tasks.tags.label_separator' is empty"),
+    (", min_confidence: 0.5", "'tasks.tags.min_confidence' is set, but a multi_label task cannot use it"),
+    (", ordinal: {labels: [a, b], cuts: [1]}, classifier: ridge", "'tasks.tags.ordinal' is set"),
+])
+def test_bad_multi_label_settings_are_one_line_errors(tmp_path, task_extra, message):
+    with pytest.raises(NewstagError, match=message) as caught:
+        experiment(tmp_path, rows(), task_extra=task_extra)
+    assert "\n" not in str(caught.value)
