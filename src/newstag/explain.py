@@ -127,6 +127,10 @@ class Explainer:
     def contributions(self, texts: list[str], labels: list[str]) -> sparse.csr_matrix:
         """Coefficient × TF-IDF value of every nonzero feature of each text, toward its label."""
         X = sparse.csr_matrix(self.vectorizer.transform(texts), dtype=float)
+        unknown = sorted({str(label) for label in labels} - set(self.index))
+        if unknown:
+            raise NewstagError(f"unknown label(s) {', '.join(unknown)}; the model knows "
+                               f"{', '.join(self.index)}")
         label_index = np.array([self.index[str(label)] for label in labels], dtype=int)
         per_value = np.repeat(label_index, np.diff(X.indptr))
         X.data = X.data * self.weights.at(per_value, X.indices)

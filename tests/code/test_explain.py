@@ -142,6 +142,11 @@ LEAK_TEXTS = ["the striker scored a late goal", "the coach praised the club", "t
 LEAK_TOPICS = ["sport"] * 4 + ["business"] * 4 + ["politics"] * 4
 
 
+def test_explaining_toward_a_label_the_model_does_not_know_names_it():
+    with pytest.raises(NewstagError, match="unknown label.*weather; the model knows business, politics"):
+        Explainer(fitted(LinearSVC(random_state=0))).explain([ARTICLE], ["weather"])
+
+
 def test_a_term_in_all_of_one_labels_articles_and_none_of_the_others_is_a_leak():
     pipeline = fitted(LinearSVC(random_state=0), LEAK_TOPICS, LEAK_TEXTS)
     report = top_terms(pipeline, count=5, texts=LEAK_TEXTS, labels=LEAK_TOPICS)
