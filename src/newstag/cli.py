@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_search(commands)
     _add_predict(commands)
     _add_bench(commands)
+    _add_explain(commands)
     commands.add_parser("schema", help="print the JSON Schema of experiment files",
                         description="Print the JSON Schema of experiment files, for editors: "
                                     "newstag schema > experiments/schema.json")
@@ -85,6 +86,16 @@ def _add_bench(commands) -> None:
                        help="writes OUT.json and OUT.md (default: reports/bench)")
 
 
+def _add_explain(commands) -> None:
+    text = "list the strongest terms of each label of a saved model"
+    explain = commands.add_parser("explain", help=text, description=text)
+    explain.add_argument("model", nargs="?", default=DEFAULT_MODEL,
+                         help=f"bundle (default: {DEFAULT_MODEL})")
+    explain.add_argument("--task", help="only this task (default: every task)")
+    explain.add_argument("--top", type=int, default=15, metavar="N", help="terms per label (default: 15)")
+    explain.add_argument("-f", "--format", choices=("jsonl", "table"), default="jsonl")
+
+
 def _add_predict(commands) -> None:
     predict = commands.add_parser("predict", help="tag text, files or stdin with a saved model",
                                   description="Tag articles. Output: one JSON object per article.")
@@ -98,6 +109,9 @@ def _add_predict(commands) -> None:
     predict.add_argument("--encoding", default="utf-8", help="encoding of the input files and stdin")
     predict.add_argument("--strict", action="store_true",
                          help="fail on the first bad record instead of writing an error row")
+    predict.add_argument("--explain", action="store_true",
+                         help='add "<task>_terms": the 5 terms that pushed each label most, with '
+                              "their contribution (coefficient x TF-IDF); the table shows 3")
     predict.add_argument("--max-record-mb", type=_positive_mb, default=10, metavar="MB",
                          help="a longer record (line, CSV row or .txt file) becomes an error row, "
                               "so memory stays bounded (default: 10)")
@@ -214,11 +228,40 @@ def run_predict(args) -> int:
     records = read_records(args.texts, args.input, args.text_column, args.encoding,
                            max_record_bytes=int(args.max_record_mb * 1_000_000))
     bundle = load_bundle(args.model)
-    rows = predict_records(bundle, records, strict=args.strict)
+    explainers = None
+    if args.explain:
+        from newstag.explain import explainers_for
+
+        explainers = explainers_for(bundle["pipelines"], args.model, "retrain it, or drop --explain")
+    rows = predict_records(bundle, records, strict=args.strict, explainers=explainers)
     tasks = list(bundle["pipelines"])
     errors = write_table(rows, tasks) if args.format == "table" else write_jsonl(rows)
     if errors:
         log.warning("%d record(s) could not be tagged; see the 'error' rows", errors)
+    return 0
+
+
+def run_explain(args) -> int:
+    import json
+
+    from newstag.bundle import load_bundle
+    from newstag.explain import explainers_for
+
+    if args.top < 1:
+        raise NewstagError(f"--top is {args.top}; give 1 or more")
+    pipelines = load_bundle(args.model)["pipelines"]
+    if args.task is not None:
+        if args.task not in pipelines:
+            raise NewstagError(f"{args.model}: no task {args.task!r}; its tasks are: "
+                               f"{', '.join(pipelines)}")
+        pipelines = {args.task: pipelines[args.task]}
+    for task, explainer in explainers_for(pipelines, args.model).items():
+        for label, terms in explainer.strongest_terms(args.top).items():
+            pairs = [[term, round(weight, 4)] for _, term, weight in terms]
+            if args.format == "table":
+                print(f"{task:<10} {label:<16} " + ", ".join(f"{t} {w:.2f}" for t, w in pairs))
+            else:
+                print(json.dumps({"task": task, "label": label, "terms": pairs}, ensure_ascii=False))
     return 0
 
 
@@ -275,5 +318,5 @@ def run_schema(args) -> int:
 
 
 COMMANDS = {"preprocess": run_preprocess, "train": run_train, "evaluate": run_evaluate,
-            "predict": run_predict, "bench": run_bench, "search": run_search,
+            "predict": run_predict, "explain": run_explain, "bench": run_bench, "search": run_search,
             "download": run_download, "schema": run_schema}

@@ -23,9 +23,9 @@ from newstag.calibrate import (
 )
 from newstag.config import ExperimentConfig
 from newstag.errors import NewstagError
+from newstag.explain import NotExplainable, leaks, top_terms
 from newstag.files import atomic_path, write_json
 from newstag.ordinal import truth_for
-from newstag.pipelines import top_terms
 from newstag.plots import confusion_figure, coverage_figure, reliability_figure, save_figure
 from newstag.splits import load_task_splits
 from newstag.train import bundle_path
@@ -59,8 +59,7 @@ def evaluate(config: ExperimentConfig, tracking: bool = True, target_precision: 
                score_task(task, pipeline, tests[task], out, tasks_meta.get(task) or {},
                           thresholds.get(task))
                for task, pipeline in bundle["pipelines"].items()}
-    write_json(out / "top_terms.json",
-               {task: top_terms(pipeline) for task, pipeline in bundle["pipelines"].items()})
+    _write_terms(out, bundle["pipelines"], tests)
     _write_misclassified(out / "misclassified.jsonl", tests, results)
     metrics = {task: {**result["metrics"], "test_rows": len(tests[task])}
                for task, result in results.items()}
@@ -242,6 +241,27 @@ def flat_metrics(metrics: dict) -> dict[str, float]:
                 if isinstance(value, int | float) and math.isfinite(value):
                     flat[metric_name(task, prefix, name)] = value
     return flat
+
+
+def _write_terms(out, pipelines: dict, tests: dict[str, pd.DataFrame]) -> None:
+    """top_terms.json: each label's strongest terms, with how often they appear in the test split
+    and a leak flag; leaks.json: the flagged ones (a byline or agency name, say, that the model
+    learned in place of the topic). A model newstag cannot read gets no terms, not a failure."""
+    terms = {}
+    for task, pipeline in pipelines.items():
+        test = tests[task]
+        try:
+            terms[task] = top_terms(pipeline, texts=test["text"].tolist(),
+                                    labels=test[task].astype(str).tolist())
+        except NotExplainable as exc:
+            log.warning("task %s: no top terms: %s", task, exc)
+    write_json(out / "top_terms.json", terms)
+    write_json(out / "leaks.json", {task: leaks(report) for task, report in terms.items()})
+    for task, report in terms.items():
+        for label, flagged in leaks(report).items():
+            log.warning("task %s, label %s: possible leak(s) %s: in over half of its test articles "
+                        "and almost none of the others (see leaks.json)", task, label,
+                        ", ".join(entry["term"] for entry in flagged))
 
 
 def _write_misclassified(path, tests: dict[str, pd.DataFrame], results: dict) -> None:

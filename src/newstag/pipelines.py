@@ -93,7 +93,7 @@ class NBSVMClassifier(ClassifierMixin, BaseEstimator):
 
     @property
     def coef_(self) -> np.ndarray:
-        """Weights on the unscaled features (ratio × SVM weight), for top_terms."""
+        """Weights on the unscaled features (ratio × SVM weight): what explain.py reads."""
         return np.vstack([row * estimator.coef_.ravel()
                           for row, estimator in zip(self.ratios_, self.estimators_, strict=True)])
 
@@ -227,17 +227,3 @@ def set_params(pipeline: Pipeline, params: dict, where: str) -> None:
             pipeline.set_params(**{key: tuple(value) if isinstance(value, list) else value})
         except (TypeError, ValueError) as exc:
             raise NewstagError(f"'{where}.{key}': {exc}") from None
-
-
-def top_terms(pipeline: Pipeline, count: int = 15) -> dict[str, list[str]]:
-    """The terms that weigh most for each class: a quick look at what the model has learned."""
-    from newstag.calibrate import base_classifier
-
-    clf = base_classifier(pipeline)  # a calibrated model's coefficients are its base model's
-    vocabulary = pipeline.named_steps["vect"].get_feature_names_out()  # word__x / char__x with both
-    weights = clf.feature_log_prob_ if hasattr(clf, "feature_log_prob_") else clf.coef_
-    classes = list(clf.classes_)
-    if weights.shape[0] == 1:  # binary linear models keep one row: + for classes[1]
-        weights = [-weights[0], weights[0]]
-    return {str(label): [str(vocabulary[i]) for i in row.argsort()[::-1][:count]]
-            for label, row in zip(classes, weights, strict=True)}

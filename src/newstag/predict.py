@@ -396,11 +396,18 @@ def _csv_header(reader, feed: _CsvFeed, text_column: str) -> tuple[int, int | No
 
 # ---- tagging ------------------------------------------------------------------------------------
 
-def predict_records(bundle: dict, records: Iterable[Record], strict: bool = False) -> Iterator[dict]:
-    """Tag records chunk by chunk; bad records become error rows (or stop, when strict)."""
+def predict_records(bundle: dict, records: Iterable[Record], strict: bool = False,
+                    explainers: dict | None = None) -> Iterator[dict]:
+    """Tag records chunk by chunk; bad records become error rows (or stop, when strict).
+    With `explainers` (explain.explainers_for), each row also gets its tasks' "<task>_terms"."""
     thresholds = min_confidences(bundle)
     for chunk in _chunks(records):
-        yield from _predict_chunk(bundle["pipelines"], chunk, strict, thresholds)
+        rows = _predict_chunk(bundle["pipelines"], chunk, strict, thresholds)
+        if explainers:
+            from newstag.explain import add_terms
+
+            rows = add_terms(list(rows), [record.text for record in chunk], explainers)
+        yield from rows
 
 
 def min_confidences(bundle: dict) -> dict[str, float]:
@@ -516,6 +523,8 @@ def write_table(rows: Iterable[dict], tasks: list[str], out=None) -> int:
             continue
         cells = [_cell(row, task) for task in tasks]
         out.write(f"{ident:<28} " + " ".join(f"{cell:<22}" for cell in cells) + "\n")
+        if any(f"{task}_terms" in row for task in tasks):
+            out.write(f"{'':<28} {_terms_cell(row, tasks)}\n")
     return errors
 
 
@@ -525,6 +534,13 @@ def _cell(row: dict, task: str) -> str:
     if f"{task}_candidate" in row:
         return f"{UNCERTAIN} (best: {visible(row[f'{task}_candidate'])} {row[f'{task}_candidate_score']:.2f})"
     return f"{visible(row[task])} ({row[f'{task}_score']:.2f})"
+
+
+def _terms_cell(row: dict, tasks: list[str], count: int = 3) -> str:
+    """'topic: gaza 0.41, ceasefire 0.33, ...; tone: ...': the strongest terms behind each label."""
+    return "; ".join(f"{visible(task)}: " + (", ".join(f"{visible(term)} {weight:.2f}" for term, weight
+                                                     in row.get(f"{task}_terms", [])[:count]) or "-")
+                     for task in tasks)
 
 
 def visible(text: str) -> str:

@@ -6,7 +6,8 @@ from scipy import sparse
 
 from newstag.bundle import SKOPS_TRUSTED, load_bundle, save_bundle
 from newstag.config import TaskConfig
-from newstag.pipelines import NBSVMClassifier, build_pipeline, log_count_ratio, top_terms
+from newstag.explain import top_terms
+from newstag.pipelines import NBSVMClassifier, build_pipeline, log_count_ratio
 
 TEXTS = ["goal scored in the final", "the striker scored twice", "shares fell on the market",
          "the market rallied as shares rose", "the minister called a vote", "parliament passed the vote"]

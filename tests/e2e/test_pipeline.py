@@ -34,8 +34,10 @@ def test_stage_outputs_exist(trained_sample):
     for name in ("model.joblib", "model.joblib.json"):
         assert (work / f"models/default/{name}").is_file()
     for name in ("metrics.json", "confusion_topic.png", "confusion_tone.png", "top_terms.json",
-                 "misclassified.jsonl"):
+                 "leaks.json", "misclassified.jsonl"):
         assert (work / f"reports/default/{name}").is_file()
+    terms = json.loads((work / "reports/default/top_terms.json").read_text())
+    assert set(terms["topic"]["sport"][0]) == {"term", "weight", "in_label", "in_others", "leak"}
     assert (work / "reports/default/confusion_topic.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -76,7 +78,7 @@ def test_run_has_plots_reports_config_and_manifest(client, run):
     assert {"config.json", "plots", "evaluation", "data", "grid"} <= paths()
     assert "plots/grid_topic.png" in paths("plots")
     assert {"evaluation/confusion_topic.png", "evaluation/metrics.json",
-            "evaluation/top_terms.json"} <= paths("evaluation")
+            "evaluation/top_terms.json", "evaluation/leaks.json"} <= paths("evaluation")
     assert "data/manifest.json" in paths("data")
 
 
