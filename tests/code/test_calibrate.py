@@ -19,7 +19,8 @@ from newstag.calibrate import (
 from newstag.config import TaskConfig, load_config
 from newstag.errors import NewstagError
 from newstag.evaluate import parse_target_precision, pick_threshold, task_targets
-from newstag.pipelines import CLASSIFIER_NAMES, build_pipeline, top_terms
+from newstag.explain import top_terms
+from newstag.pipelines import CLASSIFIER_NAMES, build_pipeline
 from newstag.predict import Record, predict_records, write_table
 from newstag.train import fit_task
 
