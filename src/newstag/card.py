@@ -68,8 +68,9 @@ def model_card(sidecar: dict, manifests: dict, sources: dict, terms: dict, file_
     lines += _limits_section(sidecar, manifests, terms)
     versions = sidecar.get("versions", {})
     lines += ["## Versions", "",
-              f"- bundle: `{file_name}` (sha256 in `{file_name}.json`), format "
-              f"{sidecar.get('format', '?')} v{sidecar.get('format_version', '?')}",
+              f"- bundle: `{file_name}`, format {sidecar.get('format', '?')} "
+              f"v{sidecar.get('format_version', '?')}",
+              f"- bundle sha256: `{sidecar.get('sha256', 'unknown')}`",
               *(f"- {name} {version}" for name, version in sorted(versions.items())),
               f"- data sha256: `{sidecar.get('data_sha256', 'unknown')}`",
               f"- MLflow run: `{(sidecar.get('mlflow') or {}).get('run_id') or 'none (not tracked)'}`", ""]
@@ -197,8 +198,13 @@ def info(bundle: str | Path) -> str:
     sidecar = _read_sidecar(path)
     matches = sha256_file(path) == sidecar.get("sha256")
     card = card_path(path)
-    text = card.read_text(encoding="utf-8") if card.is_file() else \
-        f"(no {CARD_NAME} beside {path}: saved before model cards; retrain it to write one)\n"
+    if not card.is_file():
+        text = f"(no {CARD_NAME} beside {path}: saved before model cards; retrain it to write one)\n"
+    else:
+        text = card.read_text(encoding="utf-8")
+        if f"`{sidecar.get('sha256')}`" not in text:  # a training stopped between bundle and card
+            text = (f"(warning: this {CARD_NAME} describes another save of the model, not this "
+                    f"bundle; retrain to bring it up to date)\n\n") + text
     return text.rstrip("\n") + "\n\n" + summary(path, sidecar, matches)
 
 

@@ -6,9 +6,12 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import run_newstag
 
 CHECK_SCRIPT = """<script>
 window.addEventListener("load", () => {
@@ -107,3 +110,42 @@ def test_the_browser_check_sees_an_overflow(tmp_path):
     check = page_check(browser, page, tmp_path, 1280)
     assert check["scrollWidth"] > check["innerWidth"]
     assert check["broken"] == ["broken"]
+
+
+# ---- the model card and `newstag info` ----------------------------------------------------------
+
+def test_model_card_is_written_with_the_bundle(trained_sample):
+    card = (trained_sample["model"].with_name("MODEL_CARD.md")).read_text(encoding="utf-8")
+    sidecar = json.loads(trained_sample["model"].with_name("model.joblib.json").read_text())
+    for section in ("## Intended use", "## Data", "## Metrics and how they were measured",
+                    "## Known limits", "## Versions"):
+        assert section in card
+    assert "rows per split: test 60, train 276, validation 60" in card
+    assert "| sport | 10 | 46 | 10 |" in card  # label counts per split, from the manifest
+    assert "reports/<experiment>/metrics.json" in card  # test figures live with evaluate
+    assert f"`{sidecar['sha256']}`" in card and "scikit-learn" in card
+    for task, meta in sidecar["tasks"].items():
+        assert f"| {task} | {meta['model']['classifier']} on word features |" in card
+        assert meta["calibration"]["method"] in card
+    # the sample corpus's tone model leans on function words, and the card says so
+    limits = card.split("## Known limits")[1].split("## Versions")[0]
+    assert re.search(r"tone: label '\w+' leans on function words \((\w+, )*not", limits), limits
+
+
+def test_info_prints_the_card_and_metadata_without_mlflow(trained_sample, tmp_path):
+    model = trained_sample["model"]
+    code = ("import sys; from newstag.cli import main; code = main(['info', sys.argv[1]]); "
+            "assert 'mlflow' not in sys.modules, 'info imported mlflow'; sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("# Model card: default")
+    assert "## Bundle metadata" in result.stdout and "(matches the file)" in result.stdout
+    assert "task topic: labels business, health, politics, sport, technology, world" in result.stdout
+    assert "calibration " in result.stdout and "min_confidence not set" in result.stdout
+
+    copy = tmp_path / "model.joblib"  # a changed file is flagged, not loaded
+    copy.write_bytes(model.read_bytes() + b"x")
+    shutil.copy(model.with_name("model.joblib.json"), tmp_path / "model.joblib.json")
+    changed = run_newstag("info", str(copy), cwd=tmp_path).stdout
+    assert "DOES NOT match the file" in changed and "no MODEL_CARD.md beside" in changed
