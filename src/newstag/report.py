@@ -253,10 +253,11 @@ def confident_mistakes(pipeline, test, task: str, count: int = CONFIDENT_MISTAKE
 
     if test is None or not len(test) or task not in test:
         return None
-    texts = test["text"].tolist()
-    y_true = truth_for(pipeline, test[task].tolist())
-    if any(isinstance(label, list | tuple | set | np.ndarray) for label in y_true):
+    raw = test[task].tolist()
+    if any(isinstance(label, list | tuple | set | np.ndarray) for label in raw):
         return None  # multi-label rows: a mistake is not one label
+    texts = test["text"].tolist()
+    y_true = truth_for(pipeline, raw)
     proba = class_scores(pipeline, texts)
     classes = np.asarray(pipeline.classes_)
     best = proba.argmax(axis=1)

@@ -11,7 +11,7 @@ import pytest
 
 from newstag.cli import main
 from newstag.config import load_config
-from newstag.report import leak_flags, render, report_context, write_report
+from newstag.report import confident_mistakes, leak_flags, render, report_context, write_report
 from newstag.review import confident_learning
 from tests.code.test_bad_input import fails
 
@@ -164,6 +164,11 @@ def test_report_escapes_text_and_says_what_is_missing(project, bundle):
     assert "Label distribution per split" in page and "no manifest" in page
     assert "No test metrics available for this task." in page  # tone has none in the summary
     assert list(project.glob("reports/exp/.*")) == []  # written atomically: no temporary left
+
+
+def test_no_confident_mistakes_for_multi_label_rows(bundle):
+    test = pd.DataFrame({"id": ["a"], "text": ["goal scored"], "topic": [["sport", "biz"]]})
+    assert confident_mistakes(bundle["pipelines"]["topic"], test, "topic") is None
 
 
 def test_report_flags_leaks_in_either_file_shape(project, bundle):
