@@ -52,7 +52,7 @@ data/processed/%/manifest.json: experiments/%.yaml $(PKG)/preprocess.py $(PKG)/c
 models/%/model.joblib: data/processed/%/manifest.json $(PKG)/train.py $(PKG)/pipelines.py $(PKG)/bundle.py | $(STAMP)
 	$(NEWSTAG) train experiments/$*.yaml
 
-reports/%/metrics.json: models/%/model.joblib $(PKG)/evaluate.py | $(STAMP)
+reports/%/metrics.json: models/%/model.joblib $(PKG)/evaluate.py $(PKG)/report.py $(PKG)/templates/report.html.j2 | $(STAMP)
 	$(NEWSTAG) evaluate experiments/$*.yaml
 
 .PRECIOUS: data/processed/%/manifest.json models/%/model.joblib

@@ -7,6 +7,7 @@ named in one line too.
 """
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -52,6 +53,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(commands)
     _add_bench(commands)
     _add_explain(commands)
+    info = commands.add_parser("info", help="print a bundle's model card and metadata",
+                               description="Print the model card beside a bundle and its metadata "
+                                           "(labels, chosen parameters, calibration, sha256 check). "
+                                           "Does not load the model.")
+    info.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"bundle (default: {DEFAULT_MODEL})")
+    review = commands.add_parser("review", help="list training articles whose label looks wrong",
+                                 description="Out-of-fold predictions on train + validation; list the "
+                                             "articles whose label the model confidently disputes, as "
+                                             "JSON lines (also reports/<exp>/label_issues.jsonl).")
+    review.add_argument("experiment", nargs="?", default=DEFAULT_EXPERIMENT,
+                        help=f"experiment YAML, already preprocessed (default: {DEFAULT_EXPERIMENT})")
+    review.add_argument("--task", required=True, help="the task whose labels to review, e.g. topic")
+    review.add_argument("--top", type=int, default=50, metavar="N",
+                        help="list at most N articles, most doubtful first (default: 50)")
     commands.add_parser("schema", help="print the JSON Schema of experiment files",
                         description="Print the JSON Schema of experiment files, for editors: "
                                     "newstag schema > experiments/schema.json")
@@ -283,7 +298,6 @@ def run_bench(args) -> int:
 
 
 def _run_load_test(args) -> int:
-    import json
 
     from newstag.bench import load_test
     from newstag.files import write_json
@@ -308,8 +322,30 @@ def run_download(args) -> int:
     return 0
 
 
+def run_info(args) -> int:
+    from newstag.card import info
+
+    print(info(args.model), end="")
+    return 0
+
+
+def run_review(args) -> int:
+    from newstag.config import load_config
+    from newstag.review import review, write_issues
+
+    if args.top < 1:
+        raise NewstagError(f"--top is {args.top}; give 1 or more")
+    config = load_config(args.experiment)
+    issues, method = review(config, args.task, args.top)
+    for row in issues:
+        print(json.dumps(row, ensure_ascii=False))
+    path = write_issues(config, args.task, issues)
+    log.info("%d article(s) whose %s label looks wrong (%s); written %s", len(issues), args.task,
+             method, path)
+    return 0
+
+
 def run_schema(args) -> int:
-    import json
 
     from newstag.config import json_schema
 
@@ -319,4 +355,4 @@ def run_schema(args) -> int:
 
 COMMANDS = {"preprocess": run_preprocess, "train": run_train, "evaluate": run_evaluate,
             "predict": run_predict, "explain": run_explain, "bench": run_bench, "search": run_search,
-            "download": run_download, "schema": run_schema}
+            "download": run_download, "schema": run_schema, "info": run_info, "review": run_review}

@@ -27,6 +27,7 @@ from newstag.explain import NotExplainable, leaks, top_terms
 from newstag.files import atomic_path, write_json
 from newstag.ordinal import truth_for
 from newstag.plots import confusion_figure, coverage_figure, reliability_figure, save_figure
+from newstag.report import write_report
 from newstag.splits import load_task_splits
 from newstag.train import bundle_path
 
@@ -66,6 +67,7 @@ def evaluate(config: ExperimentConfig, tracking: bool = True, target_precision: 
     summary = {"experiment": config.name, "tasks": metrics}
     if write_experiment:
         summary["threshold_experiment"] = str(write_threshold_yaml(config, thresholds))
+    write_report(config, bundle, tests, summary)  # report.html, logged with the other files
     if tracking:
         from newstag.tracking import log_evaluation
 

@@ -167,6 +167,12 @@ def _top_positions(columns: np.ndarray, values: np.ndarray, top: int) -> np.ndar
     return positive[order]
 
 
+def explain_texts(pipeline, texts: list[str], top: int = TERMS_PER_ARTICLE) -> list[list[list]]:
+    """Each text's strongest terms toward the label the pipeline predicts for it."""
+    labels = [str(label) for label in pipeline.predict(texts)]
+    return Explainer(pipeline).explain(texts, labels, top)
+
+
 def explainers_for(pipelines: dict, source: str, advice: str = "retrain it") -> dict[str, Explainer]:
     """One Explainer per task, or a one-line NewstagError naming the model file, task and advice."""
     explainers = {}

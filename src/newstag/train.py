@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from newstag import auto
 from newstag.bundle import save_bundle
 from newstag.calibrate import calibrated, calibration_folds, choose_method
+from newstag.card import write_model_card
 from newstag.config import ExperimentConfig, TaskConfig
 from newstag.errors import NewstagError
 from newstag.files import exclusive_lock, remove_orphans
@@ -76,6 +77,7 @@ def _train(config: ExperimentConfig, tracking: bool, fmt: str) -> dict:
         }
         pipelines = {name: result.pipeline for name, result in results.items()}
         sidecar = save_bundle(bundle_path(config, fmt), pipelines, metadata)
+        write_model_card(config, sidecar, pipelines, bundle_path(config, fmt))
         examples = next(iter(validation_splits.values()))["text"].head(3).tolist()
         run.log_training(results, example_texts=examples)
     return sidecar

@@ -1,0 +1,223 @@
+"""The model card: a Markdown page written beside every bundle, and `newstag info` that prints it.
+
+A bundle says what it predicts; the card says what it was trained on, how it was scored, what
+its confidence means and where it is weak, for whoever picks the file up later. The weaknesses
+are derived, not written by hand: a label whose strongest terms are mostly function words
+("not", "had", "but") has learnt a writing style rather than a subject, and the card says so.
+This module does not import MLflow (`newstag info` must work where only prediction does).
+"""
+
+import json
+from pathlib import Path
+
+from newstag.errors import NewstagError
+from newstag.files import atomic_path
+
+CARD_NAME = "MODEL_CARD.md"
+TOP_TERMS = 10
+STOPWORD_SHARE = 0.5  # a label whose top terms are at least this share stop words gets a note
+SMALL_TRAINING = 1000
+
+
+def card_path(bundle: str | Path) -> Path:
+    return Path(bundle).with_name(CARD_NAME)
+
+
+def write_model_card(config, sidecar: dict, pipelines: dict, bundle: Path) -> Path:
+    """Write models/<experiment>/MODEL_CARD.md atomically; return its path."""
+    from newstag.config import task_source
+    from newstag.pipelines import top_terms
+    from newstag.splits import read_manifest
+
+    manifests = {task: read_manifest(task_source(config, task)) for task in config.task_names}
+    sources = {task: _source(task_source(config, task)) for task in config.task_names}
+    terms = {}
+    for task, pipeline in pipelines.items():
+        try:
+            terms[task] = top_terms(pipeline, TOP_TERMS)
+        except (AttributeError, ValueError, IndexError):  # a stacked or ordinal model: no per-label weights
+            terms[task] = {}
+    text = model_card(sidecar, manifests, sources, terms, Path(bundle).name)
+    path = card_path(bundle)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def _source(config) -> str:
+    data = config.data
+    if data is None:
+        return "composed"
+    return f"known corpus `{data.dataset}`" if data.dataset else f"file `{data.path}`"
+
+
+def model_card(sidecar: dict, manifests: dict, sources: dict, terms: dict, file_name: str) -> str:
+    """The card's Markdown, from the sidecar, the data manifests and each label's top terms."""
+    config = sidecar.get("config", {})
+    lines = [f"# Model card: {sidecar.get('experiment', 'newstag model')}", ""]
+    if config.get("description"):
+        lines += [config["description"], ""]
+    lines += ["## Intended use", "",
+              "Tagging news articles (English prose like the training data) with the labels below, "
+              "to sort, route or monitor articles, with a person checking what matters. Each tag "
+              "comes with a probability; below a task's `min_confidence` the answer is `uncertain`. "
+              "Not for text unlike the training data (other languages, other kinds of writing, "
+              "other periods), nor for decisions about people without review.", ""]
+    lines += _data_section(sidecar, manifests, sources)
+    lines += _metrics_section(sidecar)
+    lines += _limits_section(sidecar, manifests, terms)
+    versions = sidecar.get("versions", {})
+    lines += ["## Versions", "",
+              f"- bundle: `{file_name}`, format {sidecar.get('format', '?')} "
+              f"v{sidecar.get('format_version', '?')}",
+              f"- bundle sha256: `{sidecar.get('sha256', 'unknown')}`",
+              *(f"- {name} {version}" for name, version in sorted(versions.items())),
+              f"- data sha256: `{sidecar.get('data_sha256', 'unknown')}`",
+              f"- MLflow run: `{(sidecar.get('mlflow') or {}).get('run_id') or 'none (not tracked)'}`", ""]
+    return "\n".join(lines)
+
+
+def _data_section(sidecar: dict, manifests: dict, sources: dict) -> list[str]:
+    lines = ["## Data", ""]
+    for task in sidecar.get("tasks", {}):
+        splits = manifests.get(task, {}).get("splits", {})
+        rows = ", ".join(f"{name} {info.get('rows', 0):,}" for name, info in splits.items())
+        lines += [f"### {task}", "", f"- source: {sources.get(task, 'unknown')}",
+                  f"- rows per split: {rows}", "",
+                  "| label | " + " | ".join(splits) + " |", "| --- |" + " --- |" * len(splits)]
+        counts = {name: (info.get("labels") or {}).get(task) or {} for name, info in splits.items()}
+        for label in sorted({label for values in counts.values() for label in values}):
+            lines.append(f"| {_cell(label)} | " + " | ".join(str(counts[name].get(label, 0))
+                                                            for name in splits) + " |")
+        lines.append("")
+    return lines
+
+
+def _metrics_section(sidecar: dict) -> list[str]:
+    lines = ["## Metrics and how they were measured", "",
+             "Validation scores from training: with a `grid`, each candidate was fitted on the train "
+             "split and scored on the validation split, and the best was refitted on train + "
+             "validation; with `classifier: auto` or a `search:`, the scores are the mean over "
+             "cross-validation folds of train + validation. So these figures chose the model and "
+             "flatter it a little. The unbiased figures are evaluate's, on the test split that "
+             "training never reads: `reports/<experiment>/metrics.json` and `report.html`.", "",
+             "| task | model | chosen parameters | validation accuracy | validation macro-F1 | "
+             "calibration |", "| --- | --- | --- | --- | --- | --- |"]
+    for task, info in sidecar.get("tasks", {}).items():
+        model = info.get("model") or {}
+        validation = info.get("validation") or {}
+        calibration = info.get("calibration") or {}
+        lines.append(f"| {task} | {model.get('classifier', '?')} on {model.get('features', '?')} "
+                     f"features | {_cell(_params(info.get('best_params')))} | "
+                     f"{_score(validation.get('accuracy'))} | {_score(validation.get('f1_macro'))} | "
+                     f"{_calibration(calibration)} |")
+    lines += ["", "Calibration: the classifier is wrapped in scikit-learn's `CalibratedClassifierCV` "
+              "(one model fitted on all rows, a sigmoid or isotonic calibrator fitted on its held-out "
+              "fold scores), the method chosen by validation log-loss; a task's probability is then "
+              "meant to match how often such a tag is right. `min_confidence` per task: "
+              + ", ".join(f"{task} {_threshold(info.get('min_confidence'))}"
+                          for task, info in sidecar.get("tasks", {}).items()) + ".", ""]
+    return lines
+
+
+def _limits_section(sidecar: dict, manifests: dict, terms: dict) -> list[str]:
+    notes = []
+    for task in sidecar.get("tasks", {}):
+        notes += stopword_notes(task, terms.get(task) or {})
+        train = manifests.get(task, {}).get("splits", {}).get("train", {})
+        if 0 < train.get("rows", 0) < SMALL_TRAINING:
+            notes.append(f"{task}: trained on {train['rows']} articles; expect its scores to vary "
+                         f"by several points on new data.")
+        counts = (train.get("labels") or {}).get(task) or {}
+        if counts and max(counts.values()) >= 5 * max(min(counts.values()), 1):
+            rare = min(counts, key=counts.get)
+            notes.append(f"{task}: labels are unbalanced (label '{rare}' has {counts[rare]} training "
+                         f"articles, the largest {max(counts.values())}); rare labels are less reliable.")
+    notes.append("Every task sees words only (TF-IDF n-grams): no word order beyond n-grams, no "
+                 "knowledge of events after the training data, sarcasm and quotes read literally.")
+    return ["## Known limits", "", *(f"- {note}" for note in notes), ""]
+
+
+def stopword_notes(task: str, terms: dict[str, list[str]]) -> list[str]:
+    """One note per label whose top terms are mostly English stop words (scikit-learn's list):
+    such a label is told apart by style, not subject, and breaks on text written otherwise."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    notes = []
+    for label, top in terms.items():
+        words = [_bare(term) for term in top[:TOP_TERMS]]
+        stop = [word for word in words if word in ENGLISH_STOP_WORDS]
+        if words and len(stop) / len(words) >= STOPWORD_SHARE:
+            notes.append(f"{task}: label '{label}' leans on function words ({', '.join(stop)}: "
+                         f"{len(stop)} of its {len(words)} strongest terms are stop words); it "
+                         f"follows how articles are written more than what they say.")
+    return notes
+
+
+def _bare(term: str) -> str:
+    """`word__not` / `negation__not_rise` -> the word itself, lower-cased."""
+    return str(term).rsplit("__", 1)[-1].lower()
+
+
+def _params(params) -> str:
+    return ", ".join(f"{key}={value}" for key, value in (params or {}).items()) or "defaults"
+
+
+def _score(value) -> str:
+    return f"{value:.3f}" if isinstance(value, int | float) else "–"
+
+
+def _calibration(calibration: dict) -> str:
+    method = calibration.get("method", "none")
+    loss = (calibration.get("validation_log_loss") or {}).get(method)
+    return method + (f" (validation log-loss {loss:.3f})" if isinstance(loss, int | float) else "")
+
+
+def _threshold(value) -> str:
+    return "not set (always answers)" if value is None else f"{value:g}"
+
+
+def _cell(value) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+# ---- newstag info -------------------------------------------------------------------------------
+
+def info(bundle: str | Path) -> str:
+    """The card beside a bundle and a summary of its sidecar, checking the file's sha256 (without
+    loading the pickle, so it is safe on a file you do not trust)."""
+    from newstag.bundle import _read_sidecar
+    from newstag.files import sha256_file
+
+    path = Path(bundle)
+    if not path.exists():
+        raise NewstagError(f"{path}: model not found; train one with `make train` or check the path")
+    if not path.is_file():
+        raise NewstagError(f"{path}: not a regular file; give the bundle file (e.g. "
+                           f"models/default/model.joblib)")
+    sidecar = _read_sidecar(path)
+    matches = sha256_file(path) == sidecar.get("sha256")
+    card = card_path(path)
+    if not card.is_file():
+        text = f"(no {CARD_NAME} beside {path}: saved before model cards; retrain it to write one)\n"
+    else:
+        text = card.read_text(encoding="utf-8")
+        if f"`{sidecar.get('sha256')}`" not in text:  # a training stopped between bundle and card
+            text = (f"(warning: this {CARD_NAME} describes another save of the model, not this "
+                    f"bundle; retrain to bring it up to date)\n\n") + text
+    return text.rstrip("\n") + "\n\n" + summary(path, sidecar, matches)
+
+
+def summary(path: Path, sidecar: dict, matches: bool) -> str:
+    lines = ["## Bundle metadata", "", f"- file: `{path}`",
+             f"- sha256: `{sidecar.get('sha256', '?')}` "
+             f"({'matches the file' if matches else 'DOES NOT match the file: do not load it; retrain'})",
+             f"- experiment: {sidecar.get('experiment', '?')}",
+             f"- versions: {json.dumps(sidecar.get('versions', {}), sort_keys=True)}"]
+    for task, meta in sidecar.get("tasks", {}).items():
+        meta = meta or {}
+        lines += [f"- task {task}: labels {', '.join(map(str, meta.get('labels', [])))}; "
+                  f"params {_params(meta.get('best_params'))}; "
+                  f"calibration {_calibration(meta.get('calibration') or {})}; "
+                  f"min_confidence {_threshold(meta.get('min_confidence'))}"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,312 @@
+"""reports/<experiment>/report.html: one self-contained page per evaluation, for people.
+
+Everything evaluate measured, on one page an editor can open from a mail attachment: metrics per
+task and label, the confusion matrix, reliability diagram and coverage-accuracy curve (PNG files
+inlined as data URIs, so the page needs nothing beside it), the top terms per label with leak
+flags, the most confident mistakes, label issues from `newstag review`, and the label counts per
+split. The page is rendered by Jinja2 with autoescaping, because article text and ids are
+untrusted input. Sections whose inputs are missing say so rather than fail: the page is written
+whatever else an evaluation produced.
+"""
+
+import base64
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from newstag.errors import NewstagError
+from newstag.files import atomic_path
+
+log = logging.getLogger(__name__)
+REPORT_NAME = "report.html"
+ISSUES_NAME = "label_issues.jsonl"
+FIGURES = (("confusion", "Confusion matrix"), ("reliability", "Reliability diagram"),
+           ("coverage", "Coverage and accuracy"))
+CONFIDENT_MISTAKES = 10
+EXCERPT_CHARS = 300
+EXPLAIN_TERMS = 5
+MAX_JSON_BYTES = 64 << 20  # top_terms.json / leaks.json larger than this are not read
+MAX_ISSUE_ROWS = 1000
+
+
+def write_report(config, bundle: dict, tests: dict, summary: dict) -> Path:
+    """Render the page from what evaluate has in hand and the files it wrote; atomic."""
+    out = Path(config.report_dir)
+    context = report_context(config, bundle, tests, summary, out)
+    html = render(context)
+    path = out / REPORT_NAME
+    with atomic_path(path) as tmp:
+        tmp.write_text(html, encoding="utf-8")
+    return path
+
+
+def refresh_report(config) -> Path | None:
+    """Rebuild the page of an experiment already evaluated (after `newstag review` adds label
+    issues); None when there is no evaluation to rebuild from."""
+    from newstag.bundle import load_bundle
+    from newstag.splits import load_task_splits
+    from newstag.train import bundle_path
+
+    metrics = Path(config.report_dir) / "metrics.json"
+    model = bundle_path(config)
+    if not metrics.is_file() or not model.is_file():
+        return None
+    summary = _read_json(metrics)
+    if not isinstance(summary, dict):
+        return None
+    return write_report(config, load_bundle(model), load_task_splits(config, "test"), summary)
+
+
+def render(context: dict) -> str:
+    from jinja2 import Environment, PackageLoader
+
+    # autoescape on for every template: the .j2 suffix is not one Jinja2 escapes by default
+    env = Environment(loader=PackageLoader("newstag", "templates"), autoescape=True,
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters["num"] = _number
+    env.filters["pct"] = _percent
+    return env.get_template("report.html.j2").render(**context)
+
+
+def report_context(config, bundle: dict, tests: dict, summary: dict, out: Path) -> dict:
+    """Everything the template shows, as plain values."""
+    top_terms = _by_task(_read_json(out / "top_terms.json"))
+    leaks = leak_flags(_read_json(out / "leaks.json"))
+    issues = read_issues(out / ISSUES_NAME)
+    metrics = summary.get("tasks", {}) if isinstance(summary, dict) else {}
+    tasks = []
+    for task, pipeline in bundle["pipelines"].items():
+        tasks.append({
+            "name": task,
+            "metrics": metrics.get(task) or {},
+            "figures": [{"title": title, "src": image_uri(out / f"{kind}_{task}.png")}
+                        for kind, title in FIGURES],
+            "terms": term_table(top_terms.get(task), (leaks or {}).get(task), leaks is not None),
+            "mistakes": confident_mistakes(pipeline, tests.get(task), task),
+            "issues": issues.get(task) if issues is not None else None,
+            "distribution": label_distribution(config, task),
+        })
+    metadata = bundle.get("metadata", {})
+    return {"experiment": config.name, "description": getattr(config, "description", "") or "",
+            "tasks": tasks, "model": model_summary(config, metadata),
+            "issues_found": issues is not None, "leaks_found": leaks is not None}
+
+
+# ---- inputs -------------------------------------------------------------------------------------
+
+def image_uri(path: Path) -> str | None:
+    """A PNG as a data URI, or None when evaluate did not write it."""
+    if not path.is_file():
+        return None
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _read_json(path: Path):
+    """A JSON file's contents, or None when it is absent, too large or not JSON (the page then
+    says "not available" rather than failing)."""
+    try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            log.warning("%s: larger than %d MB; not shown in the report", path, MAX_JSON_BYTES >> 20)
+            return None
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("%s: cannot be read (%s); not shown in the report", path, exc)
+        return None
+
+
+def _by_task(data) -> dict:
+    """{task: ...} from a file that may wrap it as {"tasks": {...}}."""
+    if isinstance(data, dict) and isinstance(data.get("tasks"), dict):
+        data = data["tasks"]
+    return data if isinstance(data, dict) else {}
+
+
+def _term(item) -> dict | None:
+    """One top term from any of the shapes the files use: "term", ["term", weight], or
+    {"term": ..., "weight": ..., "leak": ...}."""
+    if isinstance(item, str):
+        return {"term": item, "weight": None, "leak": False, "why": ""}
+    if isinstance(item, list | tuple) and item:
+        weight = item[1] if len(item) > 1 and isinstance(item[1], int | float) else None
+        return {"term": str(item[0]), "weight": weight, "leak": False, "why": ""}
+    if isinstance(item, dict) and (item.get("term") or item.get("feature")) is not None:
+        weight = next((item[k] for k in ("weight", "coef", "contribution", "score")
+                       if isinstance(item.get(k), int | float)), None)
+        return {"term": str(item.get("term") or item.get("feature")), "weight": weight,
+                "leak": bool(item.get("leak")), "why": _why(item)}
+    return None
+
+
+def _why(item: dict) -> str:
+    """A leak's evidence as short text: the fields beside the term (shares, reason)."""
+    if isinstance(item.get("reason"), str):
+        return item["reason"]
+    parts = [f"{key} {_number(value)}" for key, value in item.items()
+             if key not in ("term", "feature", "label", "leak", "weight", "coef")
+             and isinstance(value, int | float) and not isinstance(value, bool)]
+    return ", ".join(parts)
+
+
+def leak_flags(data) -> dict | None:
+    """{task: {label: {term: why}}} from leaks.json, or None when there is no such file.
+    Accepts {task: {label: [terms]}} and {task: [{"label", "term", ...}]}."""
+    if data is None:
+        return None
+    flags: dict = {}
+    for task, entries in _by_task(data).items():
+        labels = flags.setdefault(task, {})
+        if isinstance(entries, dict):
+            pairs = [(label, item) for label, items in entries.items()
+                     for item in (items if isinstance(items, list) else [])]
+        elif isinstance(entries, list):
+            pairs = [(item.get("label"), item) for item in entries if isinstance(item, dict)]
+        else:
+            continue
+        for label, item in pairs:
+            term = _term(item)
+            if term is not None:
+                labels.setdefault(str(label), {})[term["term"]] = term["why"]
+    return flags
+
+
+def term_table(terms, leaks: dict | None, have_leaks: bool) -> list[dict] | None:
+    """Per label: its top terms, each flagged when leaks.json (or the term itself) says so."""
+    if not isinstance(terms, dict):
+        return None
+    rows = []
+    for label, items in terms.items():
+        flagged = (leaks or {}).get(str(label), {})
+        shown = []
+        for item in items if isinstance(items, list) else []:
+            term = _term(item)
+            if term is None:
+                continue
+            if term["term"] in flagged:
+                term = {**term, "leak": True, "why": flagged[term["term"]] or term["why"]}
+            shown.append(term)
+        rows.append({"label": str(label), "terms": shown, "checked": have_leaks})
+    return rows
+
+
+def read_issues(path: Path) -> dict | None:
+    """label_issues.jsonl (written by `newstag review`) grouped by task; None when absent."""
+    if not path.is_file():
+        return None
+    grouped: dict = {}
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle):
+            if number >= MAX_ISSUE_ROWS:
+                break
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict):
+                grouped.setdefault(str(row.get("task")), []).append(row)
+    return grouped
+
+
+def label_distribution(config, task: str) -> dict | None:
+    """Label counts per split from the manifest of the data the task was trained on."""
+    from newstag.config import task_source
+    from newstag.splits import read_manifest
+
+    try:
+        splits = read_manifest(task_source(config, task))["splits"]
+    except (NewstagError, OSError):
+        return None
+    names = [name for name in ("train", "validation", "test") if name in splits] + \
+        sorted(set(splits) - {"train", "validation", "test"})
+    counts = {name: (splits[name].get("labels") or {}).get(task) or {} for name in names}
+    labels = sorted({str(label) for values in counts.values() for label in values})
+    return {"splits": names, "rows": {name: splits[name].get("rows") for name in names},
+            "labels": [{"label": label, "counts": [counts[name].get(label, 0) for name in names]}
+                       for label in labels]}
+
+
+def model_summary(config, metadata: dict) -> dict:
+    """What the bundle says about itself, and the sha256 its sidecar recorded."""
+    from newstag.bundle import sidecar_path
+    from newstag.train import bundle_path
+
+    sidecar = _read_json(sidecar_path(bundle_path(config))) or {}
+    return {"file": str(bundle_path(config)), "sha256": sidecar.get("sha256", "unknown"),
+            "versions": metadata.get("versions", {}),
+            "run": (metadata.get("mlflow") or {}).get("run_id") or "none",
+            "tasks": {task: {"model": (info or {}).get("model", {}),
+                             "calibration": ((info or {}).get("calibration") or {}).get("method", "none"),
+                             "min_confidence": (info or {}).get("min_confidence")}
+                      for task, info in metadata.get("tasks", {}).items()}}
+
+
+# ---- the most confident mistakes ----------------------------------------------------------------
+
+def confident_mistakes(pipeline, test, task: str, count: int = CONFIDENT_MISTAKES) -> list[dict] | None:
+    """The test articles the model got wrong with the highest probability, most confident first.
+    None for a task whose labels are not single classes (the page says "not available")."""
+    from newstag.calibrate import class_scores
+    from newstag.ordinal import truth_for
+
+    if test is None or not len(test) or task not in test:
+        return None
+    raw = test[task].tolist()
+    if any(isinstance(label, list | tuple | set | np.ndarray) for label in raw):
+        return None  # multi-label rows: a mistake is not one label
+    texts = test["text"].tolist()
+    y_true = truth_for(pipeline, raw)
+    proba = class_scores(pipeline, texts)
+    classes = np.asarray(pipeline.classes_)
+    best = proba.argmax(axis=1)
+    confidence = proba[np.arange(len(best)), best]
+    wrong = [i for i in np.argsort(-confidence, kind="stable")
+             if str(classes[best[i]]) != str(y_true[i])][:count]
+    explained = explanations(pipeline, [texts[i] for i in wrong])
+    return [{"id": str(test["id"].iloc[i]) if "id" in test else str(i),
+             "text": excerpt(texts[i]), "true": str(y_true[i]), "predicted": str(classes[best[i]]),
+             "probability": float(confidence[i]), "terms": explained[n] if explained else None}
+            for n, i in enumerate(wrong)]
+
+
+def explanations(pipeline, texts: list[str]) -> list[list] | None:
+    """Each text's strongest terms toward its predicted label, from `newstag.explain` when it
+    offers `explain_texts(pipeline, texts, top=N)` (a list per text of [term, contribution]);
+    None when it does not, so the page still builds without explanations."""
+    if not texts:
+        return None
+    try:
+        from newstag.explain import explain_texts
+    except (ImportError, AttributeError):
+        return None
+    try:
+        found = explain_texts(pipeline, texts, top=EXPLAIN_TERMS)
+    except (TypeError, ValueError, AttributeError, NewstagError) as exc:
+        log.warning("explanations not shown in the report: %s", exc)
+        return None
+    rows = []
+    for terms in list(found)[:len(texts)]:
+        shown = [_term(item) for item in (terms if isinstance(terms, list | tuple) else [])]
+        rows.append([term for term in shown if term is not None][:EXPLAIN_TERMS])
+    return rows if len(rows) == len(texts) else None
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " …"
+
+
+# ---- formatting ---------------------------------------------------------------------------------
+
+def _number(value, digits: int = 3) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "–" if value is None else str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.{digits}f}" if np.isfinite(value) else "–"
+
+
+def _percent(value) -> str:
+    return f"{100 * value:.1f}%" if isinstance(value, int | float) and np.isfinite(value) else "–"

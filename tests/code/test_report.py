@@ -1,0 +1,197 @@
+"""report.html from a toy evaluation, `newstag review` on a toy corpus with flipped labels, and
+`newstag info` / `review` bad input: fast, no MLflow."""
+
+import json
+import random
+import sys
+import types
+
+import pandas as pd
+import pytest
+
+from newstag.cli import main
+from newstag.config import load_config
+from newstag.report import confident_mistakes, leak_flags, render, report_context, write_report
+from newstag.review import confident_learning
+from tests.code.test_bad_input import fails
+
+TOPICS = {"sport": ["striker", "goal", "match", "league", "coach", "penalty", "season", "stadium"],
+          "business": ["shares", "profit", "market", "investor", "revenue", "bank", "tariff", "deal"],
+          "health": ["clinic", "vaccine", "patients", "doctor", "hospital", "virus", "nurse", "trial"]}
+FILLER = ["the", "a", "on", "report", "said", "today", "after", "new", "week", "city"]
+FLIPPED = {"r5": "business", "r22": "health", "r47": "sport", "r90": "business"}
+
+
+def toy_corpus(rows_per_topic: int = 40) -> pd.DataFrame:
+    """Articles of 12 words, 6 from their topic's list; FLIPPED rows carry a wrong label."""
+    rng = random.Random(0)
+    rows = []
+    for n in range(rows_per_topic * len(TOPICS)):
+        topic = list(TOPICS)[n % len(TOPICS)]
+        words = rng.choices(TOPICS[topic], k=6) + rng.choices(FILLER, k=6)
+        rng.shuffle(words)
+        rows.append({"id": f"r{n}", "text": " ".join(words), "label": FLIPPED.get(f"r{n}", topic),
+                     "tone": "neutral" if n % 2 else "positive"})
+    return pd.DataFrame(rows)
+
+
+def toy_project(folder, classifier: str = "logreg"):
+    toy_corpus().to_csv(folder / "toy.csv", index=False)
+    experiment = folder / "toy.yaml"
+    experiment.write_text(f"data: {{path: toy.csv, id_column: id}}\n"
+                          f"tasks:\n  topic: {{column: label, classifier: {classifier}}}\n"
+                          f"  tone: {{classifier: logreg}}\n"
+                          f"split: {{validation: 0.15, test: 0.15}}\n")
+    assert main(["preprocess", str(experiment)]) == 0
+    return experiment
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+# ---- review -----------------------------------------------------------------------------------
+
+def reviewed(capsys, experiment, *extra: str) -> tuple[list[dict], str]:
+    """The JSON lines `newstag review` printed, and its log."""
+    capsys.readouterr()
+    assert main(["review", str(experiment), "--task", "topic", *extra]) == 0
+    output = capsys.readouterr()
+    return [json.loads(line) for line in output.out.splitlines()], output.err
+
+
+def flipped_in_training(experiment) -> set[str]:
+    """The flipped articles preprocess put in train or validation (review never reads test)."""
+    config = load_config(experiment)
+    kept = set()
+    for split in ("train", "validation"):
+        kept |= set(pd.read_parquet(config.processed_dir / f"{split}.parquet")["id"])
+    return set(FLIPPED) & kept
+
+
+@pytest.mark.parametrize("classifier", ["logreg", "linear_svm"])  # with and without predict_proba
+def test_review_finds_the_flipped_labels(project, capsys, classifier):
+    pytest.importorskip("cleanlab")
+    experiment = toy_project(project, classifier)
+    rows, _ = reviewed(capsys, experiment, "--top", "10")
+    expected = flipped_in_training(experiment)
+    assert expected and expected <= {row["id"] for row in rows}, rows
+    for row in rows:
+        if row["id"] in expected:
+            assert row["suggested"] != row["label"] and row["confidence"] > row["label_probability"]
+        assert set(row) == {"task", "id", "label", "suggested", "confidence", "label_probability", "text"}
+    written = (project / "reports/toy/label_issues.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in written] == rows
+
+
+def test_review_without_cleanlab_uses_confident_learning(project, capsys, monkeypatch):
+    experiment = toy_project(project)
+    monkeypatch.setitem(sys.modules, "cleanlab.filter", None)  # as if the extra were not installed
+    rows, log = reviewed(capsys, experiment)
+    assert flipped_in_training(experiment) <= {row["id"] for row in rows}
+    assert len(rows) <= len(FLIPPED) + 3, "confident learning should list few clean articles"
+    assert "confident learning (built in)" in log
+
+
+def test_review_keeps_other_tasks_rows_and_honours_top(project, capsys):
+    experiment = toy_project(project)
+    assert main(["review", str(experiment), "--task", "tone", "--top", "2"]) == 0
+    rows, _ = reviewed(capsys, experiment, "--top", "1")
+    assert len(rows) == 1
+    written = [json.loads(line) for line in (project / "reports/toy/label_issues.jsonl").open()]
+    assert {row["task"] for row in written} <= {"tone", "topic"} and rows[0] in written
+    assert sum(row["task"] == "topic" for row in written) == 1
+
+
+def test_confident_learning_rule_by_hand():
+    import numpy as np
+
+    given = np.array([0, 0, 0, 1, 1, 1])
+    proba = np.array([[.9, .1], [.8, .2], [.2, .8],   # article 2 is labelled 0 but looks like 1
+                      [.1, .9], [.3, .7], [.45, .55]])  # article 5: unsure, below no threshold
+    # thresholds: label 0 mean(.9, .8, .2) = .633; label 1 mean(.9, .7, .55) = .717
+    assert confident_learning(given, proba) == [2]
+
+
+def test_review_bad_input(project, capsys):
+    experiment = toy_project(project)
+    fails(capsys, project, "review", str(experiment), "--task", "sport",
+          match=r"--task 'sport': the experiment has no such task \(it has: topic, tone\)")
+    fails(capsys, project, "review", str(experiment), "--task", "topic", "--top", "0",
+          match=r"--top is 0; give 1 or more")
+    (project / "fresh.yaml").write_text(experiment.read_text())
+    fails(capsys, project, "review", "fresh.yaml", "--task", "topic",
+          match=r"data/processed/fresh/manifest\.json: not found; run `newstag preprocess")
+
+
+# ---- info -------------------------------------------------------------------------------------
+
+def test_info_bad_input(project, capsys):
+    fails(capsys, project, "info", "models/none/model.joblib",
+          match=r"models/none/model\.joblib: model not found")
+    (project / "models").mkdir()
+    fails(capsys, project, "info", "models", match=r"models: not a regular file; give the bundle file")
+    (project / "models/model.joblib").write_bytes(b"\x80junk")
+    fails(capsys, project, "info", "models/model.joblib",
+          match=r"model\.joblib\.json: missing; the model cannot be verified")
+
+
+# ---- report.html ------------------------------------------------------------------------------
+
+def toy_evaluation(project, bundle):
+    """A config, test split and summary shaped as evaluate gives them, for the toy bundle."""
+    (project / "exp.yaml").write_text("data: {path: x.csv}\ntasks: {topic: {}, tone: {}}\n")
+    config = load_config(project / "exp.yaml")
+    test = pd.DataFrame({"id": ["<b>id1</b>", "a2", "a3"],
+                         "text": ["<script>alert(1)</script> the striker scored twice",
+                                  "shares fell on the market", "goal scored in the final"],
+                         "topic": ["biz", "biz", "sport"], "tone": ["neg", "neg", "pos"]})
+    summary = {"tasks": {"topic": {"accuracy": 0.5, "f1_macro": 0.4, "test_rows": 3,
+                                   "per_class": {"biz": {"precision": 1.0, "recall": 0.5,
+                                                         "f1-score": 0.667, "support": 2}}}}}
+    return config, {"topic": test, "tone": test}, summary
+
+
+def test_report_escapes_text_and_says_what_is_missing(project, bundle):
+    config, tests, summary = toy_evaluation(project, bundle)
+    page = write_report(config, bundle, tests, summary).read_text()
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<b>id1</b>" not in page and "&lt;b&gt;id1&lt;/b&gt;" in page  # the mistake's id, escaped
+    assert page.count("not available (evaluate wrote no figure)") == 6
+    assert "Top terms not available" in page and "Not reviewed" in page
+    assert "Label distribution per split" in page and "no manifest" in page
+    assert "No test metrics available for this task." in page  # tone has none in the summary
+    assert list(project.glob("reports/exp/.*")) == []  # written atomically: no temporary left
+
+
+def test_no_confident_mistakes_for_multi_label_rows(bundle):
+    test = pd.DataFrame({"id": ["a"], "text": ["goal scored"], "topic": [["sport", "biz"]]})
+    assert confident_mistakes(bundle["pipelines"]["topic"], test, "topic") is None
+
+
+def test_report_flags_leaks_in_either_file_shape(project, bundle):
+    config, tests, summary = toy_evaluation(project, bundle)
+    out = project / "reports/exp"
+    out.mkdir(parents=True)
+    (out / "top_terms.json").write_text(json.dumps(
+        {"topic": {"sport": ["scored", ["reuters", 0.9]], "biz": [{"term": "shares", "weight": 0.5}]}}))
+    (out / "leaks.json").write_text(json.dumps(
+        {"topic": [{"label": "sport", "term": "reuters", "share_in_label": 0.8, "share_elsewhere": 0.0}]}))
+    page = write_report(config, bundle, tests, summary).read_text()
+    assert 'class="term leak"' in page and "reuters" in page and "share_in_label 0.800" in page
+    assert "Leak check not available" not in page
+    assert leak_flags({"topic": {"sport": ["reuters"]}}) == {"topic": {"sport": {"reuters": ""}}}
+
+
+def test_report_shows_explanations_when_explain_offers_them(project, bundle, monkeypatch):
+    config, tests, summary = toy_evaluation(project, bundle)
+    explain = types.ModuleType("newstag.explain")
+    explain.explain_texts = lambda pipeline, texts, top: [[["striker", 0.41]] for _ in texts]
+    monkeypatch.setitem(sys.modules, "newstag.explain", explain)
+    page = render(report_context(config, bundle, tests, summary, project / "reports/exp"))
+    assert "striker 0.410" in page
+    explain.explain_texts = lambda pipeline, texts: []  # another signature: the page still builds
+    page = render(report_context(config, bundle, tests, summary, project / "reports/exp"))
+    assert "Most confident mistakes" in page and "striker 0.410" not in page
