@@ -26,7 +26,7 @@ def card_path(bundle: str | Path) -> Path:
 def write_model_card(config, sidecar: dict, pipelines: dict, bundle: Path) -> Path:
     """Write models/<experiment>/MODEL_CARD.md atomically; return its path."""
     from newstag.config import task_source
-    from newstag.pipelines import top_terms
+    from newstag.explain import NotExplainable, top_terms
     from newstag.splits import read_manifest
 
     manifests = {task: read_manifest(task_source(config, task)) for task in config.task_names}
@@ -34,8 +34,9 @@ def write_model_card(config, sidecar: dict, pipelines: dict, bundle: Path) -> Pa
     terms = {}
     for task, pipeline in pipelines.items():
         try:
-            terms[task] = top_terms(pipeline, TOP_TERMS)
-        except (AttributeError, ValueError, IndexError):  # a stacked or ordinal model: no per-label weights
+            terms[task] = {label: [entry["term"] for entry in entries]
+                           for label, entries in top_terms(pipeline, TOP_TERMS).items()}
+        except (NotExplainable, AttributeError, ValueError, IndexError):  # no per-label weights
             terms[task] = {}
     text = model_card(sidecar, manifests, sources, terms, Path(bundle).name)
     path = card_path(bundle)
