@@ -80,7 +80,8 @@ def test_report_is_one_self_contained_page(report):
                     "Most confident mistakes", "Label distribution per split", "Reliability diagram",
                     "Coverage and accuracy", "Confusion matrix"):
         assert heading in page
-    assert "Leak check not available" in page  # no leaks.json in this evaluation
+    assert "terms that look like leaks" in page  # evaluate wrote leaks.json: the terms are checked
+    assert "Why (top terms)" in page or "why" in page.lower()
 
 
 def test_report_is_logged_to_mlflow_with_the_evaluation(trained_sample):
