@@ -24,10 +24,11 @@ from newstag.calibrate import (
 from newstag.config import ExperimentConfig
 from newstag.errors import NewstagError
 from newstag.explain import NotExplainable, leaks, top_terms
-from newstag.files import atomic_path, write_json
+from newstag.files import atomic_path, write_json, write_yaml
 from newstag.ordinal import truth_for
 from newstag.plots import confusion_figure, coverage_figure, reliability_figure, save_figure
 from newstag.report import write_report
+from newstag.safe_yaml import load_yaml
 from newstag.splits import load_task_splits
 from newstag.train import bundle_path
 
@@ -203,10 +204,8 @@ def check_threshold_yaml(config: ExperimentConfig) -> None:
 def write_threshold_yaml(config: ExperimentConfig, thresholds: dict[str, dict]) -> Path:
     """The experiment file with each task's min_confidence set; a new file beside it, written
     atomically (the original is never touched)."""
-    import yaml
-
     check_threshold_yaml(config)
-    raw = yaml.safe_load(Path(config.path).read_text(encoding="utf-8"))
+    raw = load_yaml(config.path)
     if "compose" in raw:
         raise NewstagError(f"{config.path}: a composed experiment; set min_confidence in the "
                            f"experiment each task comes from")
@@ -217,9 +216,7 @@ def write_threshold_yaml(config: ExperimentConfig, thresholds: dict[str, dict]) 
     header = (f"{THRESHOLD_HEADER} --target-precision` on {config.path}: min_confidence is the lowest\n"
               f"# threshold reaching the target precision ({targets}) on the validation split.\n"
               f"# Train it with `make all EXP={path}`.\n")
-    text = header + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True, default_flow_style=None)
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    write_yaml(path, raw, header)
     return path
 
 

@@ -149,6 +149,16 @@ def iter_jsonl(handle):
         yield number, row, None if isinstance(row, dict) else "not a JSON object"
 
 
+def write_yaml(path: str | Path, data, header: str = "") -> None:
+    """Write `data` as YAML after a comment header, atomically: the experiment files newstag derives
+    (`<name>.best.yaml`, `<name>.threshold.yaml`)."""
+    import yaml
+
+    text = header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=None)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
 def write_json(path: str | Path, data) -> None:
     """Write `data` as indented, key-sorted JSON, atomically (stable bytes for stable inputs)."""
     with atomic_path(path) as tmp:

@@ -531,11 +531,10 @@ def best_yaml_path(config) -> Path:
 def write_best_yaml(config, results: dict[str, SearchResult]) -> Path:
     """The original experiment file with each searched task's choice written in and its search
     section removed; a new file beside it, written atomically (the original is never touched)."""
-    import yaml
+    from newstag.files import write_yaml
+    from newstag.safe_yaml import load_yaml
 
-    from newstag.files import atomic_path
-
-    raw = yaml.safe_load(Path(config.path).read_text(encoding="utf-8"))
+    raw = load_yaml(config.path)
     for name, result in results.items():
         task = raw["tasks"][name] = dict(raw["tasks"].get(name) or {})
         for key in ("search", "grid"):
@@ -546,9 +545,7 @@ def write_best_yaml(config, results: dict[str, SearchResult]) -> Path:
     header = (f"# Written by `newstag search {config.path}`: each searched task's best configuration\n"
               f"# (stratified {_folds(results)}-fold CV on train + validation). Train it with\n"
               f"# `make all EXP={path}`.\n")
-    text = header + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True, default_flow_style=None)
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    write_yaml(path, raw, header)
     return path
 
 
