@@ -92,7 +92,8 @@ def fit_newstag_auto(task: TaskConfig, fold: Fold, seed: int, quick: bool):
     Its search runs inside the fit, so the search time counts in `train s`."""
     from dataclasses import replace
 
-    minimal = replace(task, classifier="auto", features="word", params={}, grid={}, search=None)
+    minimal = replace(task, classifier="auto", features="word", params={}, grid={}, search=None,
+                      negation=False, lexicons=())
     return fit_newstag(minimal, fold, seed, quick)
 
 

@@ -307,6 +307,10 @@ class TaskSettings:
         if self.transfer is not None and self.classifier == "auto":
             raise _BadValue("is auto, which a transfer task cannot search; name a classifier "
                             "(e.g. logreg) and tune it with grid", ".classifier")
+        if (self.negation or self.lexicons) and self.classifier == "auto" and self.search is None:
+            raise _BadValue("is auto, whose members use word features only; with negation or "
+                            "lexicons, name a classifier (e.g. logreg) or add a search section",
+                            ".classifier")
         return self
 
 
