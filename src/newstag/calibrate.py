@@ -114,7 +114,7 @@ def _held_out_calibrated(fitted, method: str, X_val, y_val) -> tuple[np.ndarray,
             calibrator = CalibratedClassifierCV(FrozenEstimator(fitted), method=method)
             calibrator.fit(texts[fit_rows], labels[fit_rows])
             proba[held_out] = calibrator.predict_proba(texts[held_out])
-    except ValueError:  # too few articles of a label in a fold: the uncalibrated scores instead
+    except (ValueError, IndexError):  # too few articles of a label in a fold: uncalibrated scores
         return classes, class_scores(fitted, list(X_val))
     return classes, proba
 

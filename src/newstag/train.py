@@ -143,8 +143,12 @@ def calibrate_task(task: TaskConfig, result: TaskResult, train, validation, seed
     calibrated, on train + validation. `result.pipeline` comes in unfitted and leaves fitted."""
     (X_train, y_train), (X_val, y_val) = train, validation
     _require_two_labels(y_train, task)
+    # An ordinal task's labels are scores that its regressor cuts into classes, and a transfer
+    # task's pipeline holds a fitted sentence model that cloning would drop: both keep their own
+    # outputs uncalibrated.
+    setting = "none" if task.ordinal is not None or task.transfer is not None else task.calibration
     try:
-        calibration = choose_method(result.pipeline, task.calibration, train, validation)
+        calibration = choose_method(result.pipeline, setting, train, validation)
     except NewstagError as exc:
         raise NewstagError(f"task '{task.name}': {exc}") from None
     pipeline = result.pipeline
