@@ -83,6 +83,6 @@ def trained_sample(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def sample_bundle(trained_sample):
-    from newstag.bundle import load_bundle
+    from newstag.models.bundle import load_bundle
 
     return load_bundle(trained_sample["model"])

@@ -22,9 +22,9 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
 
 from newstag.config import ExperimentConfig, TaskConfig, load_config
+from newstag.data.files import write_json
 from newstag.errors import NewstagError
-from newstag.files import write_json
-from newstag.pipelines import task_truth
+from newstag.models.pipelines import task_truth
 
 log = logging.getLogger(__name__)
 TONES = {"negative", "neutral", "positive"}
@@ -42,7 +42,7 @@ class Fold:
 
 def folds(config: ExperimentConfig, task: str, quick: bool = False) -> list[Fold]:
     """The held-out split, or repeated stratified k-fold with a validation split inside training."""
-    from newstag.splits import load_split
+    from newstag.data.splits import load_split
 
     parts = {name: load_split(config, name) for name in ("train", "validation", "test")}
     if config.bench.protocol == "split":
@@ -131,8 +131,8 @@ def fit_transfer(task: TaskConfig, fold: Fold, seed: int, quick: bool):
     """Sentence-to-article transfer alone: the sentence tone model of the task's `transfer`
     section tags every sentence, and the article's tone follows from the balance of its
     positive and negative sentences. No article label is used (only the label set)."""
-    from newstag.features import SentenceTone, transfer_predict
-    from newstag.pipelines import sentence_model
+    from newstag.models.features import SentenceTone, transfer_predict
+    from newstag.models.pipelines import sentence_model
 
     if task.transfer is None:
         raise NewstagError(f"task '{task.name}': the transfer method needs a `transfer` section")
@@ -250,7 +250,7 @@ def run_method(experiment: str, task_name: str, method: str, quick: bool) -> dic
 def _ordinal_errors(predict, fold: Fold, task: str) -> dict:
     """MAE on the score of an ordinal model (when the method has one), and of predicting the
     training rows' mean score, the bar an ordinal model must clear."""
-    from newstag.ordinal import OrdinalClassifier, numeric_scores
+    from newstag.models.ordinal import OrdinalClassifier, numeric_scores
 
     true = numeric_scores(fold.test[task])
     mean = numeric_scores(pd.concat([fold.train, fold.validation])[task]).mean()
@@ -289,7 +289,7 @@ def bench(experiments: list[str], quick: bool = False, methods: list[str] | None
 
 
 def _labels_seen(config: ExperimentConfig, task: str) -> set[str]:
-    from newstag.splits import load_split
+    from newstag.data.splits import load_split
 
     return set(load_split(config, "train")[task].astype(str))
 

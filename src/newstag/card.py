@@ -10,8 +10,8 @@ This module does not import MLflow (`newstag info` must work where only predicti
 import json
 from pathlib import Path
 
+from newstag.data.files import atomic_path
 from newstag.errors import NewstagError
-from newstag.files import atomic_path
 
 CARD_NAME = "MODEL_CARD.md"
 TOP_TERMS = 10
@@ -26,8 +26,8 @@ def card_path(bundle: str | Path) -> Path:
 def write_model_card(config, sidecar: dict, pipelines: dict, bundle: Path) -> Path:
     """Write models/<experiment>/MODEL_CARD.md atomically; return its path."""
     from newstag.config import task_source
+    from newstag.data.splits import read_manifest
     from newstag.explain import NotExplainable, top_terms
-    from newstag.splits import read_manifest
 
     manifests = {task: read_manifest(task_source(config, task)) for task in config.task_names}
     sources = {task: _source(task_source(config, task)) for task in config.task_names}
@@ -187,8 +187,8 @@ def _cell(value) -> str:
 def info(bundle: str | Path) -> str:
     """The card beside a bundle and a summary of its sidecar, checking the file's sha256 (without
     loading the pickle, so it is safe on a file you do not trust)."""
-    from newstag.bundle import _read_sidecar
-    from newstag.files import sha256_file
+    from newstag.data.files import sha256_file
+    from newstag.models.bundle import _read_sidecar
 
     path = Path(bundle)
     if not path.exists():

@@ -235,7 +235,7 @@ def run_evaluate(args) -> int:
 
 
 def run_predict(args) -> int:
-    from newstag.bundle import load_bundle
+    from newstag.models.bundle import load_bundle
     from newstag.predict import predict_records, read_records, write_jsonl, write_table
 
     if not args.texts and not args.input:
@@ -259,8 +259,8 @@ def run_predict(args) -> int:
 def run_explain(args) -> int:
     import json
 
-    from newstag.bundle import load_bundle
     from newstag.explain import explainers_for
+    from newstag.models.bundle import load_bundle
 
     if args.top < 1:
         raise NewstagError(f"--top is {args.top}; give 1 or more")
@@ -300,7 +300,7 @@ def run_bench(args) -> int:
 def _run_load_test(args) -> int:
 
     from newstag.bench import load_test
-    from newstag.files import write_json
+    from newstag.data.files import write_json
 
     sample = "data/sample/articles.jsonl"
     with open(sample, encoding="utf-8") as handle:
@@ -314,7 +314,7 @@ def _run_load_test(args) -> int:
 
 
 def run_download(args) -> int:
-    from newstag.corpora import data_dir
+    from newstag.data.corpora import data_dir
     from newstag.download import download
 
     folder = download(args.name, data_dir(args.data_dir), args.mirror)

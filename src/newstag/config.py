@@ -27,8 +27,8 @@ from pydantic import (
 )
 from pydantic.dataclasses import dataclass
 
+from newstag.data.safe_yaml import load_yaml
 from newstag.errors import NewstagError
-from newstag.safe_yaml import load_yaml
 
 Classifier = Literal["auto", "logreg", "linear_svm", "sgd", "complement_nb", "ridge", "nbsvm"]
 Features = Literal["word", "char", "word+char"]
@@ -193,7 +193,7 @@ class SearchConfig:
         return self
 
 
-LEXICON_NAMES = ("vader",)  # kept in step with newstag.features.LEXICONS (a test checks)
+LEXICON_NAMES = ("vader",)  # kept in step with newstag.models.features.LEXICONS (a test checks)
 
 
 def _known_lexicons(value):
@@ -302,7 +302,7 @@ class TaskSettings:
         if self.transfer is not None and self.ordinal is not None:
             raise _BadValue("and ordinal are both set; a transfer task predicts classes, so "
                             "remove one of them", ".transfer")
-        if self.multi_label:  # multi-label: one-vs-rest with thresholds (newstag.multilabel)
+        if self.multi_label:  # multi-label: one-vs-rest with thresholds (newstag.models.multilabel)
             _check_multi_label(self)
         if self.transfer is not None and self.classifier == "auto":
             raise _BadValue("is auto, which a transfer task cannot search; name a classifier "

@@ -13,7 +13,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from newstag.corpora import FOLDERS
+from newstag.data.corpora import FOLDERS
 from newstag.errors import NewstagError
 
 log = logging.getLogger(__name__)

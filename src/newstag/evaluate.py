@@ -8,9 +8,15 @@ from pathlib import Path
 import pandas as pd
 from sklearn.metrics import classification_report
 
-from newstag import multilabel
-from newstag.bundle import load_bundle
-from newstag.calibrate import (
+from newstag.config import ExperimentConfig
+from newstag.data.files import atomic_path, write_json, write_yaml
+from newstag.data.safe_yaml import load_yaml
+from newstag.data.splits import load_task_splits
+from newstag.errors import NewstagError
+from newstag.explain import NotExplainable, leaks, top_terms
+from newstag.models import multilabel
+from newstag.models.bundle import load_bundle
+from newstag.models.calibrate import (
     base_scores,
     calibration_metrics,
     class_scores,
@@ -21,15 +27,9 @@ from newstag.calibrate import (
     threshold_for_precision,
     top_label,
 )
-from newstag.config import ExperimentConfig
-from newstag.errors import NewstagError
-from newstag.explain import NotExplainable, leaks, top_terms
-from newstag.files import atomic_path, write_json, write_yaml
-from newstag.ordinal import truth_for
+from newstag.models.ordinal import truth_for
 from newstag.plots import confusion_figure, coverage_figure, reliability_figure, save_figure
 from newstag.report import write_report
-from newstag.safe_yaml import load_yaml
-from newstag.splits import load_task_splits
 from newstag.train import bundle_path
 
 log = logging.getLogger(__name__)

@@ -25,8 +25,8 @@ from sklearn.naive_bayes import ComplementNB
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.svm import LinearSVC
 
-from newstag import calibrate
 from newstag.errors import NewstagError
+from newstag.models import calibrate
 
 TERMS_PER_ARTICLE = 5
 TERMS_PER_LABEL = 15
@@ -90,9 +90,9 @@ def label_weights(clf) -> LabelWeights:
 
 
 def _is_nbsvm(clf) -> bool:
-    """An NB-SVM model exists only once newstag.pipelines is loaded, so prediction need not
+    """An NB-SVM model exists only once newstag.models.pipelines is loaded, so prediction need not
     import that module (and the experiment schema it brings) to recognise one."""
-    pipelines = sys.modules.get("newstag.pipelines")
+    pipelines = sys.modules.get("newstag.models.pipelines")
     return pipelines is not None and isinstance(clf, pipelines.NBSVMClassifier)
 
 

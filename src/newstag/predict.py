@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from newstag import multilabel
-from newstag.calibrate import class_scores
-from newstag.clean import clean_text
+from newstag.data.clean import clean_text
 from newstag.errors import NewstagError
+from newstag.models import multilabel
+from newstag.models.calibrate import class_scores
 
 CHUNK = 2000
 CHUNK_CHARS = 50_000_000  # a chunk also ends at this much text, so 2000 long records fit in memory
@@ -450,7 +450,7 @@ def _predict_chunk(pipelines: dict, chunk: list[Record], strict: bool,
             continue
         row = {"id": record.id}
         for task, tagged in labels.items():
-            if isinstance(tagged, list):  # multi-label: newstag.multilabel
+            if isinstance(tagged, list):  # multi-label: newstag.models.multilabel
                 row.update(multilabel.answer(task, tagged[position[id(record)]]))
                 continue
             names, scores = tagged

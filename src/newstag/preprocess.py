@@ -9,13 +9,12 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from newstag import __version__, multilabel
-from newstag.clean import clean_text, dedup_key
+from newstag import __version__
 from newstag.config import ExperimentConfig, task_source
-from newstag.corpora import data_dir as corpora_dir
-from newstag.corpora import load_corpus, read_class_folders
-from newstag.errors import NewstagError
-from newstag.files import (
+from newstag.data.clean import clean_text, dedup_key
+from newstag.data.corpora import data_dir as corpora_dir
+from newstag.data.corpora import load_corpus, read_class_folders
+from newstag.data.files import (
     atomic_path,
     exclusive_lock,
     remove_orphans,
@@ -24,7 +23,9 @@ from newstag.files import (
     sha256_text,
     write_json,
 )
-from newstag.readers import read_table
+from newstag.data.readers import read_table
+from newstag.errors import NewstagError
+from newstag.models import multilabel
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
@@ -119,7 +120,7 @@ def build_articles(raw: pd.DataFrame, config: ExperimentConfig, source: Path):
     articles = pd.DataFrame({"id": _ids(raw, config), "text": _joined_text(raw, config),
                              "source_row": raw.index})
     for task in config.tasks:
-        if task.multi_label:  # a list of labels per row (newstag.multilabel)
+        if task.multi_label:  # a list of labels per row (newstag.models.multilabel)
             articles[task.name] = raw[task.column].map(
                 lambda value, sep=task.label_separator: multilabel.parse_labels(value, sep))
         else:
@@ -181,7 +182,7 @@ def _problem(row: dict, config: ExperimentConfig) -> str | None:
         return "empty text: the text column(s) are blank after cleaning"
     for task in config.tasks:
         label = row[task.name]
-        if task.multi_label:  # multi-label rows: newstag.multilabel
+        if task.multi_label:  # multi-label rows: newstag.models.multilabel
             if reason := multilabel.label_problem(label, task):
                 return reason
             continue
@@ -250,7 +251,7 @@ def split_articles(articles: pd.DataFrame, config: ExperimentConfig) -> dict[str
     """Split by the data's own split column, or stratified and seeded."""
     if config.data.split_column:
         return _split_by_column(articles, config)
-    if multilabel.multilabel_tasks(config):  # iterative stratification (newstag.multilabel)
+    if multilabel.multilabel_tasks(config):  # iterative stratification (newstag.models.multilabel)
         multilabel.check_label_set(articles, multilabel.multilabel_tasks(config)[0])
         test, validation = config.split.test, config.split.validation
         return multilabel.split_frame(articles, config, {"train": 1 - test - validation,
@@ -267,7 +268,7 @@ def _split_by_column(articles: pd.DataFrame, config: ExperimentConfig) -> dict[s
     if parts["train"].empty or parts["test"].empty:
         raise NewstagError(f"split column '{config.data.split_column}' must mark some rows train "
                            f"and some test")
-    if parts["validation"].empty and multilabel.multilabel_tasks(config):  # newstag.multilabel
+    if parts["validation"].empty and multilabel.multilabel_tasks(config):  # newstag.models.multilabel
         share = config.split.validation
         parts.update(multilabel.split_frame(parts["train"], config,
                                             {"train": 1 - share, "validation": share}))

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from newstag.data.files import atomic_path
 from newstag.errors import NewstagError
-from newstag.files import atomic_path
 
 log = logging.getLogger(__name__)
 REPORT_NAME = "report.html"
@@ -45,8 +45,8 @@ def write_report(config, bundle: dict, tests: dict, summary: dict) -> Path:
 def refresh_report(config) -> Path | None:
     """Rebuild the page of an experiment already evaluated (after `newstag review` adds label
     issues); None when there is no evaluation to rebuild from."""
-    from newstag.bundle import load_bundle
-    from newstag.splits import load_task_splits
+    from newstag.data.splits import load_task_splits
+    from newstag.models.bundle import load_bundle
     from newstag.train import bundle_path
 
     metrics = Path(config.report_dir) / "metrics.json"
@@ -213,7 +213,7 @@ def read_issues(path: Path) -> dict | None:
 def label_distribution(config, task: str) -> dict | None:
     """Label counts per split from the manifest of the data the task was trained on."""
     from newstag.config import task_source
-    from newstag.splits import read_manifest
+    from newstag.data.splits import read_manifest
 
     try:
         splits = read_manifest(task_source(config, task))["splits"]
@@ -230,7 +230,7 @@ def label_distribution(config, task: str) -> dict | None:
 
 def model_summary(config, metadata: dict) -> dict:
     """What the bundle says about itself, and the sha256 its sidecar recorded."""
-    from newstag.bundle import sidecar_path
+    from newstag.models.bundle import sidecar_path
     from newstag.train import bundle_path
 
     sidecar = _read_json(sidecar_path(bundle_path(config))) or {}
@@ -248,8 +248,8 @@ def model_summary(config, metadata: dict) -> dict:
 def confident_mistakes(pipeline, test, task: str, count: int = CONFIDENT_MISTAKES) -> list[dict] | None:
     """The test articles the model got wrong with the highest probability, most confident first.
     None for a task whose labels are not single classes (the page says "not available")."""
-    from newstag.calibrate import class_scores
-    from newstag.ordinal import truth_for
+    from newstag.models.calibrate import class_scores
+    from newstag.models.ordinal import truth_for
 
     if test is None or not len(test) or task not in test:
         return None

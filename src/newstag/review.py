@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from newstag.data.files import atomic_path
 from newstag.errors import NewstagError
-from newstag.files import atomic_path
 
 log = logging.getLogger(__name__)
 MAX_FOLDS = 5
@@ -33,7 +33,7 @@ EXCERPT_CHARS = 300
 
 def review(config, task_name: str, top: int) -> tuple[list[dict], str]:
     """The `top` most doubtful labels of a task's train + validation articles, and the method."""
-    from newstag.splits import load_task_splits
+    from newstag.data.splits import load_task_splits
 
     task = _task(config, task_name)
     frames = [load_task_splits(config, split)[task_name] for split in ("train", "validation")]
@@ -68,8 +68,8 @@ def _task(config, name: str):
 
 def review_pipeline(task, seed: int):
     """The task's configured pipeline (auto: its baseline member)."""
-    from newstag import auto
-    from newstag.pipelines import build_pipeline
+    from newstag.models import auto
+    from newstag.models.pipelines import build_pipeline
 
     if task.classifier == "auto":
         task = auto.member_task(task, auto.MEMBERS[0])
@@ -93,7 +93,7 @@ def out_of_fold_scores(task, texts: list[str], labels: list[str], seed: int):
     if not hasattr(pipeline, "predict_proba"):
         inner = rarest * (folds - 1) // folds  # the rarest label's count inside a training fold
         if inner >= 2:
-            from newstag.calibrate import calibrated
+            from newstag.models.calibrate import calibrated
 
             pipeline = calibrated(pipeline, "sigmoid", min(3, inner))
         else:
@@ -104,7 +104,7 @@ def out_of_fold_scores(task, texts: list[str], labels: list[str], seed: int):
     except ValueError as exc:
         raise NewstagError(f"task '{task.name}': {str(exc).splitlines()[0]}") from None
     if method == "decision_function":
-        from newstag.calibrate import softmax_margins
+        from newstag.models.calibrate import softmax_margins
 
         scores = softmax_margins(scores)
     return sorted(counts), scores  # cross_val_predict orders columns by the sorted labels

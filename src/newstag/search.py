@@ -39,7 +39,7 @@ from sklearn.utils._param_validation import Interval
 
 from newstag.config import Distribution, SearchConfig, TaskConfig
 from newstag.errors import NewstagError
-from newstag.pipelines import CLASSIFIER_NAMES, FEATURE_NAMES, build_pipeline, set_params
+from newstag.models.pipelines import CLASSIFIER_NAMES, FEATURE_NAMES, build_pipeline, set_params
 
 log = logging.getLogger(__name__)
 
@@ -472,7 +472,7 @@ def auto_folds(search: SearchConfig, labels) -> SearchConfig:
 
 def search_experiment(config, jobs: int = 1, tracking: bool = True) -> tuple[dict, Path]:
     """Search every task that has a `search:` section, log it, write `<name>.best.yaml`."""
-    from newstag.splits import load_task_splits
+    from newstag.data.splits import load_task_splits
 
     tasks = _searched_tasks(config)
     if tracking:
@@ -531,8 +531,8 @@ def best_yaml_path(config) -> Path:
 def write_best_yaml(config, results: dict[str, SearchResult]) -> Path:
     """The original experiment file with each searched task's choice written in and its search
     section removed; a new file beside it, written atomically (the original is never touched)."""
-    from newstag.files import write_yaml
-    from newstag.safe_yaml import load_yaml
+    from newstag.data.files import write_yaml
+    from newstag.data.safe_yaml import load_yaml
 
     raw = load_yaml(config.path)
     for name, result in results.items():

@@ -13,8 +13,8 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+from newstag.data.files import exclusive_lock
 from newstag.errors import NewstagError
-from newstag.files import exclusive_lock
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ class TrainingRun:
         import sklearn
         from mlflow.models import infer_signature
 
-        from newstag.bundle import SKOPS_TRUSTED
+        from newstag.models.bundle import SKOPS_TRUSTED
 
         texts = np.array(example_texts, dtype=str)
         registered = f"newstag-{self.config.name}-{task}" if self.config.mlflow.register else None

@@ -8,16 +8,16 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import ParameterGrid
 from tqdm.auto import tqdm
 
-from newstag import auto
-from newstag.bundle import save_bundle
-from newstag.calibrate import calibrated, calibration_folds, choose_method
 from newstag.card import write_model_card
 from newstag.config import ExperimentConfig, TaskConfig
+from newstag.data.files import exclusive_lock, remove_orphans
+from newstag.data.splits import load_task_splits, read_manifest, verify_splits
 from newstag.errors import NewstagError
-from newstag.files import exclusive_lock, remove_orphans
-from newstag.pipelines import build_pipeline, task_truth
+from newstag.models import auto
+from newstag.models.bundle import save_bundle
+from newstag.models.calibrate import calibrated, calibration_folds, choose_method
+from newstag.models.pipelines import build_pipeline, task_truth
 from newstag.search import auto_folds, check_auto, run_search
-from newstag.splits import load_task_splits, read_manifest, verify_splits
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +98,8 @@ def _tracker(enabled: bool):
 
 def check_task(task: TaskConfig, seed: int) -> None:
     """Raise on a task the config cannot train: a bad param, or a bad search for `auto`."""
-    if task.multi_label:  # one-vs-rest with thresholds: newstag.multilabel
-        from newstag.multilabel import build
+    if task.multi_label:  # one-vs-rest with thresholds: newstag.models.multilabel
+        from newstag.models.multilabel import build
 
         build(task, seed)
     elif task.classifier == "auto" and task.search is not None:
@@ -114,8 +114,8 @@ def fit_task(task: TaskConfig, train_df: pd.DataFrame, validation_df: pd.DataFra
              seed: int) -> TaskResult:
     """Score each grid candidate on validation, then refit the best on train + validation.
     With `classifier: auto`, search the built-in space by CV on train + validation instead."""
-    if task.multi_label:  # one-vs-rest with per-label thresholds: newstag.multilabel
-        from newstag.multilabel import fit_task as fit_multilabel
+    if task.multi_label:  # one-vs-rest with per-label thresholds: newstag.models.multilabel
+        from newstag.models.multilabel import fit_task as fit_multilabel
 
         return fit_multilabel(task, train_df, validation_df, seed)
     X_train, y_train = train_df["text"].tolist(), train_df[task.name].tolist()

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from newstag.auto import MEMBERS, choose, incumbent_rule, member_task, score_fold
 from newstag.config import TaskConfig
 from newstag.errors import NewstagError
-from newstag.pipelines import build_pipeline
+from newstag.models.auto import MEMBERS, choose, incumbent_rule, member_task, score_fold
+from newstag.models.pipelines import build_pipeline
 
 from .conftest import TEXTS
 
@@ -58,7 +58,7 @@ def test_a_rare_label_keeps_the_baseline():
 
 
 def test_an_unknown_param_for_every_member_is_one_line():
-    from newstag.auto import check_params
+    from newstag.models.auto import check_params
 
     with pytest.raises(NewstagError, match=r"'tasks\.topic\.params\.clf__depth' is not a parameter"):
         check_params(TaskConfig(name="topic", column="topic", params={"clf__depth": 3}))

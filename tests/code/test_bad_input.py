@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from newstag.cli import main
-from newstag.files import exclusive_lock
+from newstag.data.files import exclusive_lock
 
 WORDS = ["harbour", "tariff", "senate", "vaccine", "striker", "server", "budget", "clinic"]
 
@@ -231,7 +231,7 @@ def test_damaged_model_is_refused(trained, capsys, damage, match):
 def test_not_a_bundle(project, capsys):
     import joblib
 
-    from newstag.files import sha256_file
+    from newstag.data.files import sha256_file
 
     path = project / "model.joblib"
     joblib.dump(["just", "a", "list"], path)

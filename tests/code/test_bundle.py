@@ -6,8 +6,8 @@ from sklearn.dummy import DummyClassifier
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import Pipeline
 
-from newstag.bundle import load_bundle, save_bundle, sidecar_path
 from newstag.errors import NewstagError
+from newstag.models.bundle import load_bundle, save_bundle, sidecar_path
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def test_other_scikit_learn_version_warns_with_both(saved, caplog):
     path, _ = saved
     import joblib
 
-    from newstag.files import sha256_file
+    from newstag.data.files import sha256_file
 
     bundle = joblib.load(path)
     bundle["metadata"]["versions"]["scikit-learn"] = "0.0.1"
@@ -77,7 +77,7 @@ def test_other_scikit_learn_version_warns_with_both(saved, caplog):
 def test_not_a_bundle_is_refused(tmp_path):
     import joblib
 
-    from newstag.files import sha256_file
+    from newstag.data.files import sha256_file
 
     path = tmp_path / "model.joblib"
     joblib.dump({"something": "else"}, path)

@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 from sklearn.calibration import CalibratedClassifierCV
 
-from newstag.bundle import load_bundle, save_bundle
-from newstag.calibrate import (
+from newstag.config import TaskConfig, load_config
+from newstag.errors import NewstagError
+from newstag.evaluate import parse_target_precision, pick_threshold, task_targets
+from newstag.explain import top_terms
+from newstag.models.bundle import load_bundle, save_bundle
+from newstag.models.calibrate import (
     base_classifier,
     brier_score,
     calibrated,
@@ -16,11 +20,7 @@ from newstag.calibrate import (
     reliability_table,
     threshold_for_precision,
 )
-from newstag.config import TaskConfig, load_config
-from newstag.errors import NewstagError
-from newstag.evaluate import parse_target_precision, pick_threshold, task_targets
-from newstag.explain import top_terms
-from newstag.pipelines import CLASSIFIER_NAMES, build_pipeline
+from newstag.models.pipelines import CLASSIFIER_NAMES, build_pipeline
 from newstag.predict import Record, predict_records, write_table
 from newstag.train import fit_task
 

@@ -1,4 +1,4 @@
-from newstag.clean import clean_text, dedup_key
+from newstag.data.clean import clean_text, dedup_key
 
 
 def test_html_tags_and_entities_are_removed():

@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from newstag.corpora import (
+from newstag.data.corpora import (
     fix_ag_text,
     load_corpus,
     read_class_folders,

@@ -13,9 +13,9 @@ import zipfile
 import pytest
 
 from newstag.config import load_config
-from newstag.corpora import load_corpus, read_class_folders
+from newstag.data.corpora import load_corpus, read_class_folders
+from newstag.data.readers import read_table
 from newstag.errors import NewstagError
-from newstag.readers import read_table
 
 MB = 1 << 20
 
@@ -93,7 +93,7 @@ def test_a_zip_bomb_stays_within_memory(tmp_path):
     script = textwrap.dedent(f"""
         import resource
         from pathlib import Path
-        from newstag.corpora import read_class_folders
+        from newstag.data.corpora import read_class_folders
         from newstag.errors import NewstagError
         used = int(next(line.split()[1] for line in open("/proc/self/status")
                         if line.startswith("VmData:"))) * 1024
@@ -135,7 +135,7 @@ def test_a_pipe_named_like_an_archive_does_not_hang(tmp_path, name):
     os.mkfifo(tmp_path / name)
     out = run_with_timeout(textwrap.dedent(f"""
         from pathlib import Path
-        from newstag.corpora import read_class_folders
+        from newstag.data.corpora import read_class_folders
         from newstag.errors import NewstagError
         try:
             read_class_folders(Path({str(tmp_path / name)!r}))
@@ -162,7 +162,7 @@ def test_table_must_be_a_regular_file(tmp_path, make):
     path = tmp_path / "data.csv"
     make(path)
     out = run_with_timeout(textwrap.dedent(f"""
-        from newstag.readers import read_table
+        from newstag.data.readers import read_table
         from newstag.errors import NewstagError
         try:
             read_table({str(path)!r})

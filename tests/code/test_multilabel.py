@@ -9,7 +9,7 @@ import pytest
 
 from newstag.config import load_config
 from newstag.errors import NewstagError
-from newstag.multilabel import best_threshold, f1_at, iterative_split, parse_labels
+from newstag.models.multilabel import best_threshold, f1_at, iterative_split, parse_labels
 from newstag.preprocess import preprocess
 
 WORDS = ["harbour", "tariff", "senate", "vaccine", "striker", "server", "budget", "clinic"]

@@ -3,7 +3,7 @@ import pytest
 from newstag.config import TaskConfig
 from newstag.errors import NewstagError
 from newstag.explain import top_terms
-from newstag.pipelines import build_pipeline
+from newstag.models.pipelines import build_pipeline
 
 TEXTS = ["goal scored in the final", "the striker scored twice", "shares fell on the market",
          "the market rallied as shares rose"]

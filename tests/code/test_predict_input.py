@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from newstag import predict
-from newstag.bundle import save_bundle
 from newstag.cli import main
 from newstag.errors import NewstagError
+from newstag.models.bundle import save_bundle
 from newstag.predict import Record, predict_records, read_records, write_jsonl, write_table
 
 

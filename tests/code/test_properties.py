@@ -4,9 +4,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from newstag.clean import clean_text
 from newstag.config import TaskConfig
-from newstag.pipelines import build_pipeline
+from newstag.data.clean import clean_text
+from newstag.models.pipelines import build_pipeline
 from newstag.predict import Record, predict_records
 
 TEXTS = ["goal scored in the final", "the striker scored twice", "shares fell on the market",

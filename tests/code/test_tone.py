@@ -7,11 +7,11 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
 
-from newstag.bundle import SKOPS_TRUSTED, load_bundle, save_bundle
 from newstag.config import LEXICON_NAMES, TaskConfig, load_config
 from newstag.errors import NewstagError
 from newstag.explain import top_terms
-from newstag.features import (
+from newstag.models.bundle import SKOPS_TRUSTED, load_bundle, save_bundle
+from newstag.models.features import (
     LEXICONS,
     LexiconCounts,
     NegationMarker,
@@ -23,8 +23,8 @@ from newstag.features import (
     tokens,
     transfer_predict,
 )
-from newstag.ordinal import OrdinalClassifier, classes_of, tune_cuts
-from newstag.pipelines import build_pipeline, task_truth
+from newstag.models.ordinal import OrdinalClassifier, classes_of, tune_cuts
+from newstag.models.pipelines import build_pipeline, task_truth
 
 TEXTS = ["Profits rose strongly and the outlook is good.", "Sales did not grow, and costs rose.",
          "The market never recovered; losses mounted.", "Growth was strong, jobs were added.",
@@ -220,7 +220,8 @@ def test_tone_pipelines_save_and_load_with_joblib_and_skops(tmp_path, fmt):
     loaded = load_bundle(path)["pipelines"]  # skops: every type must be in SKOPS_TRUSTED
     for name, pipeline in pipelines.items():
         assert loaded[name].predict(TEXTS).tolist() == pipeline.predict(TEXTS).tolist()
-    assert {"newstag.features.OutOfFoldScores", "newstag.ordinal.OrdinalClassifier"} <= SKOPS_TRUSTED
+    assert {"newstag.models.features.OutOfFoldScores",
+            "newstag.models.ordinal.OrdinalClassifier"} <= SKOPS_TRUSTED
     terms = top_terms(pipelines["tone"])
     names = {entry["term"] for label in ("positive", "negative") for entry in terms[label]}
     assert any("score_positive" in name for name in names), names

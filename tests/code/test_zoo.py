@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from newstag.bundle import SKOPS_TRUSTED, load_bundle, save_bundle
 from newstag.config import TaskConfig
 from newstag.explain import top_terms
-from newstag.pipelines import NBSVMClassifier, build_pipeline, log_count_ratio
+from newstag.models.bundle import SKOPS_TRUSTED, load_bundle, save_bundle
+from newstag.models.pipelines import NBSVMClassifier, build_pipeline, log_count_ratio
 
 TEXTS = ["goal scored in the final", "the striker scored twice", "shares fell on the market",
          "the market rallied as shares rose", "the minister called a vote", "parliament passed the vote"]
@@ -58,13 +58,13 @@ def test_nbsvm_bundle_saves_and_loads(tmp_path, fmt, monkeypatch):
     path = tmp_path / f"model.{fmt}"
     save_bundle(path, {"topic": pipeline}, {"experiment": "zoo"})
     # the types NB-SVM adds to a bundle: bundle.SKOPS_TRUSTED must list them
-    monkeypatch.setattr("newstag.bundle.SKOPS_TRUSTED", SKOPS_TRUSTED | NBSVM_TYPES)
+    monkeypatch.setattr("newstag.models.bundle.SKOPS_TRUSTED", SKOPS_TRUSTED | NBSVM_TYPES)
     loaded = load_bundle(path)["pipelines"]["topic"]
     assert loaded.predict(TEXTS).tolist() == pipeline.predict(TEXTS).tolist()
     assert np.allclose(loaded.decision_function(TEXTS), pipeline.decision_function(TEXTS))
 
 
-NBSVM_TYPES = {"newstag.pipelines.NBSVMClassifier"}
+NBSVM_TYPES = {"newstag.models.pipelines.NBSVMClassifier"}
 
 
 def test_bench_checks_the_extra_only_for_the_methods_asked_for(monkeypatch):

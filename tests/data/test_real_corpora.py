@@ -2,7 +2,7 @@
 
 import pytest
 
-from newstag.corpora import load_corpus
+from newstag.data.corpora import load_corpus
 
 from ..conftest import corpora_dir, need_corpus
 

@@ -8,7 +8,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from newstag.corpora import load_corpus
+from newstag.data.corpora import load_corpus
 
 from ..conftest import need_corpus, run_newstag
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import joblib
 import pytest
 
-from newstag.bundle import load_bundle, save_bundle, sidecar_path
+from newstag.data.files import sha256_file
 from newstag.errors import NewstagError
-from newstag.files import sha256_file
+from newstag.models.bundle import load_bundle, save_bundle, sidecar_path
 
 from ..code.test_bad_input import corpus, fails, write_experiment
 from ..conftest import ROOT, copy_project, run_newstag
@@ -154,7 +154,7 @@ def test_a_malformed_skops_bundle_is_one_line(tmp_path, fault):
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
 
-    from newstag.bundle import BUNDLE_FORMAT
+    from newstag.models.bundle import BUNDLE_FORMAT
 
     path = tmp_path / "model.skops"
     metadata = {"format": BUNDLE_FORMAT}

@@ -156,7 +156,7 @@ def _statuses(store) -> dict[str, list[str]]:
 
 
 def test_auto_chooses_at_train_time_and_records_its_choice(searched, tmp_path):
-    from newstag.auto import MEMBERS
+    from newstag.models.auto import MEMBERS
 
     config = yaml.safe_load(searched["experiment"].read_text())
     config["tasks"] = {"tone": {"labels": ["negative", "neutral", "positive"]}}  # no classifier: auto

@@ -25,7 +25,7 @@ from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
 
 from newstag.config import TaskConfig
 from newstag.errors import NewstagError
-from newstag.pipelines import build_pipeline
+from newstag.models.pipelines import build_pipeline
 
 log = logging.getLogger(__name__)
 

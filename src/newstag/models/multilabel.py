@@ -306,7 +306,7 @@ def build(task, seed: int, labels=(), overrides: dict | None = None):
 
     from sklearn.pipeline import Pipeline
 
-    from newstag.pipelines import build_pipeline, set_params
+    from newstag.models.pipelines import build_pipeline, set_params
 
     single = build_pipeline(replace(task, classifier=classifier_name(task), params={}, grid={},
                                     multi_label=False), seed)

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from newstag.data.files import iter_jsonl
 from newstag.errors import NewstagError
-from newstag.files import iter_jsonl
 
 MB = 1 << 20
 MAX_RECORD_MB = 64

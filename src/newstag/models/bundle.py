@@ -22,7 +22,7 @@ import sklearn
 
 from newstag import __version__
 from newstag.errors import NewstagError
-from newstag.files import publish, read_capped, sha256_file, signals_deferred, temporary_path
+from newstag.data.files import publish, read_capped, sha256_file, signals_deferred, temporary_path
 
 log = logging.getLogger(__name__)
 BUNDLE_FORMAT = "newstag-bundle"
@@ -122,15 +122,15 @@ def _dump(bundle: dict, target: Path, suffix: str) -> None:
 
 # Types a newstag bundle may hold beyond those skops trusts by default. Anything else is refused.
 SKOPS_TRUSTED = {"numpy.float32", "numpy.float64", "numpy.dtype", "builtins.NoneType",
-                 "newstag.pipelines.NBSVMClassifier",
+                 "newstag.models.pipelines.NBSVMClassifier",
                  # CalibratedClassifierCV's fitted parts (IsotonicRegression is trusted already)
                  "sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration",
-                 # the tone features and models (newstag.features, newstag.ordinal)
-                 "newstag.features.NegationMarker", "newstag.features.LexiconCounts",
-                 "newstag.features.SentenceTone", "newstag.features.OutOfFoldScores",
-                 "newstag.ordinal.OrdinalClassifier",
-                 # multi-label tasks: one linear model per label (newstag.multilabel)
-                 "newstag.multilabel.MultiLabelLinear", "sklearn.multiclass.OneVsRestClassifier",
+                 # the tone features and models (newstag.models.features, newstag.models.ordinal)
+                 "newstag.models.features.NegationMarker", "newstag.models.features.LexiconCounts",
+                 "newstag.models.features.SentenceTone", "newstag.models.features.OutOfFoldScores",
+                 "newstag.models.ordinal.OrdinalClassifier",
+                 # multi-label tasks: one linear model per label (newstag.models.multilabel)
+                 "newstag.models.multilabel.MultiLabelLinear", "sklearn.multiclass.OneVsRestClassifier",
                  "sklearn.multiclass._ConstantPredictor", "sklearn.preprocessing._label.LabelBinarizer"}
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 
 from newstag.config import ExperimentConfig, task_source
+from newstag.data.files import read_capped, sha256_file
 from newstag.errors import NewstagError
-from newstag.files import read_capped, sha256_file
 
 MANIFEST_LIMIT = 16 << 20
 

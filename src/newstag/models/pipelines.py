@@ -131,7 +131,7 @@ def build_pipeline(task: TaskConfig, seed: int, overrides: dict | None = None) -
 def _task_classifier(task: TaskConfig, seed: int):
     if task.ordinal is None:
         return make_classifier(task.classifier, seed)
-    from newstag.ordinal import OrdinalClassifier
+    from newstag.models.ordinal import OrdinalClassifier
 
     return OrdinalClassifier(make_regressor(task.classifier, seed), cuts=tuple(task.ordinal.cuts),
                              labels=tuple(task.ordinal.labels), tune_cuts=task.ordinal.tune_cuts,
@@ -156,7 +156,7 @@ def tone_features(vect, task: TaskConfig):
         return vect
     from sklearn.preprocessing import MaxAbsScaler
 
-    from newstag.features import LexiconCounts, NegationMarker
+    from newstag.models.features import LexiconCounts, NegationMarker
 
     members = list(vect.transformer_list) if isinstance(vect, FeatureUnion) else [("word", vect)]
     if task.negation:
@@ -175,7 +175,7 @@ def transfer_pipeline(article: Pipeline, task: TaskConfig, seed: int) -> Pipelin
     lexicon counts, if any) alone under the task's classifier."""
     from sklearn.preprocessing import MaxAbsScaler
 
-    from newstag.features import OutOfFoldScores, SentenceTone
+    from newstag.models.features import OutOfFoldScores, SentenceTone
 
     sentences = Pipeline([("tones", SentenceTone(sentence_model(task))), ("scale", MaxAbsScaler())])
     if not task.transfer.stack:
@@ -191,7 +191,7 @@ def transfer_pipeline(article: Pipeline, task: TaskConfig, seed: int) -> Pipelin
 
 def sentence_model(task: TaskConfig):
     """The sentence tone pipeline a transfer task names, from its (checksum-verified) bundle."""
-    from newstag.bundle import load_bundle
+    from newstag.models.bundle import load_bundle
 
     bundle = load_bundle(task.transfer.model)
     pipelines = bundle["pipelines"]
@@ -206,7 +206,7 @@ def task_truth(task: TaskConfig, y) -> list[str]:
     class each numeric score falls in by the task's cut points."""
     if task.ordinal is None:
         return [str(label) for label in y]
-    from newstag.ordinal import classes_of, numeric_scores
+    from newstag.models.ordinal import classes_of, numeric_scores
 
     try:
         scores = numeric_scores(y)

@@ -1,0 +1,1 @@
+"""Reading, checking, cleaning and splitting the articles, and writing files safely."""
