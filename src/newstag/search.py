@@ -39,7 +39,7 @@ from sklearn.utils._param_validation import Interval
 
 from newstag.config import Distribution, SearchConfig, TaskConfig
 from newstag.errors import NewstagError
-from newstag.models.pipelines import CLASSIFIER_NAMES, FEATURE_NAMES, build_pipeline, set_params
+from newstag.models.pipelines import build_pipeline, set_params
 
 log = logging.getLogger(__name__)
 
@@ -111,51 +111,14 @@ class NoCandidateLog:
 # ---- checking the space before any work ---------------------------------------------------------
 
 def check_search(task: TaskConfig, search: SearchConfig, where: str) -> None:
-    """Raise a one-line NewstagError naming the key and the fix for any mistake in a search."""
-    _check_budget(search, where)
-    if search.scoring not in ("f1_macro", "accuracy"):
-        raise NewstagError(f"'{where}.scoring' is {search.scoring!r}; choose f1_macro or accuracy")
-    if not search.space:
-        raise NewstagError(f"'{where}.space' is empty; list the settings to search, "
-                           f"e.g. clf__C: {{low: 0.01, high: 100, log: true}}")
-    for key, value in search.space.items():
-        _check_values(key, value, f"{where}.space.{key}")
+    """Raise a one-line NewstagError naming the key and the fix when a searched setting is not a
+    parameter of any candidate pipeline, or a range is given for one that is not a number.
+    The section's shape (budget, scoring, folds, non-empty lists, ranges with low < high,
+    classifier and feature names) is checked by its schema (config.SearchConfig) when it is read."""
     pipelines = candidate_pipelines(task, search.space)
     for key, value in search.space.items():
         if key not in SPECIAL_KEYS:
             _check_parameter(key, value, pipelines, f"{where}.space.{key}")
-
-
-def _check_budget(search: SearchConfig, where: str) -> None:
-    if search.n_iter is None and search.timeout is None:
-        raise NewstagError(f"'{where}' has no budget; set n_iter (candidates) and/or timeout (seconds)")
-    if search.n_iter is not None and (isinstance(search.n_iter, bool) or not isinstance(search.n_iter, int)
-                                      or search.n_iter < 1):
-        raise NewstagError(f"'{where}.n_iter' is {search.n_iter!r}; give at least 1 candidate")
-    if search.timeout is not None and (isinstance(search.timeout, bool)
-                                       or not isinstance(search.timeout, int | float)
-                                       or search.timeout <= 0):
-        raise NewstagError(f"'{where}.timeout' is {search.timeout!r}; give a number of seconds above 0")
-    if search.folds < 2:
-        raise NewstagError(f"'{where}.folds' is {search.folds}; cross-validation needs at least 2 folds")
-
-
-def _check_values(key: str, value, where: str) -> None:
-    if isinstance(value, Distribution):
-        if key in SPECIAL_KEYS:
-            raise NewstagError(f"'{where}' is a range, but {key} takes a list of names")
-        if not value.low < value.high:
-            raise NewstagError(f"'{where}': low ({value.low}) must be below high ({value.high})")
-        if value.log and value.low <= 0:
-            raise NewstagError(f"'{where}': a log range needs low above 0, got {value.low}")
-        return
-    if not isinstance(value, list) or not value:
-        raise NewstagError(f"'{where}' must be a non-empty list of values or a range "
-                           f"{{low: ..., high: ..., log: true}}")
-    allowed = {"classifier": CLASSIFIER_NAMES, "features": FEATURE_NAMES}.get(key)
-    for choice in value if allowed else ():
-        if choice not in allowed:
-            raise NewstagError(f"'{where}' lists {choice!r}; choose from: {', '.join(allowed)}")
 
 
 def _check_parameter(key: str, value, pipelines: dict, where: str) -> None:
