@@ -363,13 +363,14 @@ def write_report(rows: list[dict], out: Path, quick: bool) -> str:
 def _log_to_mlflow(rows: list[dict], out: Path, quick: bool) -> None:
     import mlflow
 
-    from newstag.tracking import check_reachable, metric_name, tracking_uri
+    from newstag.tracking import check_reachable, metric_name, mlflow_errors, prepare_store, tracking_uri
 
     uri = tracking_uri()
     check_reachable(uri)
+    prepare_store(uri)  # a fresh store is created under the lock `train` takes too
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("bench")
-    with mlflow.start_run(run_name="bench-quick" if quick else "bench"):
+    with mlflow_errors(uri), mlflow.start_run(run_name="bench-quick" if quick else "bench"):
         for row in rows:
             prefix = (row["experiment"], row["task"], row["method"])
             mlflow.log_metrics({metric_name(*prefix, key): float(row[key]) for key in
