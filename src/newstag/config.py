@@ -262,9 +262,9 @@ class TaskSettings:
     grid: dict[Str, Candidates] = Field(default_factory=dict, description=(
         "Candidate values per pipeline parameter, every combination scored on the validation split."))
     search: SearchConfig | None = Field(None, description="A search over parameters and classifiers.")
-    calibration: Literal["auto", "sigmoid", "isotonic", "none"] = Field("auto", description=(
+    calibration: Literal["auto", "sigmoid", "isotonic", "temperature", "none"] = Field("auto", description=(
         "How scores become probabilities: the classifier is wrapped in CalibratedClassifierCV "
-        "(held-out folds); auto picks sigmoid or isotonic on the validation split by log-loss; "
+        "(held-out folds); auto picks sigmoid, isotonic or temperature on the validation split by log-loss; "
         "none keeps the raw scores."))
     min_confidence: Number | None = Field(None, gt=0, lt=1, description=(
         "Below this probability `newstag predict` answers \"uncertain\" for the task (and gives the "

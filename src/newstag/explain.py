@@ -16,7 +16,7 @@ Light on purpose (NumPy, SciPy and scikit-learn; no pandas, no MLflow): predicti
 """
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import sparse
@@ -117,7 +117,9 @@ class Explainer:
         if not isinstance(pipeline, Pipeline) or set(pipeline.named_steps) != {"vect", "clf"}:
             raise NotExplainable("not a TF-IDF + classifier pipeline; retrain it")
         self.vectorizer = pipeline.named_steps["vect"]
-        self.weights = label_weights(base_classifier(pipeline))
+        weights = label_weights(base_classifier(pipeline))
+        # the pipeline's own labels: temperature calibration fits its base model on label codes
+        self.weights = replace(weights, classes=np.asarray(pipeline.classes_))
         self.index = {str(label): i for i, label in enumerate(self.weights.classes)}
         self._names = None
 

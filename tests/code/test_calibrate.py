@@ -18,6 +18,7 @@ from newstag.models.calibrate import (
     confidence_table,
     expected_calibration_error,
     reliability_table,
+    softmax_margins,
     threshold_for_precision,
 )
 from newstag.models.pipelines import CLASSIFIER_NAMES, build_pipeline
@@ -77,7 +78,7 @@ def test_fit_task_chooses_a_method_on_validation_and_records_it():
     validation = pd.DataFrame({"text": TEXTS[:9], "topic": LABELS[:9]})
     result = fit_task(task, train, validation, seed=0)
     assert result.calibration["method"] in ("sigmoid", "isotonic")
-    assert set(result.calibration["validation_log_loss"]) == {"sigmoid", "isotonic"}
+    assert set(result.calibration["validation_log_loss"]) == {"sigmoid", "isotonic", "temperature"}
     assert sum(row[1] for row in result.calibration["validation_confidence"]) == 9
     assert isinstance(result.pipeline.named_steps["clf"], CalibratedClassifierCV)
     opted_out = fit_task(TaskConfig(name="topic", column="topic", classifier="linear_svm",
@@ -156,5 +157,17 @@ def test_unknown_calibration_lists_the_choices(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text("data: {path: x.csv}\ntasks:\n  topic: {calibration: platt}\n")
     with pytest.raises(NewstagError, match="'tasks.topic.calibration' is 'platt'; choose one of: auto, "
-                                           "sigmoid, isotonic, none"):
+                                           "sigmoid, isotonic, temperature, none"):
         load_config(path)
+
+
+def test_temperature_scaling_keeps_the_classifiers_own_top_label():
+    """One temperature divides every margin: probabilities change, the argmax does not."""
+    task = TaskConfig(name="topic", column="topic", classifier="linear_svm")
+    pipeline = calibrated(build_pipeline(task, seed=0), "temperature", 2).fit(TEXTS, LABELS)
+    base = pipeline.named_steps["clf"].calibrated_classifiers_[0].estimator
+    margins = base.decision_function(pipeline.named_steps["vect"].transform(TEXTS))
+    assert pipeline.predict(TEXTS).tolist() == pipeline.classes_[margins.argmax(axis=1)].tolist()
+    proba = pipeline.predict_proba(TEXTS)
+    assert np.allclose(proba.sum(axis=1), 1) and not np.allclose(proba, softmax_margins(margins))
+    assert set(top_terms(pipeline)) == set(LABELS)  # its base model is fitted on label codes

@@ -125,6 +125,7 @@ SKOPS_TRUSTED = {"numpy.float32", "numpy.float64", "numpy.dtype", "builtins.None
                  "newstag.models.pipelines.NBSVMClassifier",
                  # CalibratedClassifierCV's fitted parts (IsotonicRegression is trusted already)
                  "sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration",
+                 "sklearn.calibration._TemperatureScaling",
                  # the tone features and models (newstag.models.features, newstag.models.ordinal)
                  "newstag.models.features.NegationMarker", "newstag.models.features.LexiconCounts",
                  "newstag.models.features.SentenceTone", "newstag.models.features.OutOfFoldScores",
