@@ -222,7 +222,7 @@ def run_method(experiment: str, task_name: str, method: str, quick: bool) -> dic
     config = load_config(experiment)
     task = next(t for t in config.tasks if t.name == task_name)
     scores, train_seconds, predict_seconds, predicted_rows, size = [], 0.0, 0.0, 0, 0
-    errors = []
+    errors, calibration = [], []
     for fold in folds(config, task_name, quick):
         start = time.perf_counter()
         predict, size = METHODS[method](task, fold, config.seed, quick)
@@ -236,8 +236,11 @@ def run_method(experiment: str, task_name: str, method: str, quick: bool) -> dic
                        f1_score(y_true, y_pred, average="macro", zero_division=0)))
         if task.ordinal is not None:
             errors.append(_ordinal_errors(predict, fold, task_name))
+        elif method.startswith("newstag") and not task.multi_label:
+            calibration.append(_calibration_errors(predict, fold, task, y_true))
     accuracy, f1 = np.array(scores).T
-    extra = {key: float(np.mean([e[key] for e in errors])) for key in errors[0]} if errors else {}
+    extra = {key: float(np.mean([e[key] for e in part])) for part in (errors, calibration) if part
+             for key in part[0]}
     return {**extra, "experiment": config.name, "task": task_name, "method": method,
             "protocol": config.bench.protocol, "folds": len(scores),
             "accuracy": float(accuracy.mean()), "accuracy_std": float(accuracy.std()),
@@ -260,6 +263,18 @@ def _ordinal_errors(predict, fold: Fold, task: str) -> dict:
         features = model[:-1].transform(fold.test["text"].tolist())
         errors["mae"] = float(np.abs(true - model.steps[-1][1].predict_score(features)).mean())
     return errors
+
+
+def _calibration_errors(predict, fold: Fold, task: TaskConfig, y_true: list[str]) -> dict:
+    """ECE (15 bins) on the scored rows of the model's calibrated probabilities and of its
+    uncalibrated base scores (a softmax of the margins: what predict gave before calibration)."""
+    from newstag.models.calibrate import base_scores, class_scores, expected_calibration_error
+
+    pipeline = predict.__self__
+    texts = fold.test["text"].tolist()
+    classes = list(pipeline.classes_)
+    return {"ece": expected_calibration_error(y_true, classes, class_scores(pipeline, texts)),
+            "ece_uncalibrated": expected_calibration_error(y_true, classes, base_scores(pipeline, texts))}
 
 
 def run_isolated(experiment: str, task: str, method: str, quick: bool) -> dict:
@@ -326,6 +341,12 @@ def markdown_table(rows: list[dict]) -> str:
                   f"| {r['mae']:.3f} | {r['mae_mean']:.3f} |" if "mae" in r else
                   f"| {r['experiment']} | {r['task']} | {r['method']} | | {r['mae_mean']:.3f} |"
                   for r in ordinal]
+    calibrated = [r for r in rows if "ece" in r]
+    if calibrated:
+        lines += ["", "| corpus | task | method | ECE, calibrated | ECE, uncalibrated scores |",
+                  "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {r['experiment']} | {r['task']} | {r['method']} | {r['ece']:.3f} "
+                  f"| {r['ece_uncalibrated']:.3f} |" for r in calibrated]
     return "\n".join(lines)
 
 
@@ -353,7 +374,8 @@ def _log_to_mlflow(rows: list[dict], out: Path, quick: bool) -> None:
             prefix = (row["experiment"], row["task"], row["method"])
             mlflow.log_metrics({metric_name(*prefix, key): float(row[key]) for key in
                                 ("accuracy", "f1_macro", "train_seconds", "predict_per_second",
-                                 "peak_memory_mb", "model_mb")})
+                                 "peak_memory_mb", "model_mb", "ece", "ece_uncalibrated")
+                                if key in row})
         mlflow.log_artifact(str(out.with_suffix(".json")))
         mlflow.log_artifact(str(out.with_suffix(".md")))
 

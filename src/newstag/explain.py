@@ -32,6 +32,11 @@ TERMS_PER_ARTICLE = 5
 TERMS_PER_LABEL = 15
 LEAK_IN_LABEL = 0.5  # a leak appears in more than half of its label's articles ...
 LEAK_IN_OTHERS = 0.01  # ... and in under 1% of the other labels' articles
+# Shares on few articles say nothing: "under 1% of the others" needs at least 100 of them, and
+# "more than half of its label's" at least 10 (on a 60-article test split every topic word of a
+# 10-article label would look like a leak).
+LEAK_MIN_OTHERS = round(1 / LEAK_IN_OTHERS)
+LEAK_MIN_IN_LABEL = 10
 LINEAR = (LinearSVC, LogisticRegression, SGDClassifier, RidgeClassifier)
 EXPLAINABLE = "logreg, linear_svm, sgd, ridge, complement_nb and nbsvm (calibrated or not)"
 
@@ -222,7 +227,8 @@ def top_terms(pipeline, count: int = TERMS_PER_LABEL, texts: list[str] | None = 
     Given articles and their true labels, each term also gets the share of its label's articles
     (`in_label`) and of the others' (`in_others`) it appears in, and `leak`: true when it appears
     in more than half of its label's articles and under 1% of the others', the mark of a byline,
-    an agency name, a mail header or a URL rather than of the topic.
+    an agency name, a mail header or a URL rather than of the topic (judged only with at least
+    LEAK_MIN_IN_LABEL articles of the label and LEAK_MIN_OTHERS of the others).
     """
     explainer = Explainer(pipeline)
     strongest = explainer.strongest_terms(count)
@@ -240,11 +246,11 @@ def _add_shares(entries: list[dict], X: sparse.csr_matrix, mine: np.ndarray, col
     present = (X[:, columns] != 0).astype(float)
     in_label = _share(present, mine)
     in_others = _share(present, ~mine)
+    enough = mine.sum() >= LEAK_MIN_IN_LABEL and (~mine).sum() >= LEAK_MIN_OTHERS
     for entry, inside, outside in zip(entries, in_label, in_others, strict=True):
         entry["in_label"] = None if inside is None else round(inside, 4)
         entry["in_others"] = None if outside is None else round(outside, 4)
-        entry["leak"] = bool(inside is not None and outside is not None
-                             and inside > LEAK_IN_LABEL and outside < LEAK_IN_OTHERS)
+        entry["leak"] = bool(enough and inside > LEAK_IN_LABEL and outside < LEAK_IN_OTHERS)
 
 
 def _share(present: sparse.csr_matrix, rows: np.ndarray) -> list[float | None]:

@@ -193,7 +193,8 @@ def fit_default(task: TaskConfig, texts: list[str], labels: list[str],
                 seed: int) -> tuple[TaskResult, TaskConfig]:
     """`auto` without a search section: the incumbent rule over auto.MEMBERS."""
     choice = auto.choose(task, texts, labels, seed)
-    best = choice.scores.get(choice.member.name, {})
+    best = {key: value for key, value in choice.scores.get(choice.member.name, {}).items()
+            if key != "gain_se"}
     candidates = [{"params": {"member": name}, **scores, "chosen": name == choice.member.name}
                   for name, scores in choice.scores.items()]
     return TaskResult(
@@ -204,7 +205,7 @@ def fit_default(task: TaskConfig, texts: list[str], labels: list[str],
         candidates=candidates,
         model={**_model_choice(choice.task), "member": choice.member.name,
                "chosen_by": "auto: the baseline unless a challenger matches or beats it on inner-CV "
-                            "accuracy and macro-F1"},
+                            "accuracy and macro-F1, by at least one standard error in accuracy"},
     ), choice.task
 
 

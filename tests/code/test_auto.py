@@ -6,7 +6,14 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from newstag.config import TaskConfig
 from newstag.errors import NewstagError
-from newstag.models.auto import MEMBERS, choose, incumbent_rule, member_task, score_fold
+from newstag.models.auto import (
+    MEMBERS,
+    choose,
+    incumbent_rule,
+    member_task,
+    paired_standard_error,
+    score_fold,
+)
 from newstag.models.pipelines import build_pipeline
 
 from .conftest import TEXTS
@@ -28,6 +35,25 @@ def test_the_baseline_stays_unless_a_challenger_wins_on_both_metrics():
     assert incumbent_rule(scores(sublinear_cnb=(0.80, 0.70))).name == "sublinear-cnb"  # ties count
     chosen = incumbent_rule(scores(sublinear_svm=(0.81, 0.71), bigram_sgd=(0.84, 0.72)))
     assert chosen.name == "bigram-sgd"  # the best accuracy + macro-F1 among the eligible
+
+
+def test_a_gain_within_one_standard_error_is_noise_and_keeps_the_baseline():
+    table = scores(sublinear_svm=(0.81, 0.71))
+    table["sublinear-svm"]["gain_se"] = 0.02  # a 0.01 gain with a 0.02 standard error
+    assert incumbent_rule(table).name == "baseline"
+    table["sublinear-svm"]["gain_se"] = 0.005
+    assert incumbent_rule(table).name == "sublinear-svm"
+
+
+def test_the_paired_standard_error_counts_only_the_articles_the_two_disagree_on():
+    baseline = np.array([True] * 90 + [False] * 10)
+    same = baseline.copy()
+    assert paired_standard_error(same, baseline) == 0.0
+    better = baseline.copy()
+    better[90:95] = True  # right on 5 more, wrong on none: gain 0.05
+    expected = np.std(better.astype(float) - baseline, ddof=1) / 10
+    assert paired_standard_error(better, baseline) == pytest.approx(expected)
+    assert 0.02 < expected < 0.05
 
 
 def test_the_baseline_member_is_the_plain_scikit_learn_baseline():

@@ -148,8 +148,9 @@ def test_explaining_toward_a_label_the_model_does_not_know_names_it():
 
 
 def test_a_term_in_all_of_one_labels_articles_and_none_of_the_others_is_a_leak():
-    pipeline = fitted(LinearSVC(random_state=0), LEAK_TOPICS, LEAK_TEXTS)
-    report = top_terms(pipeline, count=5, texts=LEAK_TEXTS, labels=LEAK_TOPICS)
+    texts, topics = LEAK_TEXTS * 13, LEAK_TOPICS * 13  # 52 articles a label, 104 others
+    pipeline = fitted(LinearSVC(random_state=0), topics, texts)
+    report = top_terms(pipeline, count=5, texts=texts, labels=topics)
     reuters = next(entry for entry in report["business"] if entry["term"] == "reuters")
     assert reuters == {"term": "reuters", "weight": reuters["weight"], "in_label": 1.0,
                        "in_others": 0.0, "leak": True}
@@ -157,6 +158,15 @@ def test_a_term_in_all_of_one_labels_articles_and_none_of_the_others_is_a_leak()
     rain = [entry for entry in report["sport"] + report["politics"] if entry["term"] == "rain"]
     assert all(not entry["leak"] and entry["in_others"] > 0 for entry in rain)
     assert top_terms(pipeline, count=5)["business"][0].keys() == {"term", "weight"}  # no data: no flag
+
+
+def test_too_few_articles_to_judge_flag_no_leak():
+    """4 articles a label, 8 others: 'under 1% of the others' cannot be told from chance."""
+    pipeline = fitted(LinearSVC(random_state=0), LEAK_TOPICS, LEAK_TEXTS)
+    report = top_terms(pipeline, count=5, texts=LEAK_TEXTS, labels=LEAK_TOPICS)
+    reuters = next(entry for entry in report["business"] if entry["term"] == "reuters")
+    assert (reuters["in_label"], reuters["in_others"], reuters["leak"]) == (1.0, 0.0, False)
+    assert leaks(report) == {}
 
 
 def test_predict_explain_adds_top_five_positive_terms_per_task(bundle):

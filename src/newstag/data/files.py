@@ -104,20 +104,27 @@ def remove_orphans(folder: str | Path) -> int:
     return len(orphans)
 
 
-def read_capped(path: str | Path, limit: int, what: str = "file") -> bytes:
+def read_capped(path: str | Path, limit: int, what: str = "file", advice: str = "") -> bytes:
     """The bytes of a regular file of at most `limit` bytes.
 
-    FIFOs, devices and endless files such as /dev/zero are refused before any read, and a file
-    that grows past the limit while being read is refused too, so memory stays bounded.
+    Opened without blocking and checked on the open descriptor, so a FIFO, a device or an endless
+    file such as /dev/zero is refused before any read (even if the path is swapped after a check),
+    and a file that grows past the limit while being read is refused too: memory stays bounded.
+    `advice` ends the too-large message (what to do instead).
     """
     path = Path(path)
-    if not stat.S_ISREG(path.stat().st_mode):
-        raise NewstagError(f"{path}: not a regular file; a {what} must be an ordinary file")
-    with open(path, "rb") as handle:
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise NewstagError(f"{path}: not a regular file; a {what} must be an ordinary file")
         data = handle.read(limit + 1)
     if len(data) > limit:
-        raise NewstagError(f"{path}: larger than {limit:,} bytes, too large for a {what}")
+        raise NewstagError(f"{path}: larger than {_size(limit)}, too large for a {what}{advice}")
     return data
+
+
+def _size(count: int) -> str:
+    return f"{count // 1024} KiB" if count % 1024 == 0 else f"{count:,} bytes"
 
 
 @contextmanager

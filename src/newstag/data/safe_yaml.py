@@ -7,13 +7,12 @@ alias again. So the expanded size is measured on the composed node graph, before
 object is built, and refused past a bound that no hand-written experiment comes near.
 """
 
-import os
-import stat
 from pathlib import Path
 
 import yaml
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
+from newstag.data.files import read_capped
 from newstag.errors import NewstagError
 
 MAX_YAML_BYTES = 1 << 20
@@ -42,20 +41,13 @@ def load_yaml(path: str | Path):
 
 
 def _read_regular_file(path: Path, limit: int) -> str:
-    """The file's text, opened without blocking (a named pipe must not hang us) and read with a cap."""
+    """The file's text, read through the bounded reader (a named pipe must not hang us)."""
     try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        data = read_capped(path, limit, "experiment file", "; an experiment file is a few lines of YAML")
     except FileNotFoundError:
         raise NewstagError(f"{path}: experiment file not found; see experiments/ for examples") from None
     except OSError as exc:
         raise NewstagError(f"{path}: cannot open the experiment file ({exc.strerror})") from None
-    with os.fdopen(descriptor, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise NewstagError(f"{path}: not a regular file; an experiment must be a .yaml file")
-        data = handle.read(limit + 1)
-    if len(data) > limit:
-        raise NewstagError(f"{path}: larger than {limit // 1024} KiB; an experiment file is a few "
-                           f"lines of YAML")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

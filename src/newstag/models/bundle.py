@@ -21,8 +21,8 @@ import joblib
 import sklearn
 
 from newstag import __version__
-from newstag.errors import NewstagError
 from newstag.data.files import publish, read_capped, sha256_file, signals_deferred, temporary_path
+from newstag.errors import NewstagError
 
 log = logging.getLogger(__name__)
 BUNDLE_FORMAT = "newstag-bundle"

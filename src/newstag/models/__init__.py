@@ -1,0 +1,1 @@
+"""The pipelines newstag trains: features, classifiers, calibration, and the saved bundle."""
