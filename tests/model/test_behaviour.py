@@ -30,6 +30,8 @@ NEGATION_AND_CONTRAST_WORDS = {"not", "no", "never", "nor", "none", "nothing", "
                                "did"}
 
 COUNTRIES = ["Kenya", "Brazil", "Germany", "Indonesia", "Canada", "Pakistan"]
+SWAPPED_IN_ARTICLES = ["France", "India", "Nigeria", "Japan"]  # and COUNTRIES, for SWAP_TARGET
+SWAP_TARGET = "Chile"
 PEOPLE = ["Amara Okafor", "Lars Eriksson", "Mei Chen", "Carlos Mendes", "Priya Nair", "John Smith"]
 TEMPLATES = [
     "Lawmakers in {country} voted to approve the budget after {person} won the backing of the "
@@ -76,9 +78,9 @@ def test_swapping_country_or_person_changes_neither_label(sample_bundle, templat
 def test_swapping_countries_in_real_test_articles_rarely_changes_a_label(sample_bundle,
                                                                          trained_sample):
     test = pd.read_parquet(trained_sample["dir"] / "data/processed/default/test.parquet")
-    pattern = re.compile(r"\b(" + "|".join(COUNTRIES + ["France", "India", "Nigeria", "Japan"]) + r")\b")
+    pattern = re.compile(r"\b(" + "|".join(COUNTRIES + SWAPPED_IN_ARTICLES) + r")\b")
     texts = [t for t in test["text"] if pattern.search(t)] or list(test["text"])
-    swapped = [pattern.sub("Chile", t) for t in texts]
+    swapped = [pattern.sub(SWAP_TARGET, t) for t in texts]
     before, after = tag(sample_bundle, texts), tag(sample_bundle, swapped)
     for task in before:
         agreement = np.mean(np.array(before[task]) == np.array(after[task]))
