@@ -15,13 +15,18 @@ SPORT_REPORTS = [
     "championships as one of the favourites for a medal.",
 ]
 
-# Each pair: a sentence and its negation, which an editor would tag with the opposite tone.
+# Each row: a sentence, its negation, and the sentence's tone; an editor would give the negation
+# the opposite tone. Both directions: a negation can make good news bad and bad news good.
 NEGATION_FLIPS = [
     ("The ceasefire held and aid convoys reached the city.",
-     "The ceasefire never held and aid convoys never reached the city."),
+     "The ceasefire never held and aid convoys never reached the city.", "positive"),
     ("The new treatment worked and patients recovered.",
-     "The new treatment did not work and patients did not recover."),
+     "The new treatment did not work and patients did not recover.", "positive"),
+    ("Voters approved the budget.", "Voters did not approve the budget.", "positive"),
+    ("The bus overturned on the highway and injuries were reported.",
+     "The bus overturned on the highway and no injuries were reported.", "negative"),
 ]
+OPPOSITE = {"positive": "negative", "negative": "positive"}
 
 # Negators and contrast words: a tone model whose strongest terms include one of them has
 # learned how the sample articles were written, not what makes news good or bad.
@@ -53,11 +58,10 @@ def test_clear_sports_reports_are_tagged_sport(sample_bundle):
     assert tag(sample_bundle, SPORT_REPORTS)["topic"] == ["sport", "sport"]
 
 
-def test_negation_flips_the_tone_of_a_sentence(sample_bundle):
+@pytest.mark.parametrize(("sentence", "negated", "expected"), NEGATION_FLIPS)
+def test_negation_flips_the_tone_of_a_sentence(sample_bundle, sentence, negated, expected):
     tone = sample_bundle["pipelines"]["tone"]
-    originals, negated = zip(*NEGATION_FLIPS, strict=True)
-    assert tone.predict(list(originals)).tolist() == ["positive"] * len(NEGATION_FLIPS)
-    assert tone.predict(list(negated)).tolist() == ["negative"] * len(NEGATION_FLIPS)
+    assert tone.predict([sentence, negated]).tolist() == [expected, OPPOSITE[expected]]
 
 
 def test_no_negator_or_contrast_word_is_a_top_term_of_any_tone(sample_bundle):
