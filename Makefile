@@ -28,7 +28,7 @@ PORT ?= 5000
 MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 
 .DEFAULT_GOAL := help
-.PHONY: help setup preprocess train evaluate all search predict ui test lint clean distclean bench bench-quick
+.PHONY: help setup preprocess train evaluate all golden search predict ui test lint clean distclean bench bench-quick
 
 help: ## list the targets
 	@echo "usage: make TARGET [EXP=experiments/<name>.yaml]"
@@ -68,6 +68,11 @@ preprocess: $(PROCESSED) ## validate, clean, de-duplicate and split the experime
 train: $(MODEL) ## train every task, log the run to MLflow, save models/<exp>/model.joblib
 evaluate: $(REPORT) ## score the model on the test split, write reports/<exp>/
 all: evaluate ## the main job: preprocess, train and evaluate
+
+# After a deliberate change to the sample corpus, the default experiment or the pipelines: the
+# sample model's test scores and labels that a fresh clone must reproduce (tests/e2e).
+golden: reports/default/metrics.json | $(STAMP) ## rewrite tests/e2e/golden_sample.json from the default experiment's model
+	$(BIN)/python scripts/golden.py
 
 JOBS ?= 1
 search: $(PROCESSED) ## search the experiment's `search:` spaces (JOBS=N in parallel), write experiments/<exp>.best.yaml

@@ -46,6 +46,13 @@ def test_contractions_and_without_open_a_scope_and_each_punctuation_ends_it():
     assert mark_negation("Shares didn\u2019t fall") == ["not_fall"]  # a typographic apostrophe
 
 
+def test_but_and_or_end_a_scope_and_are_never_marked():
+    assert mark_negation("The strike did not end and workers stayed out") == ["not_end"]
+    assert mark_negation("Talks did not fail but resumed") == ["not_fail"]
+    assert mark_negation("No deal or truce was agreed") == ["not_deal"]
+    assert mark_negation("Not only profits but also sales rose") == ["not_only", "not_profits"]
+
+
 def test_a_window_limits_the_scope_and_negators_do_not_mark_themselves():
     words = tokens("not very good at all")
     assert negation_scopes(words) == [False, True, True, True, True]

@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from newstag.explain import Explainer
+
 SPORT_REPORTS = [
     "The visitors came from two goals down to win 3-2, with the captain scoring the winner in "
     "stoppage time to send his side top of the league table.",
@@ -13,18 +15,28 @@ SPORT_REPORTS = [
     "championships as one of the favourites for a medal.",
 ]
 
-NEGATION_PAIRS = [
+# Each row: a sentence, its negation, and the sentence's tone; an editor would give the negation
+# the opposite tone. Both directions: a negation can make good news bad and bad news good.
+NEGATION_FLIPS = [
     ("The ceasefire held and aid convoys reached the city.",
-     "The ceasefire never held and aid convoys never reached the city."),
-    ("The team won the final.", "The team did not win the final."),
+     "The ceasefire never held and aid convoys never reached the city.", "positive"),
     ("The new treatment worked and patients recovered.",
-     "The new treatment did not work and patients did not recover."),
-    ("The talks produced an agreement.", "The talks produced no agreement."),
-    ("Exports grew and the factory hired more workers.",
-     "Exports did not grow and the factory hired no more workers."),
+     "The new treatment did not work and patients did not recover.", "positive"),
+    ("Voters approved the budget.", "Voters did not approve the budget.", "positive"),
+    ("The bus overturned on the highway and injuries were reported.",
+     "The bus overturned on the highway and no injuries were reported.", "negative"),
 ]
+OPPOSITE = {"positive": "negative", "negative": "positive"}
+
+# Negators and contrast words: a tone model whose strongest terms include one of them has
+# learned how the sample articles were written, not what makes news good or bad.
+NEGATION_AND_CONTRAST_WORDS = {"not", "no", "never", "nor", "none", "nothing", "nobody", "without",
+                               "cannot", "n't", "but", "despite", "although", "however", "yet",
+                               "did"}
 
 COUNTRIES = ["Kenya", "Brazil", "Germany", "Indonesia", "Canada", "Pakistan"]
+SWAPPED_IN_ARTICLES = ["France", "India", "Nigeria", "Japan"]  # and COUNTRIES, for SWAP_TARGET
+SWAP_TARGET = "Chile"
 PEOPLE = ["Amara Okafor", "Lars Eriksson", "Mei Chen", "Carlos Mendes", "Priya Nair", "John Smith"]
 TEMPLATES = [
     "Lawmakers in {country} voted to approve the budget after {person} won the backing of the "
@@ -46,17 +58,17 @@ def test_clear_sports_reports_are_tagged_sport(sample_bundle):
     assert tag(sample_bundle, SPORT_REPORTS)["topic"] == ["sport", "sport"]
 
 
-def test_negation_moves_tone_towards_negative_and_can_flip_it(sample_bundle):
+@pytest.mark.parametrize(("sentence", "negated", "expected"), NEGATION_FLIPS)
+def test_negation_flips_the_tone_of_a_sentence(sample_bundle, sentence, negated, expected):
     tone = sample_bundle["pipelines"]["tone"]
-    negative = list(tone.classes_).index("negative")
-    originals, negated = zip(*NEGATION_PAIRS, strict=True)
-    p_original = tone.predict_proba(list(originals))[:, negative]
-    p_negated = tone.predict_proba(list(negated))[:, negative]
-    assert (p_negated > p_original).all(), list(zip(p_original, p_negated, strict=True))
-    flips = sum(a != "negative" and b == "negative"
-                for a, b in zip(tone.predict(list(originals)), tone.predict(list(negated)),
-                                strict=True))
-    assert flips >= 3, f"only {flips} of {len(NEGATION_PAIRS)} negations flipped the tone"
+    assert tone.predict([sentence, negated]).tolist() == [expected, OPPOSITE[expected]]
+
+
+def test_no_negator_or_contrast_word_is_a_top_term_of_any_tone(sample_bundle):
+    strongest = Explainer(sample_bundle["pipelines"]["tone"]).strongest_terms(top=10)
+    for label, terms in strongest.items():
+        words = {term.split(":", 1)[-1] for _, term, _ in terms}
+        assert not words & NEGATION_AND_CONTRAST_WORDS, (label, [t for _, t, _ in terms])
 
 
 @pytest.mark.parametrize("template", TEMPLATES)
@@ -70,9 +82,9 @@ def test_swapping_country_or_person_changes_neither_label(sample_bundle, templat
 def test_swapping_countries_in_real_test_articles_rarely_changes_a_label(sample_bundle,
                                                                          trained_sample):
     test = pd.read_parquet(trained_sample["dir"] / "data/processed/default/test.parquet")
-    pattern = re.compile(r"\b(" + "|".join(COUNTRIES + ["France", "India", "Nigeria", "Japan"]) + r")\b")
+    pattern = re.compile(r"\b(" + "|".join(COUNTRIES + SWAPPED_IN_ARTICLES) + r")\b")
     texts = [t for t in test["text"] if pattern.search(t)] or list(test["text"])
-    swapped = [pattern.sub("Chile", t) for t in texts]
+    swapped = [pattern.sub(SWAP_TARGET, t) for t in texts]
     before, after = tag(sample_bundle, texts), tag(sample_bundle, swapped)
     for task in before:
         agreement = np.mean(np.array(before[task]) == np.array(after[task]))

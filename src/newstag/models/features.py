@@ -25,6 +25,9 @@ NEGATORS = frozenset({"not", "no", "never", "n't", "without", "nor", "neither", 
                       "nothing", "nowhere", "cannot", "hardly", "barely", "scarcely", "lack",
                       "lacked", "lacking", "lacks"})
 SCOPE_ENDS = frozenset(".,:;!?")
+# Conjunctions that start a new clause, so they end a negation's scope too (as in Das & Chen and
+# Pang et al.): in "the strike did not end and workers stayed out", "stayed" is not negated.
+CLAUSE_BREAKS = frozenset({"but", "and", "or"})
 TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)*|n't|[.,:;!?]")
 LEXICONS = ("vader",)  # established lexicons shipped by packages newstag depends on
 
@@ -40,11 +43,12 @@ def is_negator(token: str) -> bool:
 
 def negation_scopes(words: list[str], window: int = 0) -> list[bool]:
     """For each token, whether it lies in a negation's scope: after a negator, until punctuation
-    (or `window` tokens, when window > 0). A negator does not mark itself; a second negator in a
-    scope starts a new scope rather than cancelling the first."""
+    or a clause-joining conjunction (but, and, or), or after `window` tokens when window > 0.
+    Neither a negator nor the word that ends a scope is marked; a second negator in a scope
+    starts a new scope rather than cancelling the first."""
     marked, left = [], 0
     for word in words:
-        if word in SCOPE_ENDS:
+        if word in SCOPE_ENDS or word in CLAUSE_BREAKS:
             left = 0
             marked.append(False)
         elif is_negator(word):
