@@ -25,10 +25,11 @@ BENCH_INPUTS := $(BENCH_EXPS:%=data/processed/%/manifest.json)
 FORMAT ?= table
 HOST ?= 127.0.0.1
 PORT ?= 5000
+SERVE_PORT ?= 5001
 MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 
 .DEFAULT_GOAL := help
-.PHONY: help setup preprocess train evaluate all search predict ui test lint clean distclean bench bench-quick
+.PHONY: help setup preprocess train evaluate all search predict promote serve ui test lint clean distclean bench bench-quick
 
 help: ## list the targets
 	@echo "usage: make TARGET [EXP=experiments/<name>.yaml]"
@@ -86,8 +87,17 @@ predict: $(MODEL) ## tag text: make predict TEXT="..." or INPUT=file.txt|.jsonl|
 predict: export NEWSTAG_TEXT = $(value TEXT)
 predict: export NEWSTAG_INPUT = $(value INPUT)
 
-ui: $(STAMP) ## open the MLflow UI on http://127.0.0.1:5000 over the same store
-	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host $(HOST) --port $(PORT)
+promote: $(REPORT) ## alias the newest registered version `champion` if it beats the champion (FORCE=1: anyway)
+	MLFLOW_TRACKING_URI=$(MLFLOW_TRACKING_URI) $(NEWSTAG) promote $(EXP) $(if $(FORCE),--force)
+
+# The venv's bin goes first on PATH: MLflow starts uvicorn by name.
+serve: | $(STAMP) ## serve models:/newstag-<exp>@champion over HTTP on 127.0.0.1:5001 (SERVE_PORT=)
+	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI=$(MLFLOW_TRACKING_URI) \
+	$(BIN)/mlflow models serve -m models:/newstag-$(NAME)@champion --env-manager local \
+		--host $(HOST) --port $(SERVE_PORT) --workers 1
+
+ui: | $(STAMP) ## the MLflow UI on http://127.0.0.1:5000 over the same store; prints the link to the runs
+	MLFLOW_TRACKING_URI=$(MLFLOW_TRACKING_URI) $(NEWSTAG) ui $(EXP) --host $(HOST) --port $(PORT)
 
 $(BENCH_STAMP): pyproject.toml | $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'

@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                                help="with --target-precision: write experiments/<name>.threshold.yaml "
                                     "with min_confidence set")
     _add_search(commands)
+    _add_registry(commands)
     _add_predict(commands)
     _add_bench(commands)
     _add_explain(commands)
@@ -86,6 +87,24 @@ def _add_search(commands) -> None:
     search.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
 
 
+def _add_registry(commands) -> None:
+    text = ("set the `champion` alias on the newest registered version of newstag-<exp> when it beats "
+            "the champion on the current test split")
+    promote = commands.add_parser("promote", help=text, description=text + (
+        ": both re-scored on the same articles, mean test macro-F1 over tasks, paired bootstrap"))
+    promote.add_argument("experiment", nargs="?", default=DEFAULT_EXPERIMENT,
+                         help=f"experiment YAML, evaluated (default: {DEFAULT_EXPERIMENT})")
+    promote.add_argument("--force", action="store_true",
+                         help="promote the newest version even when it does not beat the champion")
+    promote.add_argument("--reason", help="why, recorded with the promotion (default: the comparison)")
+    text = "start the MLflow UI over the store, lean (one worker, no job execution), and print its link"
+    ui = commands.add_parser("ui", help=text, description=text)
+    ui.add_argument("experiment", nargs="?", default=DEFAULT_EXPERIMENT,
+                    help=f"experiment YAML whose runs to link to (default: {DEFAULT_EXPERIMENT})")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+
+
 def _add_bench(commands) -> None:
     bench = commands.add_parser("bench", help="compare newstag with a baseline, fastText, VADER",
                                 description="Score every method on each experiment's split or folds.")
@@ -118,7 +137,9 @@ def _add_predict(commands) -> None:
     predict.add_argument("-i", "--input", action="append", default=[], metavar="FILE",
                          help=".txt (one article), .jsonl (field 'text', optional 'id'), .csv, "
                               "or - for stdin (one article per line); repeatable")
-    predict.add_argument("-m", "--model", default=DEFAULT_MODEL, help=f"bundle (default: {DEFAULT_MODEL})")
+    predict.add_argument("-m", "--model", default=DEFAULT_MODEL,
+                         help=f"bundle, or a registered model, e.g. models:/newstag-default@champion "
+                              f"(default: {DEFAULT_MODEL})")
     predict.add_argument("-f", "--format", choices=("jsonl", "table"), default="jsonl")
     predict.add_argument("--text-column", default="text", help="CSV column holding the text")
     predict.add_argument("--encoding", default="utf-8", help="encoding of the input files and stdin")
@@ -242,7 +263,12 @@ def run_predict(args) -> int:
         raise NewstagError("nothing to tag: give TEXT, --input FILE, or --input - for stdin")
     records = read_records(args.texts, args.input, args.text_column, args.encoding,
                            max_record_bytes=int(args.max_record_mb * 1_000_000))
-    bundle = load_bundle(args.model)
+    if args.model.startswith("models:/"):  # the registry: the only predict path that imports MLflow
+        from newstag.registry import load_registered
+
+        bundle = load_registered(args.model)
+    else:
+        bundle = load_bundle(args.model)
     explainers = None
     if args.explain:
         from newstag.explain import explainers_for
@@ -254,6 +280,22 @@ def run_predict(args) -> int:
     if errors:
         log.warning("%d record(s) could not be tagged; see the 'error' rows", errors)
     return 0
+
+
+def run_promote(args) -> int:
+    from newstag.config import load_config
+    from newstag.registry import promote
+
+    print(promote(load_config(args.experiment), force=args.force, reason=args.reason))
+    return 0
+
+
+def run_ui(args) -> int:
+    from newstag.config import load_config
+    from newstag.tracking import start_ui
+
+    experiment = load_config(args.experiment).mlflow.experiment
+    return start_ui(experiment, args.host, args.port)
 
 
 def run_explain(args) -> int:
@@ -355,4 +397,5 @@ def run_schema(args) -> int:
 
 COMMANDS = {"preprocess": run_preprocess, "train": run_train, "evaluate": run_evaluate,
             "predict": run_predict, "explain": run_explain, "bench": run_bench, "search": run_search,
-            "download": run_download, "schema": run_schema, "info": run_info, "review": run_review}
+            "download": run_download, "schema": run_schema, "info": run_info, "review": run_review,
+            "promote": run_promote, "ui": run_ui}

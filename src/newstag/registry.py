@@ -172,7 +172,7 @@ def promote(config, force: bool = False, reason: str | None = None, alpha: float
         wins = champion is None or (comparison["difference"] > 0 and comparison["p_value"] < alpha)
         if not wins and not force:
             return f"{name}: version {newest.version} not promoted: {comparison['summary']}; " \
-                   f"`newstag promote --force` to promote it anyway"
+                   f"to promote it anyway: `newstag promote --force` (`make promote FORCE=1`)"
         why = reason or ("forced: " if not wins else "") + comparison["summary"]
         client.set_registered_model_alias(name, CHAMPION, newest.version)
         for key, value in {"promoted_by": getpass.getuser(), "promoted_at": _now(),

@@ -44,6 +44,40 @@ def check_reachable(uri: str) -> None:
         ) from None
 
 
+def lean_server_env() -> dict:
+    """The environment for an MLflow server process: the venv's bin first on PATH (MLflow starts
+    uvicorn by name), and no job-execution runner (the UI needs none, and it triples the memory)."""
+    import sys
+
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, "PATH": path, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def runs_link(uri: str, experiment: str, base: str) -> str:
+    """The UI's address of an experiment's training runs (the page it opens on may be another)."""
+    from mlflow.tracking import MlflowClient
+
+    with mlflow_errors(uri):
+        found = MlflowClient(uri).get_experiment_by_name(experiment)
+    if found is None:
+        return f"{base}/ (no experiment {experiment!r} yet: train one first)"
+    return f"{base}/#/experiments/{found.experiment_id}/runs"
+
+
+def start_ui(experiment: str, host: str, port: int) -> int:
+    """Print the link to the runs, then become a one-worker MLflow server over the same store."""
+    import sys
+
+    uri = tracking_uri()
+    prepare_store(uri)
+    print(f"MLflow UI, training runs of {experiment!r}: {runs_link(uri, experiment, f'http://{host}:{port}')}",
+          flush=True)
+    mlflow = str(Path(sys.executable).with_name("mlflow"))
+    os.execve(mlflow, [mlflow, "server", "--backend-store-uri", uri, "--host", host, "--port", str(port),
+                       "--workers", "1"], lean_server_env())
+    return 0  # not reached
+
+
 def prepare_store(uri: str) -> None:
     """Create or upgrade a SQLite store once, under a lock, before any run touches it.
 
@@ -397,10 +431,10 @@ class SearchRun:
         for task, result in results.items():
             best, scoring = result.best, result.scoring
             self.mlflow.log_params({f"best.{task}.{key}": value for key, value in best.settings().items()})
-            self.mlflow.log_metrics({metric_name(task, "cv", scoring, "mean"): best.mean(scoring),
-                                     metric_name(task, "cv", scoring, "sd"): best.sd(scoring),
-                                     metric_name(task, "search_seconds"): result.seconds,
-                                     metric_name(task, "candidates"): len(result.candidates)})
+            self.mlflow.log_metrics({metric_name("cv", task, f"{scoring}_mean"): best.mean(scoring),
+                                     metric_name("cv", task, f"{scoring}_sd"): best.sd(scoring),
+                                     metric_name("search", task, "seconds"): result.seconds,
+                                     metric_name("search", task, "candidates"): len(result.candidates)})
             rows = [c.row(result.scoring) for c in sorted(result.candidates, key=lambda c: c.number)]
             self.mlflow.log_text(pd.DataFrame(rows).to_csv(index=False), f"search/{task}.csv")
             self.mlflow.log_dict(rows, f"search/{task}.json")
@@ -427,10 +461,10 @@ class CandidateRuns:
         now = int(time.time() * 1000)
         params = [Param(key, str(value)[:6000]) for key, value in candidate.settings().items()]
         metrics = [Metric(name, value, now, 0) for name, value in (
-            (f"cv_{scoring}_mean", candidate.mean(scoring)), (f"cv_{scoring}_sd", candidate.sd(scoring)),
+            (f"cv/{scoring}_mean", candidate.mean(scoring)), (f"cv/{scoring}_sd", candidate.sd(scoring)),
             ("fit_seconds", candidate.mean_fit_seconds), ("folds_done", len(candidate.scores[scoring])))
             if value == value]  # NaN (no fold done) is left out
-        metrics += [Metric(f"fold_{scoring}", score, now, step)
+        metrics += [Metric(f"cv/{scoring}_fold", score, now, step)
                     for step, score in enumerate(candidate.scores[scoring])]
         self.client.log_batch(run_id, metrics=metrics, params=params)
         self.client.set_tag(run_id, "state", candidate.state)
