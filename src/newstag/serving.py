@@ -118,8 +118,8 @@ def signature(bundle: dict):
     from mlflow.models import ModelSignature
     from mlflow.types.schema import AnyType, Array, ColSpec, ParamSchema, ParamSpec, Schema
 
-    # `id` may be a string or an integer, as in `newstag predict` (a CSV's numbers stay numbers)
-    inputs = Schema([ColSpec("string", "text"), ColSpec(AnyType(), "id", required=False)])
+    # `id` is text: MLflow reads a CSV's columns by their declared type, which must be a plain one
+    inputs = Schema([ColSpec("string", "text"), ColSpec("string", "id", required=False)])
     outputs = [ColSpec(AnyType(), "id")]
     thresholds = min_confidences(bundle)
     for task, pipeline in bundle["pipelines"].items():

@@ -55,13 +55,33 @@ def lean_server_env() -> dict:
 
 def runs_link(uri: str, experiment: str, base: str) -> str:
     """The UI's address of an experiment's training runs (the page it opens on may be another)."""
-    from mlflow.tracking import MlflowClient
-
-    with mlflow_errors(uri):
-        found = MlflowClient(uri).get_experiment_by_name(experiment)
+    found = _experiment_id(uri, experiment)
     if found is None:
         return f"{base}/ (no experiment {experiment!r} yet: train one first)"
-    return f"{base}/#/experiments/{found.experiment_id}/runs"
+    return f"{base}/#/experiments/{found}/runs"
+
+
+def _experiment_id(uri: str, name: str) -> str | None:
+    """Read from a SQLite store directly (importing MLflow would add seconds to the UI's start)."""
+    if not uri.startswith("sqlite:///"):
+        from mlflow.tracking import MlflowClient
+
+        with mlflow_errors(uri):
+            found = MlflowClient(uri).get_experiment_by_name(name)
+        return found and found.experiment_id
+    import sqlite3
+    from contextlib import closing
+
+    database = Path(uri.removeprefix("sqlite:///")).resolve()
+    if not database.is_file():
+        return None
+    try:
+        with closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)) as db:
+            row = db.execute("select experiment_id from experiments where name = ? "
+                             "and lifecycle_stage = 'active'", (name,)).fetchone()
+    except sqlite3.Error:
+        return None
+    return str(row[0]) if row else None
 
 
 def start_ui(experiment: str, host: str, port: int) -> int:
@@ -69,9 +89,8 @@ def start_ui(experiment: str, host: str, port: int) -> int:
     import sys
 
     uri = tracking_uri()
-    prepare_store(uri)
-    print(f"MLflow UI, training runs of {experiment!r}: {runs_link(uri, experiment, f'http://{host}:{port}')}",
-          flush=True)
+    link = runs_link(uri, experiment, f"http://{host}:{port}")
+    print(f"MLflow UI, training runs of {experiment!r}: {link}", flush=True)
     mlflow = str(Path(sys.executable).with_name("mlflow"))
     os.execve(mlflow, [mlflow, "server", "--backend-store-uri", uri, "--host", host, "--port", str(port),
                        "--workers", "1"], lean_server_env())
@@ -132,22 +151,47 @@ def flatten(data: dict, prefix: str = "") -> dict[str, str]:
     return flat
 
 
-# Config keys that are not training settings: the description is the run's note, bench settings
-# belong to `make bench`, and empty values ({}, [], null, "") say nothing.
+# Config keys that are not training settings: the description is the run's note and bench
+# settings belong to `make bench`. The whole config is logged as config.json.
 NOT_PARAMS = ("description", "bench", "path")
+_DROP = object()
 
 
-def run_params(config: dict) -> dict[str, str]:
-    """The config as MLflow params, without what is not a setting or is empty."""
-    kept = {key: value for key, value in config.items() if key not in NOT_PARAMS}
-    return flatten(_without_empty(kept))
+def run_params(config) -> dict[str, str]:
+    """The config as MLflow params: the settings an experiment file chose, without empty values
+    ({}, [], null) and without settings left at their default (config.json holds them all)."""
+    chosen = {key: value for key, value in config.to_dict().items() if key not in NOT_PARAMS}
+    pruned = _pruned(chosen, setting_defaults(config))
+    return flatten(pruned if pruned is not _DROP else {})
 
 
-def _without_empty(value):
+def setting_defaults(config) -> dict:
+    """What each setting is when an experiment file leaves it out."""
+    from dataclasses import asdict
+
+    from newstag.config import DataConfig, MlflowConfig, SplitConfig, TaskSettings
+
+    data = asdict(DataConfig(path="-"))
+    data.pop("path")
+    return {"data": data, "split": asdict(SplitConfig()), "mlflow": asdict(MlflowConfig()),
+            "tasks": dict.fromkeys(config.task_names, asdict(TaskSettings()))}
+
+
+def _pruned(value, default):
     if isinstance(value, dict):
-        pruned = {key: _without_empty(item) for key, item in value.items()}
-        return {key: item for key, item in pruned.items() if item not in (None, "", {}, [])}
+        kept = {}
+        for key, item in value.items():
+            item = _pruned(item, default.get(key, _DROP) if isinstance(default, dict) else _DROP)
+            if item is not _DROP:
+                kept[key] = item
+        return kept or _DROP
+    if value in (None, "", [], ()) or (default is not _DROP and _same(value, default)):
+        return _DROP
     return value
+
+
+def _same(value, default) -> bool:
+    return json.dumps(value, default=str) == json.dumps(default, default=str)
 
 
 def metric_name(*parts: str) -> str:
@@ -199,7 +243,7 @@ class TrainingRun:
                                               "data_sha256": manifest["data_sha256"],
                                               "config_sha256": config_sha256(config),
                                               "experiment_file": config.name, "stage": "train"})
-            mlflow.log_params(run_params(config.to_dict()))
+            mlflow.log_params(run_params(config))
             mlflow.log_dict(config.to_dict(), "config.json")
             mlflow.log_dict(manifest, "data/manifest.json")
             log_split_inputs(mlflow.MlflowClient(self.uri), self.run.info.run_id, config)
