@@ -108,10 +108,14 @@ LOAD ?= 1000000
 bench: $(BENCH_INPUTS) models/default/model.joblib models/financial_phrasebank/model.joblib | $(BENCH_STAMP) ## newstag vs baseline, fastText, VADER on the public corpora, plus a streaming load test
 	$(NEWSTAG) bench $(BENCH_EXPS:%=experiments/%.yaml) --out reports/bench
 	$(NEWSTAG) bench --load $(LOAD) --model models/default/model.joblib --out reports/bench
+	MLFLOW_TRACKING_URI=$(MLFLOW_TRACKING_URI) $(NEWSTAG) promote experiments/default.yaml
+	MLFLOW_TRACKING_URI=$(MLFLOW_TRACKING_URI) $(NEWSTAG) bench --serve 200 --out reports/bench
 
 bench-quick: $(BENCH_INPUTS) models/default/model.joblib models/financial_phrasebank/model.joblib | $(BENCH_STAMP) ## the same on small subsets, to check the bench code (minutes)
 	$(NEWSTAG) bench --quick $(BENCH_EXPS:%=experiments/%.yaml) --out reports/bench-quick
 	$(NEWSTAG) bench --load 20000 --model models/default/model.joblib --out reports/bench-quick
+	MLFLOW_TRACKING_URI=$(MLFLOW_TRACKING_URI) $(NEWSTAG) promote experiments/default.yaml
+	MLFLOW_TRACKING_URI=$(MLFLOW_TRACKING_URI) $(NEWSTAG) bench --serve 200 --out reports/bench-quick
 
 test: $(STAMP) ## run the test suite
 	$(BIN)/python -m pytest

@@ -112,6 +112,11 @@ def _add_bench(commands) -> None:
     bench.add_argument("--load", type=int, metavar="N",
                        help="instead: stream N articles through `newstag predict` from stdin")
     bench.add_argument("--model", default=DEFAULT_MODEL, help="the bundle --load uses")
+    bench.add_argument("--serve", type=int, metavar="N",
+                       help="instead: serve --serve-model with `mlflow models serve` and time N "
+                            "one-article requests (p50/p95 latency)")
+    bench.add_argument("--serve-model", default="models:/newstag-default@champion",
+                       help="the registered model --serve serves (default: models:/newstag-default@champion)")
     bench.add_argument("--quick", action="store_true",
                        help="a small subset: checks the code, not the science")
     bench.add_argument("--methods",
@@ -329,6 +334,8 @@ def run_bench(args) -> int:
 
     if args.load:
         return _run_load_test(args)
+    if args.serve:
+        return _run_serve_test(args)
     if not args.experiments:
         raise NewstagError("name the experiments to bench, e.g. experiments/bbc_news.yaml")
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
@@ -352,6 +359,20 @@ def _run_load_test(args) -> int:
     print(f"load: {result['articles']:,} articles in {result['seconds']:.1f} s = "
           f"{result['articles_per_second']:,.0f} articles/s; peak memory "
           f"{result['peak_memory_mb']:.0f} MB (written {args.out}-load.json)")
+    return 0
+
+
+def _run_serve_test(args) -> int:
+    from newstag.bench import serve_latency
+    from newstag.data.files import write_json
+
+    with open("data/sample/articles.jsonl", encoding="utf-8") as handle:
+        first = json.loads(handle.readline())
+    result = serve_latency(args.serve_model, f"{first['title']}. {first['text']}", args.serve)
+    write_json(f"{args.out}-serve.json", result)
+    print(f"serve: {result['requests']} one-article requests to {result['model']}: p50 "
+          f"{result['p50_ms']:.1f} ms, p95 {result['p95_ms']:.1f} ms (server up in "
+          f"{result['startup_seconds']:.1f} s; written {args.out}-serve.json)")
     return 0
 
 
