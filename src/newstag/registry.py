@@ -51,9 +51,8 @@ def register(client, config, model, run_id: str, sidecar: dict):
             "git_commit": git_commit(), "run_id": run_id, "experiment_file": config.name,
             "config": json.dumps(config.to_dict(), sort_keys=True, default=str),
             **validation_metrics(sidecar)}
-    version = client.create_model_version(name, model.model_uri, run_id=run_id, tags=tags,
-                                          description=version_description(config, sidecar, {}),
-                                          model_id=model.model_id)
+    version = mlflow.register_model(model.model_uri, name, tags=tags)  # also links the logged model
+    client.update_model_version(name, version.version, description=version_description(config, sidecar, {}))
     mlflow.set_tag("registered_version", f"{name}/{version.version}")
     log.info("registered %s version %s (models:/%s/%s)", name, version.version, name, version.version)
     return version
@@ -165,10 +164,10 @@ def promote(config, force: bool = False, reason: str | None = None, alpha: float
                                f"(`make train EXP={config.path or config.name}`)")
         newest = max(versions, key=lambda v: int(v.version))
         champion = _champion(client, name)
-        if champion is not None and champion.version == newest.version:
+        if champion is not None and str(champion.version) == str(newest.version):
             return f"{name}: version {newest.version} (the newest) is already the champion; nothing to do"
-        comparison = compare(config, name, newest.version, champion.version if champion else None,
-                             alpha, resamples)
+        comparison = compare(config, name, str(newest.version),
+                             str(champion.version) if champion else None, alpha, resamples)
         wins = champion is None or (comparison["difference"] > 0 and comparison["p_value"] < alpha)
         if not wins and not force:
             return f"{name}: version {newest.version} not promoted: {comparison['summary']}; " \

@@ -53,19 +53,21 @@ def bundle_in(folder: Path) -> Path:
 
 def frame_records(frame) -> list[Record]:
     """The articles of a DataFrame (or anything pandas makes one of): its `text` column, its
-    `id` column when given (else the row's position from 1). A missing text is an error row."""
+    `id` column when given (else the row's position from 1). predict makes an empty text an
+    error row."""
     frame = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
     if "text" not in frame.columns:
         raise ValueError(f"the input has no 'text' column (columns: {', '.join(map(str, frame.columns))})")
     ids = frame["id"].tolist() if "id" in frame.columns else [None] * len(frame)
-    records = []
-    for number, (ident, text) in enumerate(zip(ids, frame["text"].tolist(), strict=True), start=1):
-        ident = _plain_id(ident, number)
-        if isinstance(text, str):
-            records.append(Record(id=ident, text=text))
-        else:
-            records.append(Record(id=ident, error=f"record {ident}: no text"))
-    return records
+    return [Record(id=_plain_id(ident, number), text=_text(text))
+            for number, (ident, text) in enumerate(zip(ids, frame["text"].tolist(), strict=True), start=1)]
+
+
+def _text(value) -> str:
+    """A missing text (null in JSON, an empty CSV cell read as NaN) is an empty one, as in predict."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return value if isinstance(value, str) else str(value)
 
 
 def _plain_id(ident, number: int):
