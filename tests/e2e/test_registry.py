@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -30,10 +31,20 @@ def project(tmp_path_factory):
     work = copy_project(tmp_path_factory.mktemp("registry-project"))
     experiment = sample_experiment(work)
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"}
-    for stage in ("preprocess", "train", "evaluate"):
-        run_newstag(stage, str(experiment), cwd=work, env=env)
-    promoted = run_newstag("promote", str(experiment), cwd=work, env=env)
-    return {"dir": work, "experiment": experiment, "env": env, "promoted": promoted.stdout}
+    done = run_in_one_process([[stage, str(experiment)] for stage in
+                               ("preprocess", "train", "evaluate", "promote")], cwd=work, env=env)
+    return {"dir": work, "experiment": experiment, "env": env, "promoted": done.stdout.splitlines()[-1]}
+
+
+def run_in_one_process(commands: list[list[str]], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    """Several newstag commands, one after the other, in one interpreter (each subprocess would
+    import everything again); stops at the first that fails."""
+    code = ("import json, sys\nfrom newstag.cli import main\nfor command in json.loads(sys.argv[1]):\n"
+            "    code = main(command)\n    if code:\n        sys.exit(code)\n")
+    result = subprocess.run([sys.executable, "-c", code, json.dumps(commands)], cwd=cwd, text=True,
+                            capture_output=True, env={**os.environ, **env}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -237,26 +248,26 @@ def test_make_ui_shows_run_dataset_metrics_and_champion(project, client, tmp_pat
 
 # ---- retraining and promotion (changes the store: keep last) -------------------------------------
 
-def test_unchanged_retrain_registers_nothing_and_a_worse_challenger_is_not_promoted(project, client):
-    work, env, experiment = project["dir"], project["env"], project["experiment"]
-    again = run_newstag("train", str(experiment), cwd=work, env=env)
+def test_an_unchanged_retrain_registers_no_new_version(project, client):
+    again = run_newstag("train", str(project["experiment"]), cwd=project["dir"], env=project["env"])
     assert "no new version of newstag-default" in again.stderr and "models:/newstag-default/1" in again.stderr
     assert [str(v.version) for v in client.search_model_versions(f"name='{NAME}'")] == ["1"]
 
+
+def test_a_worse_challenger_is_promoted_only_by_force(project, client):
     import yaml
 
-    worse = experiment  # the same experiment (so the same registered model), a weaker tone model
-    config = yaml.safe_load(worse.read_text())
+    work, env, experiment = project["dir"], project["env"], project["experiment"]
+    config = yaml.safe_load(experiment.read_text())  # the same experiment, a weaker tone model
     config["tasks"]["tone"]["grid"] = {"clf__C": [0.01]}
-    worse.write_text(yaml.safe_dump(config, sort_keys=False))
-    run_newstag("train", str(worse), cwd=work, env=env)
-    refused = run_newstag("promote", str(worse), cwd=work, env=env)
-    assert "version 2 not promoted" in refused.stdout, refused.stdout
-    numbers = re.findall(r"\b0\.\d{4}\b", refused.stdout)
-    assert len(numbers) >= 2 and "paired bootstrap p =" in refused.stdout
+    experiment.write_text(yaml.safe_dump(config, sort_keys=False))
+    done = run_in_one_process([["train", str(experiment)], ["promote", str(experiment)]], cwd=work, env=env)
+    refused = done.stdout.splitlines()[-1]
+    assert "version 2 not promoted" in refused, refused
+    assert len(re.findall(r"\b0\.\d{4}\b", refused)) >= 2 and "paired bootstrap p =" in refused
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
 
-    forced = run_newstag("promote", "--force", "--reason", "trying the weak model", str(worse),
+    forced = run_newstag("promote", "--force", "--reason", "trying the weak model", str(experiment),
                          cwd=work, env=env)
     assert "version 2 is now the champion" in forced.stdout
     champion = client.get_model_version_by_alias(NAME, "champion")
