@@ -1,7 +1,9 @@
-"""Everything MLflow: one run per training (resumed by evaluation), the model registered.
+"""Everything about runs: one per training (resumed by evaluation) with its description, inputs,
+params, metrics named split/task/metric and the bundle logged as one pyfunc model; the lean UI.
 
-Only `train` and `evaluate` import this module; prediction never does. MLflow itself is imported
-inside the functions so that `--no-tracking` runs and error paths stay fast.
+`train`, `evaluate`, `search`, `ui` and the registry import this module; prediction from a file
+never does. MLflow itself is imported inside the functions so that `--no-tracking` runs and
+error paths stay fast.
 """
 
 import json
