@@ -25,10 +25,11 @@ BENCH_INPUTS := $(BENCH_EXPS:%=data/processed/%/manifest.json)
 FORMAT ?= table
 HOST ?= 127.0.0.1
 PORT ?= 5000
+SERVE_PORT ?= 5001
 MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 
 .DEFAULT_GOAL := help
-.PHONY: help setup preprocess train evaluate all golden search predict ui test lint clean distclean bench bench-quick
+.PHONY: help setup preprocess train evaluate all golden search predict promote serve ui test lint clean distclean bench bench-quick
 
 help: ## list the targets
 	@echo "usage: make TARGET [EXP=experiments/<name>.yaml]"
@@ -91,8 +92,17 @@ predict: $(MODEL) ## tag text: make predict TEXT="..." or INPUT=file.txt|.jsonl|
 predict: export NEWSTAG_TEXT = $(value TEXT)
 predict: export NEWSTAG_INPUT = $(value INPUT)
 
-ui: $(STAMP) ## open the MLflow UI on http://127.0.0.1:5000 over the same store
-	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host $(HOST) --port $(PORT)
+promote: $(REPORT) ## alias the newest registered version `champion` if it beats the champion (FORCE=1: anyway)
+	MLFLOW_TRACKING_URI=$(MLFLOW_TRACKING_URI) $(NEWSTAG) promote $(EXP) $(if $(FORCE),--force)
+
+# The venv's bin goes first on PATH: MLflow starts uvicorn by name.
+serve: | $(STAMP) ## serve models:/newstag-<exp>@champion over HTTP on 127.0.0.1:5001 (SERVE_PORT=)
+	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI=$(MLFLOW_TRACKING_URI) \
+	$(BIN)/mlflow models serve -m models:/newstag-$(NAME)@champion --env-manager local \
+		--host $(HOST) --port $(SERVE_PORT) --workers 1
+
+ui: | $(STAMP) ## the MLflow UI on http://127.0.0.1:5000 over the same store; prints the link to the runs
+	MLFLOW_TRACKING_URI=$(MLFLOW_TRACKING_URI) $(NEWSTAG) ui $(EXP) --host $(HOST) --port $(PORT)
 
 $(BENCH_STAMP): pyproject.toml | $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
@@ -103,10 +113,14 @@ LOAD ?= 1000000
 bench: $(BENCH_INPUTS) models/default/model.joblib models/financial_phrasebank/model.joblib | $(BENCH_STAMP) ## newstag vs baseline, fastText, VADER on the public corpora, plus a streaming load test
 	$(NEWSTAG) bench $(BENCH_EXPS:%=experiments/%.yaml) --out reports/bench
 	$(NEWSTAG) bench --load $(LOAD) --model models/default/model.joblib --out reports/bench
+	MLFLOW_TRACKING_URI=$(MLFLOW_TRACKING_URI) $(NEWSTAG) promote experiments/default.yaml
+	MLFLOW_TRACKING_URI=$(MLFLOW_TRACKING_URI) $(NEWSTAG) bench --serve 200 --out reports/bench
 
 bench-quick: $(BENCH_INPUTS) models/default/model.joblib models/financial_phrasebank/model.joblib | $(BENCH_STAMP) ## the same on small subsets, to check the bench code (minutes)
 	$(NEWSTAG) bench --quick $(BENCH_EXPS:%=experiments/%.yaml) --out reports/bench-quick
 	$(NEWSTAG) bench --load 20000 --model models/default/model.joblib --out reports/bench-quick
+	MLFLOW_TRACKING_URI=$(MLFLOW_TRACKING_URI) $(NEWSTAG) promote experiments/default.yaml
+	MLFLOW_TRACKING_URI=$(MLFLOW_TRACKING_URI) $(NEWSTAG) bench --serve 200 --out reports/bench-quick
 
 test: $(STAMP) ## run the test suite
 	$(BIN)/python -m pytest

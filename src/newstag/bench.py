@@ -435,3 +435,73 @@ def load_test(model: str, articles: int, texts: list[str]) -> dict:
         raise NewstagError(f"load test: {count} of {articles} rows tagged; {process.stderr.read()[-500:]}")
     return {"articles": articles, "seconds": seconds, "articles_per_second": articles / seconds,
             "peak_memory_mb": usage.ru_maxrss / 1024}
+
+
+# ---- the model server's latency ----------------------------------------------------------------
+
+def serve_command(model_uri: str, host: str, port: int) -> list[str]:
+    """What `make serve` runs: MLflow's model server over the registered model, in this venv."""
+    import sys
+
+    mlflow = str(Path(sys.executable).with_name("mlflow"))
+    return [mlflow, "models", "serve", "-m", model_uri, "--env-manager", "local", "--host", host,
+            "--port", str(port), "--workers", "1"]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, process, timeout: float = 120) -> float:
+    """Seconds until `url` answers; fail if the process exits or the time runs out."""
+    import urllib.request
+
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        if process.poll() is not None:
+            raise NewstagError(f"the server exited (code {process.returncode}) before answering {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return time.perf_counter() - start
+        except OSError:
+            time.sleep(0.2)
+    raise NewstagError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def serve_latency(model_uri: str, text: str, requests: int = 200) -> dict:
+    """Start the model server on a free port (as `make serve` does), post `requests` requests of
+    one article each, one at a time, and stop it. Latency is per request, client side."""
+    import os
+    import signal
+    import subprocess
+    import urllib.request
+
+    from newstag.tracking import lean_server_env, tracking_uri
+
+    port = free_port()
+    env = {**lean_server_env(), "MLFLOW_TRACKING_URI": tracking_uri()}
+    process = subprocess.Popen(serve_command(model_uri, "127.0.0.1", port), env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        startup = wait_for(f"http://127.0.0.1:{port}/ping", process)
+        body = json.dumps({"dataframe_records": [{"id": "1", "text": text}]}).encode()
+        seconds = []
+        for _ in range(requests):
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                             headers={"Content-Type": "application/json"})
+            start = time.perf_counter()
+            with urllib.request.urlopen(request, timeout=60) as response:
+                response.read()
+            seconds.append(time.perf_counter() - start)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+    milliseconds = np.array(seconds) * 1000
+    return {"model": model_uri, "requests": requests, "startup_seconds": round(startup, 2),
+            "p50_ms": round(float(np.percentile(milliseconds, 50)), 2),
+            "p95_ms": round(float(np.percentile(milliseconds, 95)), 2),
+            "mean_ms": round(float(milliseconds.mean()), 2)}

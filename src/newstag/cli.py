@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                                help="with --target-precision: write experiments/<name>.threshold.yaml "
                                     "with min_confidence set")
     _add_search(commands)
+    _add_registry(commands)
     _add_predict(commands)
     _add_bench(commands)
     _add_explain(commands)
@@ -86,6 +87,24 @@ def _add_search(commands) -> None:
     search.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
 
 
+def _add_registry(commands) -> None:
+    text = ("set the `champion` alias on the newest registered version of newstag-<exp> when it beats "
+            "the champion on the current test split")
+    promote = commands.add_parser("promote", help=text, description=text + (
+        ": both re-scored on the same articles, mean test macro-F1 over tasks, paired bootstrap"))
+    promote.add_argument("experiment", nargs="?", default=DEFAULT_EXPERIMENT,
+                         help=f"experiment YAML, evaluated (default: {DEFAULT_EXPERIMENT})")
+    promote.add_argument("--force", action="store_true",
+                         help="promote the newest version even when it does not beat the champion")
+    promote.add_argument("--reason", help="why, recorded with the promotion (default: the comparison)")
+    text = "start the MLflow UI over the store, lean (one worker, no job execution), and print its link"
+    ui = commands.add_parser("ui", help=text, description=text)
+    ui.add_argument("experiment", nargs="?", default=DEFAULT_EXPERIMENT,
+                    help=f"experiment YAML whose runs to link to (default: {DEFAULT_EXPERIMENT})")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+
+
 def _add_bench(commands) -> None:
     bench = commands.add_parser("bench", help="compare newstag with a baseline, fastText, VADER",
                                 description="Score every method on each experiment's split or folds.")
@@ -93,6 +112,11 @@ def _add_bench(commands) -> None:
     bench.add_argument("--load", type=int, metavar="N",
                        help="instead: stream N articles through `newstag predict` from stdin")
     bench.add_argument("--model", default=DEFAULT_MODEL, help="the bundle --load uses")
+    bench.add_argument("--serve", type=int, metavar="N",
+                       help="instead: serve --serve-model with `mlflow models serve` and time N "
+                            "one-article requests (p50/p95 latency)")
+    bench.add_argument("--serve-model", default="models:/newstag-default@champion",
+                       help="the registered model --serve serves (default: models:/newstag-default@champion)")
     bench.add_argument("--quick", action="store_true",
                        help="a small subset: checks the code, not the science")
     bench.add_argument("--methods",
@@ -118,7 +142,9 @@ def _add_predict(commands) -> None:
     predict.add_argument("-i", "--input", action="append", default=[], metavar="FILE",
                          help=".txt (one article), .jsonl (field 'text', optional 'id'), .csv, "
                               "or - for stdin (one article per line); repeatable")
-    predict.add_argument("-m", "--model", default=DEFAULT_MODEL, help=f"bundle (default: {DEFAULT_MODEL})")
+    predict.add_argument("-m", "--model", default=DEFAULT_MODEL,
+                         help=f"bundle, or a registered model, e.g. models:/newstag-default@champion "
+                              f"(default: {DEFAULT_MODEL})")
     predict.add_argument("-f", "--format", choices=("jsonl", "table"), default="jsonl")
     predict.add_argument("--text-column", default="text", help="CSV column holding the text")
     predict.add_argument("--encoding", default="utf-8", help="encoding of the input files and stdin")
@@ -242,7 +268,12 @@ def run_predict(args) -> int:
         raise NewstagError("nothing to tag: give TEXT, --input FILE, or --input - for stdin")
     records = read_records(args.texts, args.input, args.text_column, args.encoding,
                            max_record_bytes=int(args.max_record_mb * 1_000_000))
-    bundle = load_bundle(args.model)
+    if args.model.startswith("models:/"):  # the registry: the only predict path that imports MLflow
+        from newstag.registry import load_registered
+
+        bundle = load_registered(args.model)
+    else:
+        bundle = load_bundle(args.model)
     explainers = None
     if args.explain:
         from newstag.explain import explainers_for
@@ -254,6 +285,22 @@ def run_predict(args) -> int:
     if errors:
         log.warning("%d record(s) could not be tagged; see the 'error' rows", errors)
     return 0
+
+
+def run_promote(args) -> int:
+    from newstag.config import load_config
+    from newstag.registry import promote
+
+    print(promote(load_config(args.experiment), force=args.force, reason=args.reason))
+    return 0
+
+
+def run_ui(args) -> int:
+    from newstag.config import load_config
+    from newstag.tracking import start_ui
+
+    experiment = load_config(args.experiment).mlflow.experiment
+    return start_ui(experiment, args.host, args.port)
 
 
 def run_explain(args) -> int:
@@ -287,6 +334,8 @@ def run_bench(args) -> int:
 
     if args.load:
         return _run_load_test(args)
+    if args.serve:
+        return _run_serve_test(args)
     if not args.experiments:
         raise NewstagError("name the experiments to bench, e.g. experiments/bbc_news.yaml")
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
@@ -310,6 +359,20 @@ def _run_load_test(args) -> int:
     print(f"load: {result['articles']:,} articles in {result['seconds']:.1f} s = "
           f"{result['articles_per_second']:,.0f} articles/s; peak memory "
           f"{result['peak_memory_mb']:.0f} MB (written {args.out}-load.json)")
+    return 0
+
+
+def _run_serve_test(args) -> int:
+    from newstag.bench import serve_latency
+    from newstag.data.files import write_json
+
+    with open("data/sample/articles.jsonl", encoding="utf-8") as handle:
+        first = json.loads(handle.readline())
+    result = serve_latency(args.serve_model, f"{first['title']}. {first['text']}", args.serve)
+    write_json(f"{args.out}-serve.json", result)
+    print(f"serve: {result['requests']} one-article requests to {result['model']}: p50 "
+          f"{result['p50_ms']:.1f} ms, p95 {result['p95_ms']:.1f} ms (server up in "
+          f"{result['startup_seconds']:.1f} s; written {args.out}-serve.json)")
     return 0
 
 
@@ -355,4 +418,5 @@ def run_schema(args) -> int:
 
 COMMANDS = {"preprocess": run_preprocess, "train": run_train, "evaluate": run_evaluate,
             "predict": run_predict, "explain": run_explain, "bench": run_bench, "search": run_search,
-            "download": run_download, "schema": run_schema, "info": run_info, "review": run_review}
+            "download": run_download, "schema": run_schema, "info": run_info, "review": run_review,
+            "promote": run_promote, "ui": run_ui}

@@ -337,7 +337,9 @@ class MlflowConfig:
     """How runs are filed in MLflow."""
 
     experiment: Str = Field("newstag", description="MLflow experiment the runs go to.")
-    register: Bool = Field(True, description="Register each task's model as newstag-<experiment>-<task>.")
+    register: Bool = Field(True, description=(
+        "Register the model (every task in one) as newstag-<experiment>; a new version only "
+        "when the data or the config changed."))
 
 
 @_schema

@@ -15,7 +15,7 @@ from newstag.data.splits import load_task_splits
 from newstag.errors import NewstagError
 from newstag.explain import NotExplainable, leaks, top_terms
 from newstag.models import multilabel
-from newstag.models.bundle import load_bundle
+from newstag.models.bundle import load_bundle, sidecar_path
 from newstag.models.calibrate import (
     base_scores,
     calibration_metrics,
@@ -45,7 +45,8 @@ def evaluate(config: ExperimentConfig, tracking: bool = True, target_precision: 
     writes experiments/<name>.threshold.yaml with those min_confidence values.
     """
     saved = [bundle_path(config, fmt) for fmt in ("joblib", "skops")]
-    bundle = load_bundle(next((path for path in saved if path.exists()), saved[0]))
+    path = next((path for path in saved if path.exists()), saved[0])
+    bundle = load_bundle(path)
     targets = task_targets(target_precision or {}, list(bundle["pipelines"]))
     if write_experiment and not targets:
         raise NewstagError("--write-experiment needs --target-precision (e.g. --target-precision 0.95)")
@@ -73,8 +74,8 @@ def evaluate(config: ExperimentConfig, tracking: bool = True, target_precision: 
         from newstag.tracking import log_evaluation
 
         write_json(out / "metrics.json", summary)  # logged with the other files
-        summary["mlflow_run_id"] = log_evaluation(config, bundle["metadata"],
-                                                  flat_metrics(metrics), out)
+        sidecar = json.loads(sidecar_path(path).read_text(encoding="utf-8"))  # verified by load_bundle
+        summary["mlflow_run_id"] = log_evaluation(config, sidecar, flat_metrics(metrics), out)
     write_json(out / "metrics.json", summary)
     return summary
 
@@ -221,24 +222,28 @@ def write_threshold_yaml(config: ExperimentConfig, thresholds: dict[str, dict]) 
 
 
 def flat_metrics(metrics: dict) -> dict[str, float]:
-    """{'topic': {...}} -> {'topic_accuracy': .., 'topic_f1_macro': .., 'topic_f1_sport': ..}."""
-    from newstag.tracking import metric_name
+    """{'topic': {...}} -> {'test/topic/accuracy': .., 'test/topic/f1_macro': ..,
+    'test/topic/f1/sport': .., ...} and the main metric, test/mean/f1_macro (the mean over tasks
+    of the macro-F1, which promotion compares)."""
+    from newstag.tracking import MAIN_METRIC, metric_name
 
     flat = {}
     for task, values in metrics.items():
-        flat[metric_name(task, "accuracy")] = values["accuracy"]
-        flat[metric_name(task, "f1_macro")] = values["f1_macro"]
+        flat[metric_name("test", task, "accuracy")] = values["accuracy"]
+        flat[metric_name("test", task, "f1_macro")] = values["f1_macro"]
         for label, scores in values["per_class"].items():
-            flat[metric_name(task, "f1", label)] = scores["f1-score"]
+            flat[metric_name("test", task, "f1", label)] = scores["f1-score"]
         if values.get("multi_label"):  # micro/samples F1, Hamming loss, per-label P/R
             flat.update(multilabel.flat_metrics(task, values))
         for kind, prefix in (("calibrated", ()), ("uncalibrated", ("uncalibrated",))):
             for name, value in values.get("calibration", {}).get(kind, {}).items():
-                flat[metric_name(task, *prefix, name)] = value
+                flat[metric_name("test", task, *prefix, name)] = value
         for section, prefix in (("abstention", "abstain"), ("target_precision", "target")):
             for name, value in values.get(section, {}).items():
                 if isinstance(value, int | float) and math.isfinite(value):
-                    flat[metric_name(task, prefix, name)] = value
+                    flat[metric_name("test", task, prefix, name)] = value
+    if metrics:
+        flat[MAIN_METRIC] = sum(values["f1_macro"] for values in metrics.values()) / len(metrics)
     return flat
 
 

@@ -1,7 +1,9 @@
-"""Everything MLflow: one run per training (resumed by evaluation), the model registered.
+"""Everything about runs: one per training (resumed by evaluation) with its description, inputs,
+params, metrics named split/task/metric and the bundle logged as one pyfunc model; the lean UI.
 
-Only `train` and `evaluate` import this module; prediction never does. MLflow itself is imported
-inside the functions so that `--no-tracking` runs and error paths stay fast.
+`train`, `evaluate`, `search`, `ui` and the registry import this module; prediction from a file
+never does. MLflow itself is imported inside the functions so that `--no-tracking` runs and
+error paths stay fast.
 """
 
 import json
@@ -17,6 +19,11 @@ from newstag.data.files import exclusive_lock
 from newstag.errors import NewstagError
 
 log = logging.getLogger(__name__)
+
+
+def quiet_downloads() -> None:
+    """No progress bars on stderr when MLflow copies a model's files (newstag logs what it does)."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def tracking_uri() -> str:
@@ -37,6 +44,59 @@ def check_reachable(uri: str) -> None:
             f"MLflow tracking server {uri} is unreachable ({reason}); start it with `make ui` "
             f"or `mlflow server --host 127.0.0.1`, unset MLFLOW_TRACKING_URI, or pass --no-tracking"
         ) from None
+
+
+def lean_server_env() -> dict:
+    """The environment for an MLflow server process: the venv's bin first on PATH (MLflow starts
+    uvicorn by name), and no job-execution runner (the UI needs none, and it triples the memory)."""
+    import sys
+
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, "PATH": path, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def runs_link(uri: str, experiment: str, base: str) -> str:
+    """The UI's address of an experiment's training runs (the page it opens on may be another)."""
+    found = _experiment_id(uri, experiment)
+    if found is None:
+        return f"{base}/ (no experiment {experiment!r} yet: train one first)"
+    return f"{base}/#/experiments/{found}/runs"
+
+
+def _experiment_id(uri: str, name: str) -> str | None:
+    """Read from a SQLite store directly (importing MLflow would add seconds to the UI's start)."""
+    if not uri.startswith("sqlite:///"):
+        from mlflow.tracking import MlflowClient
+
+        with mlflow_errors(uri):
+            found = MlflowClient(uri).get_experiment_by_name(name)
+        return found and found.experiment_id
+    import sqlite3
+    from contextlib import closing
+
+    database = Path(uri.removeprefix("sqlite:///")).resolve()
+    if not database.is_file():
+        return None
+    try:
+        with closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)) as db:
+            row = db.execute("select experiment_id from experiments where name = ? "
+                             "and lifecycle_stage = 'active'", (name,)).fetchone()
+    except sqlite3.Error:
+        return None
+    return str(row[0]) if row else None
+
+
+def start_ui(experiment: str, host: str, port: int) -> int:
+    """Print the link to the runs, then become a one-worker MLflow server over the same store."""
+    import sys
+
+    uri = tracking_uri()
+    link = runs_link(uri, experiment, f"http://{host}:{port}")
+    print(f"MLflow UI, training runs of {experiment!r}: {link}", flush=True)
+    mlflow = str(Path(sys.executable).with_name("mlflow"))
+    os.execve(mlflow, [mlflow, "server", "--backend-store-uri", uri, "--host", host, "--port", str(port),
+                       "--workers", "1"], lean_server_env())
+    return 0  # not reached
 
 
 def prepare_store(uri: str) -> None:
@@ -93,9 +153,53 @@ def flatten(data: dict, prefix: str = "") -> dict[str, str]:
     return flat
 
 
+# Config keys that are not training settings: the description is the run's note and bench
+# settings belong to `make bench`. The whole config is logged as config.json.
+NOT_PARAMS = ("description", "bench", "path")
+_DROP = object()
+
+
+def run_params(config) -> dict[str, str]:
+    """The config as MLflow params: the settings an experiment file chose, without empty values
+    ({}, [], null) and without settings left at their default (config.json holds them all)."""
+    chosen = {key: value for key, value in config.to_dict().items() if key not in NOT_PARAMS}
+    pruned = _pruned(chosen, setting_defaults(config))
+    return flatten(pruned if pruned is not _DROP else {})
+
+
+def setting_defaults(config) -> dict:
+    """What each setting is when an experiment file leaves it out."""
+    from dataclasses import asdict
+
+    from newstag.config import DataConfig, MlflowConfig, SplitConfig, TaskSettings
+
+    data = asdict(DataConfig(path="-"))
+    data.pop("path")
+    return {"data": data, "split": asdict(SplitConfig()), "mlflow": asdict(MlflowConfig()),
+            "tasks": dict.fromkeys(config.task_names, asdict(TaskSettings()))}
+
+
+def _pruned(value, default):
+    if isinstance(value, dict):
+        kept = {}
+        for key, item in value.items():
+            item = _pruned(item, default.get(key, _DROP) if isinstance(default, dict) else _DROP)
+            if item is not _DROP:
+                kept[key] = item
+        return kept or _DROP
+    if value in (None, "", [], ()) or (default is not _DROP and _same(value, default)):
+        return _DROP
+    return value
+
+
+def _same(value, default) -> bool:
+    return json.dumps(value, default=str) == json.dumps(default, default=str)
+
+
 def metric_name(*parts: str) -> str:
-    """Join parts with '_' keeping only characters MLflow accepts in a metric name."""
-    raw = "_".join(parts)
+    """Join parts with '/' (MLflow's UI groups metrics by these prefixes, e.g. test/topic/accuracy),
+    keeping only characters MLflow accepts in a metric name."""
+    raw = "/".join(parts)
     return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in raw)
 
 
@@ -121,25 +225,30 @@ def start_training(config, manifest: dict) -> "TrainingRun":
 
 
 class TrainingRun:
-    """An MLflow run holding a training's params, validation scores, plots and models."""
+    """An MLflow run holding a training's params, inputs, validation scores, plots and the model."""
 
     def __init__(self, config, manifest: dict):
         import mlflow
 
-        self.mlflow, self.config = mlflow, config
+        self.mlflow, self.config, self.manifest = mlflow, config, manifest
+        quiet_downloads()
         self.uri = tracking_uri()
         check_reachable(self.uri)
         prepare_store(self.uri)
         mlflow.set_tracking_uri(self.uri)
         with mlflow_errors(self.uri):
             experiment = mlflow.set_experiment(config.mlflow.experiment)
+            describe_experiment(mlflow.MlflowClient(self.uri), experiment, config)
             self.run = mlflow.start_run(run_name=config.name, experiment_id=experiment.experiment_id,
+                                        description=config.description or None,
                                         tags={"git_commit": git_commit(),
                                               "data_sha256": manifest["data_sha256"],
+                                              "config_sha256": config_sha256(config),
                                               "experiment_file": config.name, "stage": "train"})
-            mlflow.log_params(flatten(config.to_dict()))
+            mlflow.log_params(run_params(config))
             mlflow.log_dict(config.to_dict(), "config.json")
             mlflow.log_dict(manifest, "data/manifest.json")
+            log_split_inputs(mlflow.MlflowClient(self.uri), self.run.info.run_id, config)
 
     def __enter__(self):
         return self
@@ -150,44 +259,110 @@ class TrainingRun:
             self.mlflow.end_run(status)
         return False
 
-    def log_training(self, results: dict, example_texts: list[str]) -> None:
+    def log_training(self, results: dict, bundle: Path, sidecar: dict, example_texts: list[str]) -> None:
         with mlflow_errors(self.uri):
-            self._log_training(results, example_texts)
+            self._log_training(results, bundle, sidecar, example_texts)
 
-    def _log_training(self, results: dict, example_texts: list[str]) -> None:
+    def _log_training(self, results: dict, bundle: Path, sidecar: dict, example_texts: list[str]) -> None:
         from newstag.plots import grid_figure
 
+        pipelines = {task: result.pipeline for task, result in results.items()}
+        model = self._log_model(bundle, sidecar, pipelines, example_texts)
+        self.mlflow.set_tag(MODEL_ID_TAG, model.model_id)
         for task, result in results.items():
             self.mlflow.log_params({f"best.{task}.{k}": v for k, v in result.best_params.items()})
-            self.mlflow.log_metrics({metric_name(task, "val", key): value  # numbers; the rest are params
+            self.mlflow.log_metrics({metric_name("val", task, key): value  # numbers; the rest are params
                                      for key, value in result.validation.items()
-                                     if isinstance(value, int | float) and not isinstance(value, bool)})
+                                     if isinstance(value, int | float) and not isinstance(value, bool)},
+                                    model_id=model.model_id)
             self.mlflow.log_params({f"val.{task}.{key}": value for key, value in result.validation.items()
                                     if isinstance(value, str)})
             self.mlflow.log_figure(grid_figure(task, result.candidates), f"plots/grid_{task}.png")
             self.mlflow.log_dict(result.candidates, f"grid/{task}.json")
-            self._log_model(task, result.pipeline, example_texts)
+        if self.config.mlflow.register:
+            from newstag.registry import register
 
-    def _log_model(self, task: str, pipeline, example_texts: list[str]) -> None:
-        import numpy as np
-        import sklearn
-        from mlflow.models import infer_signature
+            register(self.mlflow.MlflowClient(self.uri), self.config, model, self.run.info.run_id,
+                     sidecar)
 
-        from newstag.models.bundle import SKOPS_TRUSTED
+    def _log_model(self, bundle: Path, sidecar: dict, pipelines: dict, example_texts: list[str]):
+        """The bundle itself as one pyfunc model: every task, with scores, like `newstag predict`."""
+        import tempfile
 
-        texts = np.array(example_texts, dtype=str)
-        registered = f"newstag-{self.config.name}-{task}" if self.config.mlflow.register else None
-        self.mlflow.sklearn.log_model(
-            pipeline, name=f"{task}-model", input_example=texts,
-            signature=infer_signature(texts, pipeline.predict(texts)),
-            registered_model_name=registered,
-            pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
-            skops_trusted_types=sorted(SKOPS_TRUSTED),  # e.g. calibration's fitted parts
-        )
+        from newstag import serving
+
+        loaded = {"pipelines": pipelines, "metadata": sidecar}
+        with tempfile.TemporaryDirectory(prefix="newstag-model-") as folder:
+            files = serving.bundle_folder(bundle, Path(folder) / "bundle")
+            return self.mlflow.pyfunc.log_model(
+                name=f"newstag-{self.config.name}", python_model=serving.MODEL_CODE,
+                artifacts={serving.BUNDLE_ARTIFACT: str(files)},
+                signature=serving.signature(loaded),
+                input_example=serving.input_example(example_texts),
+                pip_requirements=serving.requirements(sidecar.get("versions") or {}),
+                tags={"data_sha256": sidecar["data_sha256"], "bundle_sha256": sidecar["sha256"]},
+            )
 
     def reference(self) -> dict:
         return {"tracking_uri": self.uri, "run_id": self.run.info.run_id,
                 "experiment_id": self.run.info.experiment_id}
+
+
+MAIN_METRIC = "test/mean/f1_macro"  # the mean over tasks of the test macro-F1: what promote compares
+MODEL_ID_TAG = "newstag.model_id"  # the run's logged model, which evaluate logs its metrics with
+CLASSIC_ML = "custom_model_development"  # mlflow.experimentKind: the UI opens on runs, not traces
+NOTE = "mlflow.note.content"  # the description the UI shows (and edits) for experiments and runs
+NOTE_HEADER = "newstag runs: one per training of an experiment file (`experiments/<name>.yaml`)."
+
+
+def config_sha256(config) -> str:
+    """The identity of a configuration: the same settings give the same hash."""
+    import hashlib
+
+    text = json.dumps(config.to_dict(), sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def describe_experiment(client, experiment, config) -> None:
+    """Mark the MLflow experiment as classic ML and keep, in its description, one line per
+    experiment file trained into it with that file's description (several files share one)."""
+    tags = experiment.tags or {}
+    if tags.get("mlflow.experimentKind") != CLASSIC_ML:
+        client.set_experiment_tag(experiment.experiment_id, "mlflow.experimentKind", CLASSIC_ML)
+    note = experiment_note(tags.get(NOTE, ""), config.name, config.description)
+    if note != tags.get(NOTE):
+        client.set_experiment_tag(experiment.experiment_id, NOTE, note)
+
+
+def experiment_note(note: str, name: str, description: str) -> str:
+    """The note with `- **name**: description` added or replaced; other lines are kept."""
+    kept = [line for line in (note or "").splitlines()
+            if line.strip() and line != NOTE_HEADER and not line.startswith(f"- **{name}**:")]
+    return "\n".join([NOTE_HEADER, "", *kept, f"- **{name}**: {description or '(no description)'}"]) + "\n"
+
+
+SPLIT_CONTEXT = {"train": "training", "validation": "validation", "test": "test"}
+
+
+def log_split_inputs(client, run_id: str, config) -> None:
+    """One MLflow dataset per split the run trains or is tested on (name, file, sha256, rows),
+    from the manifests preprocess wrote; nothing is read but the manifests."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    from newstag.config import task_source
+    from newstag.data.splits import read_manifest
+
+    sources = {task_source(config, task).name: task_source(config, task) for task in config.task_names}
+    inputs = []
+    for source in sources.values():
+        for split, entry in read_manifest(source)["splits"].items():
+            dataset = Dataset(name=f"{source.name}-{split}", digest=entry["sha256"][:32],
+                              source_type="local", source=json.dumps({"uri": entry.get("path", "")}),
+                              profile=json.dumps({"num_rows": entry.get("rows")}))
+            inputs.append(DatasetInput(dataset, tags=[
+                InputTag("mlflow.data.context", SPLIT_CONTEXT.get(split, split)),
+                InputTag("sha256", entry["sha256"]), InputTag("rows", str(entry.get("rows")))]))
+    client.log_inputs(run_id, datasets=inputs)
 
 
 class NoTracking:
@@ -202,15 +377,16 @@ class NoTracking:
     def __exit__(self, *exc):
         return False
 
-    def log_training(self, results, example_texts):
+    def log_training(self, results, bundle, sidecar, example_texts):
         return None
 
     def reference(self) -> dict:
         return {}
 
 
-def log_evaluation(config, bundle_metadata: dict, metrics: dict[str, float], report_dir: Path):
-    """Add test metrics and report files to the training's run, or to a new run if it is gone."""
+def log_evaluation(config, sidecar: dict, metrics: dict[str, float], report_dir: Path):
+    """Add test metrics and report files to the training's run (or a new run if it is gone), the
+    metrics with the run's logged model, and the scores to the version it registered."""
     import mlflow
 
     uri = tracking_uri()
@@ -218,27 +394,32 @@ def log_evaluation(config, bundle_metadata: dict, metrics: dict[str, float], rep
     prepare_store(uri)
     mlflow.set_tracking_uri(uri)
     with mlflow_errors(uri):
-        return _log_evaluation(config, bundle_metadata, metrics, report_dir, uri)
+        return _log_evaluation(config, sidecar, metrics, report_dir, uri)
 
 
-def _log_evaluation(config, bundle_metadata: dict, metrics: dict, report_dir: Path, uri: str) -> str:
+def _log_evaluation(config, sidecar: dict, metrics: dict, report_dir: Path, uri: str) -> str:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    reference = bundle_metadata.get("mlflow") or {}
+    reference = sidecar.get("mlflow") or {}
     run_id = reference.get("run_id") if reference.get("tracking_uri") == uri else None
+    model_id = None
     if run_id:
         try:
-            mlflow.get_run(run_id)
+            model_id = mlflow.get_run(run_id).data.tags.get(MODEL_ID_TAG)
         except MlflowException:
             run_id = None
     experiment = mlflow.set_experiment(config.mlflow.experiment)
     with mlflow.start_run(run_id=run_id, run_name=config.name,
-                          experiment_id=experiment.experiment_id):
+                          experiment_id=experiment.experiment_id) as run:
         mlflow.set_tag("evaluated", "true")
-        mlflow.log_metrics(metrics)
+        mlflow.log_metrics(metrics, model_id=model_id)
         mlflow.log_artifacts(str(report_dir), artifact_path="evaluation")
-        return mlflow.active_run().info.run_id
+        if run_id and config.mlflow.register:
+            from newstag.registry import record_test_metrics
+
+            record_test_metrics(mlflow.MlflowClient(uri), config, sidecar, run_id, metrics)
+        return run.info.run_id
 
 
 class SearchRun:
@@ -296,10 +477,10 @@ class SearchRun:
         for task, result in results.items():
             best, scoring = result.best, result.scoring
             self.mlflow.log_params({f"best.{task}.{key}": value for key, value in best.settings().items()})
-            self.mlflow.log_metrics({metric_name(task, "cv", scoring, "mean"): best.mean(scoring),
-                                     metric_name(task, "cv", scoring, "sd"): best.sd(scoring),
-                                     metric_name(task, "search_seconds"): result.seconds,
-                                     metric_name(task, "candidates"): len(result.candidates)})
+            self.mlflow.log_metrics({metric_name("cv", task, f"{scoring}_mean"): best.mean(scoring),
+                                     metric_name("cv", task, f"{scoring}_sd"): best.sd(scoring),
+                                     metric_name("search", task, "seconds"): result.seconds,
+                                     metric_name("search", task, "candidates"): len(result.candidates)})
             rows = [c.row(result.scoring) for c in sorted(result.candidates, key=lambda c: c.number)]
             self.mlflow.log_text(pd.DataFrame(rows).to_csv(index=False), f"search/{task}.csv")
             self.mlflow.log_dict(rows, f"search/{task}.json")
@@ -326,10 +507,10 @@ class CandidateRuns:
         now = int(time.time() * 1000)
         params = [Param(key, str(value)[:6000]) for key, value in candidate.settings().items()]
         metrics = [Metric(name, value, now, 0) for name, value in (
-            (f"cv_{scoring}_mean", candidate.mean(scoring)), (f"cv_{scoring}_sd", candidate.sd(scoring)),
+            (f"cv/{scoring}_mean", candidate.mean(scoring)), (f"cv/{scoring}_sd", candidate.sd(scoring)),
             ("fit_seconds", candidate.mean_fit_seconds), ("folds_done", len(candidate.scores[scoring])))
             if value == value]  # NaN (no fold done) is left out
-        metrics += [Metric(f"fold_{scoring}", score, now, step)
+        metrics += [Metric(f"cv/{scoring}_fold", score, now, step)
                     for step, score in enumerate(candidate.scores[scoring])]
         self.client.log_batch(run_id, metrics=metrics, params=params)
         self.client.set_tag(run_id, "state", candidate.state)

@@ -79,7 +79,7 @@ def _train(config: ExperimentConfig, tracking: bool, fmt: str) -> dict:
         sidecar = save_bundle(bundle_path(config, fmt), pipelines, metadata)
         write_model_card(config, sidecar, pipelines, bundle_path(config, fmt))
         examples = next(iter(validation_splits.values()))["text"].head(3).tolist()
-        run.log_training(results, example_texts=examples)
+        run.log_training(results, bundle_path(config, fmt), sidecar, example_texts=examples)
     return sidecar
 
 

@@ -72,7 +72,7 @@ def test_search_has_a_parent_run_with_nested_candidate_runs(searched):
     assert 1 <= len(children) <= TINY_SEARCH["n_iter"]
     assert all(child.info.status == "FINISHED" for child in children)
     complete = [c for c in children if c.data.tags["state"] == "complete"]
-    assert complete and all({"cv_f1_macro_mean", "cv_f1_macro_sd", "fit_seconds"} <= set(c.data.metrics)
+    assert complete and all({"cv/f1_macro_mean", "cv/f1_macro_sd", "fit_seconds"} <= set(c.data.metrics)
                             for c in complete)
     assert "classifier" in complete[0].data.params
     assert parent.data.params["best.topic.classifier"] in ("linear_svm", "complement_nb")

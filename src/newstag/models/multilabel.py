@@ -423,10 +423,10 @@ def flat_metrics(task: str, values: dict) -> dict[str, float]:
     """The multi-label metrics evaluate's flat_metrics does not know, for MLflow."""
     from newstag.tracking import metric_name
 
-    flat = {metric_name(task, key): values[key] for key in ("f1_micro", "f1_samples", "hamming_loss")}
+    flat = {metric_name("test", task, key): values[key] for key in ("f1_micro", "f1_samples", "hamming_loss")}
     for label, scores in values["per_class"].items():
-        flat[metric_name(task, "precision", label)] = scores["precision"]
-        flat[metric_name(task, "recall", label)] = scores["recall"]
+        flat[metric_name("test", task, "precision", label)] = scores["precision"]
+        flat[metric_name("test", task, "recall", label)] = scores["recall"]
     return flat
 
 
