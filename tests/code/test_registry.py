@@ -49,7 +49,8 @@ def test_run_params_leave_out_empty_and_default_settings():
     params = run_params(load_config(DEFAULT_EXPERIMENT))
     assert params["tasks.topic.classifier"] == "complement_nb" and params["seed"] == "42"
     assert not [key for key in params if key.startswith(("bench", "compose", "data.options", "description"))]
-    assert "data.encoding" not in params and "tasks.tone.negation" not in params  # defaults
+    assert "data.encoding" not in params and "tasks.topic.negation" not in params  # defaults
+    assert params["tasks.tone.negation"] == "True"  # set in the YAML
     composed = run_params(load_config(ROOT / "experiments" / "news.yaml"))
     assert composed["compose.topic"] == "ag_news"
 
