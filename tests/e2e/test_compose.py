@@ -32,7 +32,9 @@ def test_composed_experiment_trains_evaluates_and_predicts(tmp_path):
     sidecar = json.loads((tmp_path / "models/both/model.joblib.json").read_text())
     assert set(sidecar["tasks"]) == {"topic", "tone"} and sidecar["config"]["compose"]
     metrics = json.loads((tmp_path / "reports/both/metrics.json").read_text())["tasks"]
-    assert metrics["topic"]["test_rows"] == metrics["tone"]["test_rows"] == 60
+    test_rows = {json.loads((tmp_path / f"data/processed/{name}/manifest.json").read_text())
+                 ["splits"]["test"]["rows"] for name in ("topics", "tones")}
+    assert test_rows == {metrics["topic"]["test_rows"]} == {metrics["tone"]["test_rows"]}
     row = json.loads(run_newstag("predict", "--model", "models/both/model.joblib",
                                  "The striker scored a late winner.", cwd=tmp_path).stdout)
     assert row["topic"] == "sport" and row["tone"] in {"negative", "neutral", "positive"}

@@ -108,7 +108,9 @@ def test_pyfunc_answers_as_newstag_predict_does(project, tmp_path):
     assert rows[0] == expected[0] and rows[2] == expected[2]
     assert rows[1] == {"id": "b", "error": "record b: empty text"}
     explained = model.predict(pd.DataFrame({"text": texts[:1]}), params={"explain": True})
-    assert explained.loc[0, "topic_terms"][0][0] == "shares"
+    terms = json.loads(run_newstag("predict", "--explain", "--input", str(articles), cwd=project["dir"],
+                                   env=project["env"]).stdout.splitlines()[0])["topic_terms"]
+    assert [list(term) for term in explained.loc[0, "topic_terms"]] == terms
 
 
 def test_version_carries_metrics_data_code_and_config(project, client):
@@ -124,7 +126,7 @@ def test_version_carries_metrics_data_code_and_config(project, client):
     assert {"val/topic/f1_macro", "test/topic/accuracy", "test/tone/f1_macro"} <= metrics
 
 
-def test_run_and_experiment_as_the_ui_shows_them(client):
+def test_run_and_experiment_as_the_ui_shows_them(project, client):
     experiment = client.get_experiment_by_name("newstag")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert "- **default**: Topic and tone taggers" in experiment.tags["mlflow.note.content"]
@@ -134,7 +136,9 @@ def test_run_and_experiment_as_the_ui_shows_them(client):
     assert set(inputs) == {"default-train", "default-validation", "default-test"}
     test = inputs["default-test"]
     tags = {tag.key: tag.value for tag in test.tags}
-    assert tags["mlflow.data.context"] == "test" and tags["rows"] == "60"
+    manifest = json.loads((project["dir"] / "data/processed/default/manifest.json").read_text())
+    assert tags["mlflow.data.context"] == "test"
+    assert tags["rows"] == str(manifest["splits"]["test"]["rows"])
     assert test.dataset.digest == tags["sha256"][:32]
     params = run.data.params
     assert not [key for key in params if key.startswith(("bench.", "compose", "data.options"))]

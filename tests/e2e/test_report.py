@@ -121,16 +121,30 @@ def test_model_card_is_written_with_the_bundle(trained_sample):
     for section in ("## Intended use", "## Data", "## Metrics and how they were measured",
                     "## Known limits", "## Versions"):
         assert section in card
-    assert "rows per split: test 60, train 276, validation 60" in card
-    assert "| sport | 10 | 46 | 10 |" in card  # label counts per split, from the manifest
+    splits = json.loads((trained_sample["dir"] / "data/processed/default/manifest.json")
+                        .read_text())["splits"]
+    rows = {name: split["rows"] for name, split in splits.items()}
+    assert (f"rows per split: test {rows['test']}, train {rows['train']}, "
+            f"validation {rows['validation']}") in card
+    sport = [splits[name]["labels"]["topic"]["sport"] for name in ("test", "train", "validation")]
+    assert "| sport | {} | {} | {} |".format(*sport) in card  # label counts per split, from the manifest
     assert "reports/<experiment>/metrics.json" in card  # test figures live with evaluate
     assert f"`{sidecar['sha256']}`" in card and "scikit-learn" in card
     for task, meta in sidecar["tasks"].items():
         assert f"| {task} | {meta['model']['classifier']} on word features |" in card
         assert meta["calibration"]["method"] in card
-    # the sample corpus's tone model leans on function words, and the card says so
+    # the rewritten sample corpus's tone labels no longer lean on "not" (the card said so before)
     limits = card.split("## Known limits")[1].split("## Versions")[0]
-    assert re.search(r"tone: label '\w+' leans on function words \((\w+, )*not", limits), limits
+    assert not re.search(r"tone: label '\w+' leans on function words \((\w+, )*not", limits), limits
+
+
+def test_a_label_told_apart_by_function_words_is_a_known_limit():
+    from newstag.card import stopword_notes
+
+    terms = {"negative": ["word:not", "had", "but", "was", "strike"], "positive": ["record", "won", "rose"]}
+    notes = stopword_notes("tone", terms)
+    assert len(notes) == 1 and notes[0].startswith("tone: label 'negative' leans on function words "
+                                                   "(not, had, but, was: 4 of its 5")
 
 
 def test_info_prints_the_card_and_metadata_without_mlflow(trained_sample, tmp_path):
