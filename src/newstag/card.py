@@ -156,8 +156,8 @@ def stopword_notes(task: str, terms: dict[str, list[str]]) -> list[str]:
 
 
 def _bare(term: str) -> str:
-    """`word__not` / `negation__not_rise` -> the word itself, lower-cased."""
-    return str(term).rsplit("__", 1)[-1].lower()
+    """`word:not` / `word__not` / `negation:not_rise` -> the word itself, lower-cased."""
+    return str(term).rsplit("__", 1)[-1].rsplit(":", 1)[-1].lower()
 
 
 def _params(params) -> str:
