@@ -130,6 +130,21 @@ def _add_predict(commands) -> None:
     predict.add_argument("--max-record-mb", type=_positive_mb, default=10, metavar="MB",
                          help="a longer record (line, CSV row or .txt file) becomes an error row, "
                               "so memory stays bounded (default: 10)")
+    predict.add_argument("-j", "--jobs", type=_jobs, default=None, metavar="N",
+                         help="worker processes (default: one per core for inputs over "
+                              "4,000 articles, none below); the output is the same for any N")
+    predict.add_argument("-o", "--output", metavar="FILE",
+                         help="write the rows to FILE (complete, or not at all) instead of stdout")
+
+
+def _jobs(value: str) -> int:
+    try:
+        jobs = int(value)
+    except ValueError:
+        jobs = 0
+    if not 1 <= jobs <= 256:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of processes from 1 to 256")
+    return jobs
 
 
 def _positive_mb(value: str) -> float:
@@ -235,22 +250,28 @@ def run_evaluate(args) -> int:
 
 
 def run_predict(args) -> int:
-    from newstag.models.bundle import load_bundle
-    from newstag.predict import predict_records, read_records, write_jsonl, write_table
+    from newstag.models.bundle import load_for_prediction
+    from newstag.predict import Job, read_records, tag_stream
 
     if not args.texts and not args.input:
         raise NewstagError("nothing to tag: give TEXT, --input FILE, or --input - for stdin")
     records = read_records(args.texts, args.input, args.text_column, args.encoding,
                            max_record_bytes=int(args.max_record_mb * 1_000_000))
-    bundle = load_bundle(args.model)
+    bundle = load_for_prediction(args.model)
     explainers = None
     if args.explain:
         from newstag.explain import explainers_for
 
         explainers = explainers_for(bundle["pipelines"], args.model, "retrain it, or drop --explain")
-    rows = predict_records(bundle, records, strict=args.strict, explainers=explainers)
-    tasks = list(bundle["pipelines"])
-    errors = write_table(rows, tasks) if args.format == "table" else write_jsonl(rows)
+    job = Job(bundle, args.format, strict=args.strict, explainers=explainers)
+    if args.output:
+        from newstag.data.files import atomic_path
+
+        with atomic_path(args.output) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as out:
+            errors = tag_stream(job, records, out, args.jobs)
+    else:
+        job.encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+        errors = tag_stream(job, records, sys.stdout, args.jobs)
     if errors:
         log.warning("%d record(s) could not be tagged; see the 'error' rows", errors)
     return 0
