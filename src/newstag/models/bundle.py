@@ -23,8 +23,8 @@ import logging
 from pathlib import Path
 
 from newstag import __version__
-from newstag.errors import NewstagError
 from newstag.data.files import publish, read_capped, sha256_file, signals_deferred, temporary_path
+from newstag.errors import NewstagError
 
 log = logging.getLogger(__name__)
 BUNDLE_FORMAT = "newstag-bundle"

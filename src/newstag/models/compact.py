@@ -21,7 +21,6 @@ Only the standard library and NumPy at import time: prediction imports this modu
 import json
 import re
 import unicodedata
-from array import array
 from collections import Counter
 from itertools import repeat
 
@@ -131,7 +130,7 @@ class Vectorizer:
 
     def start(self) -> None:
         """Begin a chunk: counts are gathered per text by `add`, then turned into rows by `rows`."""
-        self._columns, self._counts, self._lengths = array("q"), array("q"), array("q")
+        self._columns, self._counts, self._lengths = [], [], []
 
     def add(self, counted: Counter) -> None:
         """One text's n-gram counts (n-grams outside the vocabulary are dropped in `rows`)."""
@@ -141,10 +140,13 @@ class Vectorizer:
 
     def rows(self) -> "Rows":
         """The chunk's TF-IDF rows, exactly as TfidfVectorizer.transform computes them."""
-        columns = np.frombuffer(self._columns, dtype=np.int64)
-        counts = np.frombuffer(self._counts, dtype=np.int64)
-        row = np.repeat(np.arange(len(self._lengths)), np.frombuffer(self._lengths, dtype=np.int64))
-        known = columns >= 0
+        columns = np.fromiter(self._columns, dtype=np.int64, count=len(self._columns))
+        counts = np.fromiter(self._counts, dtype=np.int64, count=len(self._counts))
+        row = np.repeat(np.arange(len(self._lengths)), self._lengths)
+        known = np.flatnonzero(columns >= 0)
+        # Each row's features in column order, as scikit-learn sorts them: its norms and dot
+        # products then add the same numbers in the same order, to the last bit.
+        known = known[np.argsort(row[known] * len(self.terms) + columns[known], kind="stable")]
         columns, counts, row = columns[known], counts[known], row[known]
         values = counts.astype(self.dtype)
         if self.settings["binary"]:
@@ -177,25 +179,46 @@ class Rows:
         self.row, self.columns, self.values, self.n = row, columns, values, n
 
     def dot(self, weights: np.ndarray) -> np.ndarray:
-        """rows @ weights (features x outputs), in blocks so memory stays small."""
-        out = np.zeros((self.n, weights.shape[1]))
-        if not len(self.row):
-            return out
+        """rows @ weights (features x outputs), as SciPy computes it: each row's products added
+        one at a time in column order, in the wider of the two dtypes (a pairwise sum would round
+        float32 weights differently). In blocks of rows, so memory stays small."""
+        out = np.zeros((self.n, weights.shape[1]), dtype=np.result_type(self.values, weights))
         lengths = np.bincount(self.row, minlength=self.n)
         ends = np.cumsum(lengths)
         starts = ends - lengths
         step = max(1, BLOCK // weights.shape[1])
         first = 0
         while first < self.n:
-            last = int(np.searchsorted(ends, starts[first] + step, side="right"))
-            last = max(last, first + 1)
+            last = max(int(np.searchsorted(ends, starts[first] + step, side="right")), first + 1)
             begin, end = starts[first], ends[last - 1]
-            nonempty = np.flatnonzero(lengths[first:last]) + first
-            if len(nonempty):
-                products = weights[self.columns[begin:end]] * self.values[begin:end, None]
-                out[nonempty] = np.add.reduceat(products, starts[nonempty] - begin, axis=0)
+            products = weights[self.columns[begin:end]] * self.values[begin:end, None]
+            out[first:last] = _row_sums(products, starts[first:last] - begin, lengths[first:last], out.dtype)
             first = last
         return out
+
+    @staticmethod
+    def joined(parts: list["Rows"], offsets: list[int]) -> "Rows":
+        """Several vectorisers' rows side by side (a FeatureUnion's hstack), each row's features
+        in column order."""
+        if len(parts) == 1:
+            return parts[0]
+        row = np.concatenate([part.row for part in parts])
+        order = np.argsort(row, kind="stable")  # within a row: the first part's columns first
+        columns = np.concatenate([part.columns + offset for part, offset in zip(parts, offsets, strict=True)])
+        values = np.concatenate([part.values for part in parts])
+        return Rows(row[order], columns[order], values[order], parts[0].n)
+
+
+def _row_sums(products: np.ndarray, starts: np.ndarray, lengths: np.ndarray, dtype) -> np.ndarray:
+    """Per row, the sum of its products taken in order: step j adds every row's j-th product."""
+    sums = np.zeros((len(lengths), products.shape[1]), dtype=dtype)
+    order = np.argsort(-lengths, kind="stable")
+    longest = int(lengths[order[0]]) if len(order) else 0
+    active = np.searchsorted(-lengths[order], -np.arange(longest), side="left")  # rows longer than j
+    for j, count in enumerate(active):
+        rows = order[:count]
+        sums[rows] += products[starts[rows] + j]
+    return sums
 
 
 def count_texts(texts: list[str], vectorizers: list[Vectorizer]) -> None:
@@ -251,11 +274,9 @@ class Task:
         return [vectorizer.rows() for vectorizer in self.vectorizers]
 
     def margins(self, rows: list[Rows]) -> np.ndarray:
-        """The linear part: rows @ weights + intercept, one column per weight column."""
-        total = np.zeros((rows[0].n, self.weights.shape[1]))
-        for part, vectorizer, offset in zip(rows, self.vectorizers, self.meta["offsets"], strict=True):
-            total += part.dot(self.weights[offset:offset + len(vectorizer.terms)])
-        return total + self.intercept
+        """The linear part: rows @ weights + intercept, one column per weight column, in the
+        model's own dtype (SGD keeps float32 weights for float32 features)."""
+        return Rows.joined(rows, self.meta["offsets"]).dot(self.weights) + self.intercept
 
     def probabilities(self, rows: list[Rows]) -> np.ndarray:
         """The scores predict reports, as the scikit-learn pipeline's class_scores gives them."""
@@ -444,8 +465,7 @@ def _linear_parts(model) -> tuple[np.ndarray, np.ndarray]:
         coef = model.coef_
         if hasattr(coef, "toarray"):
             raise NotCompact("sparse coefficients")
-        return np.ascontiguousarray(np.asarray(coef, dtype=np.float64).T), \
-            np.atleast_1d(np.asarray(model.intercept_, dtype=np.float64))
+        return np.ascontiguousarray(np.asarray(coef).T), np.atleast_1d(np.asarray(model.intercept_))
     if type(model) is NBSVMClassifier:
         intercept = np.array([float(np.ravel(svm.intercept_)[0]) for svm in model.estimators_])
         return np.ascontiguousarray(np.asarray(model.coef_, dtype=np.float64).T), intercept
