@@ -510,7 +510,7 @@ def _in_workers(job: Job, chunks: Iterable[list[Record]], workers: int) -> Itera
     try:
         for chunk in chunks:
             fields = [(record.id, record.text, record.error) for record in chunk]
-            pending.append((pool.submit(_run_in_worker, fields), chunk[0].id))
+            pending.append((_submit(pool, fields, pending), chunk[0].id))
             if len(pending) >= IN_FLIGHT * workers:
                 yield _result(*pending.popleft())
         while pending:
@@ -520,15 +520,28 @@ def _in_workers(job: Job, chunks: Iterable[list[Record]], workers: int) -> Itera
         _stop(pool, finished)
 
 
+def _submit(pool, fields: list[tuple], pending: deque):
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        return pool.submit(_run_in_worker, fields)
+    except BrokenProcessPool:
+        first_id = pending[0][1] if pending else fields[0][0]
+        raise _worker_died(first_id) from None
+
+
 def _result(future, first_id) -> tuple[str, int]:
     from concurrent.futures.process import BrokenProcessPool
 
     try:
         return future.result()
     except BrokenProcessPool:
-        raise NewstagError(f"a worker process died (killed, or out of memory?) while tagging the "
-                           f"chunk that starts at record {first_id}; that record and the ones "
-                           f"after it were not written. Run again, or with --jobs 1") from None
+        raise _worker_died(first_id) from None
+
+
+def _worker_died(first_id) -> NewstagError:
+    return NewstagError(f"a worker process died (killed, or out of memory?); the rows from record "
+                        f"{first_id} on were not written. Run again, or with --jobs 1")
 
 
 def _stop(pool, finished: bool) -> None:
