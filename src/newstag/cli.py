@@ -319,18 +319,23 @@ def run_bench(args) -> int:
 
 
 def _run_load_test(args) -> int:
+    from pathlib import Path
 
-    from newstag.bench import load_test
+    from newstag.bench import cold_start, load_markdown, load_test
     from newstag.data.files import write_json
 
     sample = "data/sample/articles.jsonl"
     with open(sample, encoding="utf-8") as handle:
         texts = [f"{row['title']}. {row['text']}" for row in map(json.loads, handle)]
-    result = {"model": args.model, "input": f"{sample}, cycled", **load_test(args.model, args.load, texts)}
+    streaming = {str(jobs): load_test(args.model, args.load, texts, jobs) for jobs in (1, 2)}
+    streaming["speedup"] = streaming["2"]["articles_per_second"] / streaming["1"]["articles_per_second"]
+    streaming["identical_output"] = streaming["1"]["output_sha256"] == streaming["2"]["output_sha256"]
+    result = {"model": args.model, "input": f"{sample}, cycled", "cold_start": cold_start(args.model),
+              "streaming": streaming}
     write_json(f"{args.out}-load.json", result)
-    print(f"load: {result['articles']:,} articles in {result['seconds']:.1f} s = "
-          f"{result['articles_per_second']:,.0f} articles/s; peak memory "
-          f"{result['peak_memory_mb']:.0f} MB (written {args.out}-load.json)")
+    table = load_markdown(result)
+    Path(f"{args.out}-load.md").write_text(table, encoding="utf-8")
+    print(table + f"\nwritten {args.out}-load.json and {args.out}-load.md")
     return 0
 
 

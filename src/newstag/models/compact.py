@@ -31,6 +31,7 @@ from newstag.models.calibrate import softmax_margins
 
 FORMAT = "newstag-compact"
 VERSION = 1
+WORD_CACHE = 200_000  # words whose char_wb n-gram columns a vectoriser remembers
 BLOCK = 1 << 20  # at most this many products (nonzero features x labels) in memory at once
 WHITE_SPACES = re.compile(r"\s\s+")  # scikit-learn's whitespace normalisation for char n-grams
 
@@ -70,16 +71,18 @@ def char_ngrams(text: str, low: int, high: int) -> list[str]:
     return grams
 
 
-def char_wb_ngrams(text: str, low: int, high: int) -> list[str]:
-    """Character n-grams inside space-padded words; a word shorter than n counts once, whole."""
-    grams = []
-    for word in WHITE_SPACES.sub(" ", text).split():
-        word = f" {word} "
-        for n in range(low, high + 1):
-            if len(word) <= n:
-                grams.append(word)
-                break
-            grams += [word[i:i + n] for i in range(len(word) - n + 1)]
+def char_wb_words(text: str) -> list[str]:
+    return WHITE_SPACES.sub(" ", text).split()
+
+
+def word_char_ngrams(word: str, low: int, high: int) -> list[str]:
+    """One word's char_wb n-grams: the same whatever text it is in, so they can be cached."""
+    word, grams = f" {word} ", []
+    for n in range(low, high + 1):
+        if len(word) <= n:
+            grams.append(word)
+            break
+        grams += [word[i:i + n] for i in range(len(word) - n + 1)]
     return grams
 
 
@@ -96,8 +99,8 @@ def analyzer(settings: dict):
 
     if kind == "char":
         return lambda text: char_ngrams(preprocess(text), low, high)
-    if kind == "char_wb":
-        return lambda text: char_wb_ngrams(preprocess(text), low, high)
+    if kind == "char_wb":  # the words: each vectoriser maps a word's n-grams once (Vectorizer.add_words)
+        return lambda text: char_wb_words(preprocess(text))
     findall = re.compile(settings["token_pattern"]).findall
     stop = frozenset(settings["stop_words"]) if settings["stop_words"] is not None else None
 
@@ -127,10 +130,29 @@ class Vectorizer:
         self.vocabulary = dict(zip(terms, range(len(terms)), strict=True))
         self.dtype = np.dtype(settings["dtype"])
         self.key = analyzer_key(settings)
+        self._word_ids: dict[str, list[int]] = {}
 
     def start(self) -> None:
         """Begin a chunk: counts are gathered per text by `add`, then turned into rows by `rows`."""
         self._columns, self._counts, self._lengths = [], [], []
+
+    def add_words(self, words: list[str]) -> None:
+        """One text's char_wb words: each word's n-grams are looked up once and remembered, since
+        news repeats its words (the cache is emptied when it holds WORD_CACHE words)."""
+        cache, ids = self._word_ids, []
+        low, high = self.settings["ngram_range"]
+        for word in words:
+            found = cache.get(word)
+            if found is None:
+                if len(cache) >= WORD_CACHE:
+                    cache.clear()
+                found = cache[word] = [i for i in map(self.vocabulary.get, word_char_ngrams(word, low, high),
+                                                      repeat(-1)) if i >= 0]
+            ids += found
+        counted = Counter(ids)
+        self._columns.extend(counted)
+        self._counts.extend(counted.values())
+        self._lengths.append(len(counted))
 
     def add(self, counted: Counter) -> None:
         """One text's n-gram counts (n-grams outside the vocabulary are dropped in `rows`)."""
@@ -229,6 +251,11 @@ def count_texts(texts: list[str], vectorizers: list[Vectorizer]) -> None:
         groups.setdefault(vectorizer.key, (analyzer(vectorizer.settings), []))[1].append(vectorizer)
     for text in texts:
         for analyze, members in groups.values():
+            if members[0].settings["analyzer"] == "char_wb":
+                words = analyze(text)
+                for vectorizer in members:
+                    vectorizer.add_words(words)
+                continue
             counted = Counter(analyze(text))
             for vectorizer in members:
                 vectorizer.add(counted)
@@ -575,6 +602,12 @@ def write(target, pipelines: dict) -> dict:
 
 
 # ---- loading ---------------------------------------------------------------------------------
+
+def from_export(meta: dict, arrays: dict) -> Task:
+    """The Task an export describes, without writing it to a file (the bench predicts with it)."""
+    return _task({**meta, "name": meta.get("name", "task")}, 0,
+                 {f"0/{key}": value for key, value in arrays.items()})
+
 
 def load(path) -> dict[str, Task]:
     """Every task of a compact file; a NewstagError naming the file when it is malformed."""
