@@ -131,6 +131,7 @@ class Vectorizer:
         self.dtype = np.dtype(settings["dtype"])
         self.key = analyzer_key(settings)
         self._word_ids: dict[str, list[int]] = {}
+        self.sorted_rows = False  # set by its Task when the weights are float32 (see Rows.dot)
 
     def start(self) -> None:
         """Begin a chunk: counts are gathered per text by `add`, then turned into rows by `rows`."""
@@ -166,9 +167,8 @@ class Vectorizer:
         counts = np.fromiter(self._counts, dtype=np.int64, count=len(self._counts))
         row = np.repeat(np.arange(len(self._lengths)), self._lengths)
         known = np.flatnonzero(columns >= 0)
-        # Each row's features in column order, as scikit-learn sorts them: its norms and dot
-        # products then add the same numbers in the same order, to the last bit.
-        known = known[np.argsort(row[known] * len(self.terms) + columns[known], kind="stable")]
+        if self.sorted_rows:  # each row's features in column order, as scikit-learn sorts them
+            known = known[np.argsort(row[known] * len(self.terms) + columns[known], kind="stable")]
         columns, counts, row = columns[known], counts[known], row[known]
         values = counts.astype(self.dtype)
         if self.settings["binary"]:
@@ -201,10 +201,13 @@ class Rows:
         self.row, self.columns, self.values, self.n = row, columns, values, n
 
     def dot(self, weights: np.ndarray) -> np.ndarray:
-        """rows @ weights (features x outputs), as SciPy computes it: each row's products added
-        one at a time in column order, in the wider of the two dtypes (a pairwise sum would round
-        float32 weights differently). In blocks of rows, so memory stays small."""
-        out = np.zeros((self.n, weights.shape[1]), dtype=np.result_type(self.values, weights))
+        """rows @ weights (features x outputs), in blocks of rows so memory stays small.
+
+        In float64 the products are summed with reduceat (its order changes a margin by about
+        1e-16). Float32 weights (SGD keeps them for float32 features) are summed as SciPy does,
+        one product at a time in column order: another order moves a probability by 1e-6."""
+        dtype = np.result_type(self.values, weights)
+        out = np.zeros((self.n, weights.shape[1]), dtype=dtype)
         lengths = np.bincount(self.row, minlength=self.n)
         ends = np.cumsum(lengths)
         starts = ends - lengths
@@ -214,7 +217,12 @@ class Rows:
             last = max(int(np.searchsorted(ends, starts[first] + step, side="right")), first + 1)
             begin, end = starts[first], ends[last - 1]
             products = weights[self.columns[begin:end]] * self.values[begin:end, None]
-            out[first:last] = _row_sums(products, starts[first:last] - begin, lengths[first:last], out.dtype)
+            if dtype == np.float64:
+                nonempty = np.flatnonzero(lengths[first:last]) + first
+                if len(nonempty):
+                    out[nonempty] = np.add.reduceat(products, starts[nonempty] - begin, axis=0)
+            else:
+                out[first:last] = _row_sums(products, starts[first:last] - begin, lengths[first:last], dtype)
             first = last
         return out
 
@@ -295,6 +303,8 @@ class Task:
         self.weights, self.intercept = arrays["weights"], arrays["intercept"]
         self.arrays = arrays
         self.multilabel = self.kind == "multilabel"
+        for vectorizer in vectorizers:  # float32 sums depend on the order of the features
+            vectorizer.sorted_rows = self.weights.dtype != np.float64
 
     def features(self) -> list[Rows]:
         """This chunk's TF-IDF rows, one Rows per vectoriser (after count_texts)."""
@@ -303,7 +313,12 @@ class Task:
     def margins(self, rows: list[Rows]) -> np.ndarray:
         """The linear part: rows @ weights + intercept, one column per weight column, in the
         model's own dtype (SGD keeps float32 weights for float32 features)."""
-        return Rows.joined(rows, self.meta["offsets"]).dot(self.weights) + self.intercept
+        if self.weights.dtype != np.float64:  # summed in SciPy's order: the union's rows joined
+            return Rows.joined(rows, self.meta["offsets"]).dot(self.weights) + self.intercept
+        total = 0.0
+        for part, vectorizer, offset in zip(rows, self.vectorizers, self.meta["offsets"], strict=True):
+            total = total + part.dot(self.weights[offset:offset + len(vectorizer.terms)])
+        return total + self.intercept
 
     def probabilities(self, rows: list[Rows]) -> np.ndarray:
         """The scores predict reports, as the scikit-learn pipeline's class_scores gives them."""
