@@ -188,7 +188,8 @@ class CompactExplainer:
 
     def __init__(self, task: compact.Task):
         if not task.explainable():
-            raise NotExplainable("a multi-label model cannot be explained")
+            raise NotExplainable(f"a MultiLabelLinear model cannot be explained; explanations work "
+                                 f"with {EXPLAINABLE}")
         self.task = task
         self.index = {label: i for i, label in enumerate(task.classes)}
         self._names = None
