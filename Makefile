@@ -50,7 +50,7 @@ data/processed/%/manifest.json: experiments/%.yaml $(PKG)/preprocess.py $(PKG)/d
 # Written by `newstag preprocess`: the raw input files each split depends on.
 -include $(wildcard data/processed/*/deps.mk)
 
-models/%/model.joblib: data/processed/%/manifest.json $(PKG)/train.py $(PKG)/models/pipelines.py $(PKG)/models/bundle.py | $(STAMP)
+models/%/model.joblib: data/processed/%/manifest.json $(PKG)/train.py $(PKG)/models/pipelines.py $(PKG)/models/bundle.py $(PKG)/models/compact.py | $(STAMP)
 	$(NEWSTAG) train experiments/$*.yaml
 
 reports/%/metrics.json: models/%/model.joblib $(PKG)/evaluate.py $(PKG)/report.py $(PKG)/templates/report.html.j2 | $(STAMP)
@@ -58,9 +58,11 @@ reports/%/metrics.json: models/%/model.joblib $(PKG)/evaluate.py $(PKG)/report.p
 
 .PRECIOUS: data/processed/%/manifest.json models/%/model.joblib
 
-# A model whose bytes no longer match its sidecar's sha256 (or with no sidecar: a save that was
-# cut short) is out of date, whatever its timestamp says: FORCE makes Make retrain it.
-model_ok = $(shell f='$(1)'; [ -f "$$f" ] && grep -qF "\"sha256\": \"$$(sha256sum "$$f" | cut -d' ' -f1)\"" "$$f.json" 2>/dev/null && echo ok)
+# A model whose bytes, or whose compact form's bytes, no longer match the sha256 in its sidecar
+# (or with no sidecar: a save that was cut short) is out of date, whatever its timestamp says:
+# FORCE makes Make retrain it.
+sha_in_sidecar = grep -qF "\"sha256\": \"$$(sha256sum "$(1)" | cut -d' ' -f1)\"" "$(2)" 2>/dev/null
+model_ok = $(shell f='$(1)'; [ -f "$$f" ] && [ -f "$$f.compact.npz" ] && $(call sha_in_sidecar,$$f,$$f.json) && $(call sha_in_sidecar,$$f.compact.npz,$$f.json) && echo ok)
 $(foreach model,$(sort $(MODEL) models/default/model.joblib),$(eval $(model): $(if $(call model_ok,$(model)),,FORCE)))
 FORCE:
 .PHONY: FORCE

@@ -81,10 +81,28 @@ def _sample(frame: pd.DataFrame, task: str, size: int, seed: int,
 # ---- the methods: each fits on a Fold and returns (predict function, model size in bytes) -------
 
 def fit_newstag(task: TaskConfig, fold: Fold, seed: int, quick: bool):
+    """newstag's experiment, predicting as `newstag predict` does: from the compact form (NumPy)
+    when the task has one, else with the scikit-learn pipeline."""
     from newstag.train import fit_task
 
     pipeline = fit_task(task, fold.train, fold.validation, seed).pipeline
-    return pipeline.predict, _pickled_size(pipeline)
+    return predict_like_newstag(pipeline), _pickled_size(pipeline)
+
+
+def predict_like_newstag(pipeline):
+    """The labels `newstag predict` gives (the most probable label), from the compact form."""
+    from newstag.models import compact
+
+    try:
+        meta, arrays = compact.export(pipeline)
+    except compact.NotCompact:
+        return pipeline.predict
+    task = compact.from_export(meta, arrays)
+
+    def predict(texts):
+        labels, _ = compact.tag_texts({"task": task}, list(texts))["task"]
+        return np.array(labels)
+    return predict
 
 
 def fit_newstag_auto(task: TaskConfig, fold: Fold, seed: int, quick: bool):
@@ -317,22 +335,25 @@ def with_ratios(rows: list[dict]) -> list[dict]:
         if reference:
             row["accuracy_vs_fasttext"] = row["accuracy"] - reference["accuracy"]
             row["train_time_vs_fasttext"] = row["train_seconds"] / max(reference["train_seconds"], 1e-9)
+            row["predict_speed_vs_fasttext"] = row["predict_per_second"] / max(
+                reference["predict_per_second"], 1e-9)
     return rows
 
 
 def markdown_table(rows: list[dict]) -> str:
     """The figures as a Markdown table, one row per (corpus, task, method)."""
     head = ("| corpus | task | method | protocol | accuracy | macro-F1 | train s | articles/s "
-            "| peak MB | model MB | acc. − fastText | train time ÷ fastText |")
-    lines = [head, "|" + " --- |" * 12]
+            "| peak MB | model MB | acc. − fastText | train time ÷ fastText | articles/s ÷ fastText |")
+    lines = [head, "|" + " --- |" * 13]
     for r in rows:
         delta = f"{r['accuracy_vs_fasttext']:+.4f}" if "accuracy_vs_fasttext" in r else ""
         ratio = f"{r['train_time_vs_fasttext']:.2f}" if "train_time_vs_fasttext" in r else ""
+        speed = f"{r['predict_speed_vs_fasttext']:.2f}" if "predict_speed_vs_fasttext" in r else ""
         protocol = "split" if r["protocol"] == "split" else f"cv ({r['folds']} folds)"
         lines.append(f"| {r['experiment']} | {r['task']} | {r['method']} | {protocol} "
                      f"| {r['accuracy']:.4f} | {r['f1_macro']:.4f} | {r['train_seconds']:.1f} "
                      f"| {r['predict_per_second']:,.0f} | {r['peak_memory_mb']:.0f} "
-                     f"| {r['model_mb']:.1f} | {delta} | {ratio} |")
+                     f"| {r['model_mb']:.1f} | {delta} | {ratio} | {speed} |")
     ordinal = [r for r in rows if "mae_mean" in r]
     if ordinal:
         lines += ["", "| corpus | task | method | MAE on the score | MAE of predicting the mean |",
@@ -396,14 +417,45 @@ def require_bench_extras(methods: list[str] | None = None) -> None:
                                f"the bench extra) or pip install '.[bench]'") from None
 
 
-# ---- the streaming load test -------------------------------------------------------------------
+# ---- prediction speed: cold start and the streaming load test --------------------------------
 
-def load_test(model: str, articles: int, texts: list[str]) -> dict:
+COLD_START_TEXT = "Shares jumped after record profits."
+
+
+def cold_start(model: str, runs: int = 5) -> dict:
+    """Median wall time of `newstag predict --model MODEL "one sentence"` and of a bare
+    `python -c "import numpy"`, run alternately so that both see the same load on the machine."""
+    import statistics
+    import subprocess
+    import sys
+
+    commands = {"newstag": [sys.executable, "-m", "newstag", "predict", "--model", model, COLD_START_TEXT],
+                "numpy": [sys.executable, "-c", "import numpy"]}
+    seconds: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, command in commands.items():
+            start = time.perf_counter()
+            done = subprocess.run(command, capture_output=True, text=True)
+            seconds[name].append(time.perf_counter() - start)
+            if done.returncode != 0:
+                raise NewstagError(f"cold start: {name} failed: {done.stderr.strip()[-300:]}")
+    newstag, numpy = statistics.median(seconds["newstag"]), statistics.median(seconds["numpy"])
+    return {"runs": runs, "newstag_seconds": newstag, "numpy_import_seconds": numpy,
+            "ratio_to_numpy_import": newstag / numpy}
+
+
+def load_test(model: str, articles: int, texts: list[str], jobs: int | None = None) -> dict:
     """Stream `articles` lines (cycling through `texts`) through `newstag predict --input -`.
 
-    Returns articles/s and the predicting process's peak memory. The output is read as it comes
-    and checked for count and order, so a run that drops or reorders rows is not reported as fast.
+    Returns articles/s, the sha256 of the output, and `peak_memory_mb`: the largest sum of the
+    proportional set sizes of the predict process and its workers, sampled every 0.1 s (pages the
+    workers share with the main process count once). Not the child's ru_maxrss: Linux carries the
+    parent's high-water mark into a child across fork and exec, so that reported this bench
+    process's own size (about 200 MB of scikit-learn and pandas), not predict's. The output is
+    read as it comes and checked for count and order, so a run that drops or reorders rows is not
+    reported as fast.
     """
+    import hashlib
     import os
     import subprocess
     import sys
@@ -411,6 +463,7 @@ def load_test(model: str, articles: int, texts: list[str]) -> dict:
 
     lines = [" ".join(text.split()) + "\n" for text in texts]
     command = [sys.executable, "-m", "newstag", "predict", "--model", model, "--input", "-"]
+    command += ["--jobs", str(jobs)] if jobs else []
     start = time.perf_counter()
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, bufsize=1 << 16)
@@ -424,17 +477,77 @@ def load_test(model: str, articles: int, texts: list[str]) -> dict:
 
     writer = threading.Thread(target=feed, daemon=True)
     writer.start()
-    count = 0
+    memory = _TreeMemory(process.pid)
+    count, digest = 0, hashlib.sha256()
     for count, line in enumerate(process.stdout, start=1):
+        digest.update(line.encode("utf-8"))
         if json.loads(line)["id"] != count:
             raise NewstagError(f"load test: row {count} came out of order")
     writer.join()
-    _, status, usage = os.wait4(process.pid, 0)
+    memory.stop()
+    _, status, _ = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - start
     if status != 0 or count != articles:
         raise NewstagError(f"load test: {count} of {articles} rows tagged; {process.stderr.read()[-500:]}")
-    return {"articles": articles, "seconds": seconds, "articles_per_second": articles / seconds,
-            "peak_memory_mb": usage.ru_maxrss / 1024}
+    return {"articles": articles, "jobs": jobs, "seconds": seconds,
+            "articles_per_second": articles / seconds, "output_sha256": digest.hexdigest(),
+            "peak_memory_mb": memory.peak_mb}
+
+
+class _TreeMemory:
+    """Samples the summed proportional set size of a process and its children in a thread."""
+
+    def __init__(self, pid: int, every: float = 0.1):
+        import threading
+
+        self.pid, self.every, self.peak_mb = pid, every, 0.0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(self.every):
+            self.peak_mb = max(self.peak_mb, sum(_pss_mb(pid) for pid in _tree(self.pid)))
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+def _tree(pid: int) -> list[int]:
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return [pid]
+    return [pid] + [grandchild for child in children for grandchild in _tree(int(child))]
+
+
+def _pss_mb(pid: int) -> float:
+    """A process's proportional set size (its resident memory, shared pages divided among the
+    processes sharing them); 0 once it has gone."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return 0.0
+
+
+def load_markdown(result: dict) -> str:
+    """The cold start and streaming figures as a Markdown table."""
+    cold = result["cold_start"]
+    one, two = result["streaming"]["1"], result["streaming"]["2"]
+    return "\n".join([
+        "| figure | value |", "| --- | --- |",
+        f"| cold start, one article, median of {cold['runs']} | {cold['newstag_seconds']:.2f} s "
+        f"({cold['ratio_to_numpy_import']:.2f}× a bare numpy import, {cold['numpy_import_seconds']:.2f} s) |",
+        f"| streaming {one['articles']:,} articles, 1 process "
+        f"| {one['articles_per_second']:,.0f} articles/s, peak {one['peak_memory_mb']:.0f} MB |",
+        f"| streaming {two['articles']:,} articles, 2 workers | {two['articles_per_second']:,.0f} articles/s "
+        f"({result['streaming']['speedup']:.2f}×), peak {two['peak_memory_mb']:.0f} MB (all processes) |",
+        f"| output of 2 workers identical to 1 process | {result['streaming']['identical_output']} |",
+    ]) + "\n"
 
 
 # ---- the model server's latency ----------------------------------------------------------------

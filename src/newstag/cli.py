@@ -156,6 +156,21 @@ def _add_predict(commands) -> None:
     predict.add_argument("--max-record-mb", type=_positive_mb, default=10, metavar="MB",
                          help="a longer record (line, CSV row or .txt file) becomes an error row, "
                               "so memory stays bounded (default: 10)")
+    predict.add_argument("-j", "--jobs", type=_jobs, default=None, metavar="N",
+                         help="worker processes (default: one per core for inputs over "
+                              "4,000 articles, none below); the output is the same for any N")
+    predict.add_argument("-o", "--output", metavar="FILE",
+                         help="write the rows to FILE (complete, or not at all) instead of stdout")
+
+
+def _jobs(value: str) -> int:
+    try:
+        jobs = int(value)
+    except ValueError:
+        jobs = 0
+    if not 1 <= jobs <= 256:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of processes from 1 to 256")
+    return jobs
 
 
 def _positive_mb(value: str) -> float:
@@ -261,8 +276,8 @@ def run_evaluate(args) -> int:
 
 
 def run_predict(args) -> int:
-    from newstag.models.bundle import load_bundle
-    from newstag.predict import predict_records, read_records, write_jsonl, write_table
+    from newstag.models.bundle import load_for_prediction
+    from newstag.predict import Job, read_records, tag_stream
 
     if not args.texts and not args.input:
         raise NewstagError("nothing to tag: give TEXT, --input FILE, or --input - for stdin")
@@ -273,15 +288,21 @@ def run_predict(args) -> int:
 
         bundle = load_registered(args.model)
     else:
-        bundle = load_bundle(args.model)
+        bundle = load_for_prediction(args.model)
     explainers = None
     if args.explain:
         from newstag.explain import explainers_for
 
         explainers = explainers_for(bundle["pipelines"], args.model, "retrain it, or drop --explain")
-    rows = predict_records(bundle, records, strict=args.strict, explainers=explainers)
-    tasks = list(bundle["pipelines"])
-    errors = write_table(rows, tasks) if args.format == "table" else write_jsonl(rows)
+    job = Job(bundle, args.format, strict=args.strict, explainers=explainers)
+    if args.output:
+        from newstag.data.files import atomic_path
+
+        with atomic_path(args.output) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as out:
+            errors = tag_stream(job, records, out, args.jobs)
+    else:
+        job.encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+        errors = tag_stream(job, records, sys.stdout, args.jobs)
     if errors:
         log.warning("%d record(s) could not be tagged; see the 'error' rows", errors)
     return 0
@@ -347,18 +368,23 @@ def run_bench(args) -> int:
 
 
 def _run_load_test(args) -> int:
+    from pathlib import Path
 
-    from newstag.bench import load_test
+    from newstag.bench import cold_start, load_markdown, load_test
     from newstag.data.files import write_json
 
     sample = "data/sample/articles.jsonl"
     with open(sample, encoding="utf-8") as handle:
         texts = [f"{row['title']}. {row['text']}" for row in map(json.loads, handle)]
-    result = {"model": args.model, "input": f"{sample}, cycled", **load_test(args.model, args.load, texts)}
+    streaming = {str(jobs): load_test(args.model, args.load, texts, jobs) for jobs in (1, 2)}
+    streaming["speedup"] = streaming["2"]["articles_per_second"] / streaming["1"]["articles_per_second"]
+    streaming["identical_output"] = streaming["1"]["output_sha256"] == streaming["2"]["output_sha256"]
+    result = {"model": args.model, "input": f"{sample}, cycled", "cold_start": cold_start(args.model),
+              "streaming": streaming}
     write_json(f"{args.out}-load.json", result)
-    print(f"load: {result['articles']:,} articles in {result['seconds']:.1f} s = "
-          f"{result['articles_per_second']:,.0f} articles/s; peak memory "
-          f"{result['peak_memory_mb']:.0f} MB (written {args.out}-load.json)")
+    table = load_markdown(result)
+    Path(f"{args.out}-load.md").write_text(table, encoding="utf-8")
+    print(table + f"\nwritten {args.out}-load.json and {args.out}-load.md")
     return 0
 
 

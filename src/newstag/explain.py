@@ -12,21 +12,20 @@ naive-Bayes ratio r_k before its per-label SVM, so a term's contribution is coef
 A calibrated model (CalibratedClassifierCV with ensemble=False) maps the margins of one base model
 to probabilities; the terms are that base model's.
 
-Light on purpose (NumPy, SciPy and scikit-learn; no pandas, no MLflow): prediction imports it.
+A task predicted from its compact form (newstag.models.compact) is explained from the same
+arrays by CompactExplainer, with the same numbers, so `predict --explain` needs no scikit-learn.
+
+Light on purpose (NumPy at import time; SciPy and scikit-learn inside the functions that read a
+scikit-learn model; no pandas, no MLflow): prediction imports it.
 """
 
 import sys
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy import sparse
-from sklearn.linear_model import LogisticRegression, RidgeClassifier, SGDClassifier
-from sklearn.naive_bayes import ComplementNB
-from sklearn.pipeline import FeatureUnion, Pipeline
-from sklearn.svm import LinearSVC
 
 from newstag.errors import NewstagError
-from newstag.models import calibrate
+from newstag.models import calibrate, compact
 
 TERMS_PER_ARTICLE = 5
 TERMS_PER_LABEL = 15
@@ -37,7 +36,6 @@ LEAK_IN_OTHERS = 0.01  # ... and in under 1% of the other labels' articles
 # 10-article label would look like a leak).
 LEAK_MIN_OTHERS = round(1 / LEAK_IN_OTHERS)
 LEAK_MIN_IN_LABEL = 10
-LINEAR = (LinearSVC, LogisticRegression, SGDClassifier, RidgeClassifier)
 EXPLAINABLE = "logreg, linear_svm, sgd, ridge, complement_nb and nbsvm (calibrated or not)"
 
 
@@ -83,10 +81,15 @@ class LabelWeights:
 
 def label_weights(clf) -> LabelWeights:
     """The per-label weights of a supported model; NotExplainable for any other kind."""
+    from scipy import sparse
+    from sklearn.linear_model import LogisticRegression, RidgeClassifier, SGDClassifier
+    from sklearn.naive_bayes import ComplementNB
+    from sklearn.svm import LinearSVC
+
     if isinstance(clf, ComplementNB):
         log_prob = np.asarray(clf.feature_log_prob_, dtype=float)
         return LabelWeights(clf.classes_, log_prob, log_prob.mean(axis=0))
-    if isinstance(clf, LINEAR) or _is_nbsvm(clf):
+    if isinstance(clf, (LinearSVC, LogisticRegression, SGDClassifier, RidgeClassifier)) or _is_nbsvm(clf):
         coef = clf.coef_  # for NB-SVM: coef_k × r_k, the weights on the unscaled features
         coef = coef.toarray() if sparse.issparse(coef) else np.asarray(coef, dtype=float)
         return LabelWeights(clf.classes_, coef)
@@ -103,6 +106,8 @@ def _is_nbsvm(clf) -> bool:
 
 def feature_names(vectorizer) -> np.ndarray:
     """The name of every feature column; for a union, its kind first ('word:gaza', 'char:gaz')."""
+    from sklearn.pipeline import FeatureUnion
+
     if isinstance(vectorizer, FeatureUnion):
         parts = [np.array([f"{kind}:{term}" for term in part.get_feature_names_out()], dtype=object)
                  for kind, part in vectorizer.transformer_list if part not in ("drop", None)]
@@ -114,6 +119,8 @@ class Explainer:
     """Reads one task's pipeline once, then explains any number of articles."""
 
     def __init__(self, pipeline):
+        from sklearn.pipeline import Pipeline
+
         if not isinstance(pipeline, Pipeline) or set(pipeline.named_steps) != {"vect", "clf"}:
             raise NotExplainable("not a TF-IDF + classifier pipeline; retrain it")
         self.vectorizer = pipeline.named_steps["vect"]
@@ -129,8 +136,10 @@ class Explainer:
             self._names = feature_names(self.vectorizer)
         return self._names
 
-    def contributions(self, texts: list[str], labels: list[str]) -> sparse.csr_matrix:
+    def contributions(self, texts: list[str], labels: list[str]):
         """Coefficient × TF-IDF value of every nonzero feature of each text, toward its label."""
+        from scipy import sparse
+
         X = sparse.csr_matrix(self.vectorizer.transform(texts), dtype=float)
         unknown = sorted({str(label) for label in labels} - set(self.index))
         if unknown:
@@ -180,10 +189,57 @@ def explain_texts(pipeline, texts: list[str], top: int = TERMS_PER_ARTICLE) -> l
     return Explainer(pipeline).explain(texts, labels, top)
 
 
-def explainers_for(pipelines: dict, source: str, advice: str = "retrain it") -> dict[str, Explainer]:
-    """One Explainer per task, or a one-line NewstagError naming the model file, task and advice."""
+class CompactExplainer:
+    """Explainer's `index` and `explain` for a task predicted from its compact form: the same
+    TF-IDF values and weights, so the same terms and contributions."""
+
+    def __init__(self, task: compact.Task):
+        if not task.explainable():
+            raise NotExplainable(f"a MultiLabelLinear model cannot be explained; explanations work "
+                                 f"with {EXPLAINABLE}")
+        self.task = task
+        self.index = {label: i for i, label in enumerate(task.classes)}
+        self._names = None
+
+    @property
+    def names(self) -> list[str]:
+        if self._names is None:
+            self._names = self.task.names()
+        return self._names
+
+    def explain(self, texts: list[str], labels: list[str],
+                top: int = TERMS_PER_ARTICLE) -> list[list[list]]:
+        if not texts:
+            return []
+        label_index = np.array([self.index[str(label)] for label in labels], dtype=int)
+        compact.count_texts(texts, self.task.vectorizers)
+        parts = []
+        for rows, offset in zip(self.task.features(), self.task.meta["offsets"], strict=True):
+            columns = rows.columns + offset
+            values = rows.values.astype(float) * self.task.label_weight(label_index[rows.row], columns)
+            parts.append((rows.row, columns, values))
+        row, columns, values = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
+        order = np.argsort(row, kind="stable")
+        row, columns, values = row[order], columns[order], values[order]
+        ends = np.searchsorted(row, np.arange(len(texts)), side="right")
+        starts = np.r_[0, ends[:-1]]
+        return [[[str(self.names[columns[start + i]]), round(float(values[start + i]), 4)]
+                 for i in _top_positions(columns[start:end], values[start:end], top)
+                 if round(float(values[start + i]), 4) > 0]
+                for start, end in zip(starts, ends, strict=True)]
+
+
+def explainers_for(pipelines: dict, source: str, advice: str = "retrain it") -> dict:
+    """One Explainer per task (CompactExplainer for a compact task), or a one-line NewstagError
+    naming the model file, task and advice."""
     explainers = {}
     for task, pipeline in pipelines.items():
+        if isinstance(pipeline, compact.Task):
+            try:
+                explainers[task] = CompactExplainer(pipeline)
+            except NotExplainable as exc:
+                raise NewstagError(f"{source}: task {task!r}: {exc}; {advice}") from None
+            continue
         try:
             explainers[task] = Explainer(pipeline)
         except NotExplainable as exc:
@@ -232,6 +288,8 @@ def top_terms(pipeline, count: int = TERMS_PER_LABEL, texts: list[str] | None = 
     an agency name, a mail header or a URL rather than of the topic (judged only with at least
     LEAK_MIN_IN_LABEL articles of the label and LEAK_MIN_OTHERS of the others).
     """
+    from scipy import sparse
+
     explainer = Explainer(pipeline)
     strongest = explainer.strongest_terms(count)
     report = {label: [{"term": term, "weight": round(weight, 4)} for _, term, weight in terms]
@@ -244,7 +302,7 @@ def top_terms(pipeline, count: int = TERMS_PER_LABEL, texts: list[str] | None = 
     return report
 
 
-def _add_shares(entries: list[dict], X: sparse.csr_matrix, mine: np.ndarray, columns: list[int]) -> None:
+def _add_shares(entries: list[dict], X, mine: np.ndarray, columns: list[int]) -> None:
     present = (X[:, columns] != 0).astype(float)
     in_label = _share(present, mine)
     in_others = _share(present, ~mine)
@@ -255,7 +313,7 @@ def _add_shares(entries: list[dict], X: sparse.csr_matrix, mine: np.ndarray, col
         entry["leak"] = bool(enough and inside > LEAK_IN_LABEL and outside < LEAK_IN_OTHERS)
 
 
-def _share(present: sparse.csr_matrix, rows: np.ndarray) -> list[float | None]:
+def _share(present, rows: np.ndarray) -> list[float | None]:
     """Per column, the share of `rows` in which it appears; None when there are no such rows."""
     if not rows.any():
         return [None] * present.shape[1]

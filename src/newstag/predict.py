@@ -1,6 +1,11 @@
 """Tag articles with a saved bundle, streaming: read a chunk, predict it, write it, repeat.
 
-Imports only the standard library, NumPy, joblib and scikit-learn: never MLflow.
+Imports only the standard library and NumPy (newstag.models.compact predicts from a bundle's
+compact form); scikit-learn and joblib only for a task that has no compact form; never MLflow.
+
+With several cores, chunks go to worker processes (`tag_stream`): the main process reads and
+writes, the workers clean, tag and format, and rows come out in input order with at most two
+chunks per worker in flight, so memory stays flat whatever the input's length.
 
 Input is read as bytes, one line at a time with a length cap, and each line is decoded on its own:
 so one bad line is one error row (the stream goes on), byte offsets count from the start of the
@@ -11,22 +16,28 @@ import codecs
 import csv
 import json
 import math
+import os
+import signal
 import stat
 import sys
+from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
+from itertools import chain, islice
 from pathlib import Path
 
 import numpy as np
 
 from newstag.data.clean import clean_text
 from newstag.errors import NewstagError
-from newstag.models import multilabel
+from newstag.models import compact
 from newstag.models.calibrate import class_scores
 
 CHUNK = 2000
 CHUNK_CHARS = 50_000_000  # a chunk also ends at this much text, so 2000 long records fit in memory
+INLINE_CHUNKS = 2  # without --jobs, inputs up to this many chunks are tagged without workers
+IN_FLIGHT = 2  # chunks per worker sent and not yet written: enough to keep every worker busy
 DEFAULT_MAX_RECORD_MB = 10
 MAX_INT_DIGITS = 4300  # Python's own default limit, kept whatever the interpreter is set to
 READ_BUFFER = 1 << 20  # large reads: skipping an over-long line of a gigabyte then takes a moment
@@ -410,6 +421,143 @@ def predict_records(bundle: dict, records: Iterable[Record], strict: bool = Fals
         yield from rows
 
 
+@dataclass
+class Job:
+    """Everything tagging a chunk needs; each worker process gets it once, when it starts."""
+
+    bundle: dict
+    fmt: str = "jsonl"  # or "table"
+    encoding: str = "utf-8"  # of the output, so that each line is one it can write
+    strict: bool = False
+    explainers: dict | None = None
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.bundle["pipelines"])
+
+    def run(self, chunk: list[Record]) -> tuple[str, int]:
+        """One chunk's output text and how many of its rows are errors."""
+        rows = list(predict_records(self.bundle, chunk, self.strict, self.explainers))
+        return format_rows(rows, self.fmt, self.encoding, self.tasks)
+
+
+def tag_stream(job: Job, records: Iterable[Record], out, jobs: int | None = None) -> int:
+    """Tag `records` and write them to `out` in input order; return how many rows are errors.
+
+    jobs=None: inputs of up to INLINE_CHUNKS chunks are tagged here, longer ones by a worker per
+    core; jobs=1: here; jobs=N: by N worker processes. The output bytes are the same either way.
+    """
+    if job.fmt == "table":
+        out.write(table_header(job.tasks))
+    workers = available_cores() if jobs is None else jobs
+    inline = INLINE_CHUNKS if jobs is None else 0
+    chunks = _chunks(records)
+    errors = 0
+    for text, bad in _tagged(job, chunks, inline if workers > 1 else None, workers, out):
+        out.write(text)
+        errors += bad
+    return errors
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _tagged(job: Job, chunks: Iterator[list[Record]], inline: int | None, workers: int,
+            out) -> Iterator[tuple[str, int]]:
+    """Each chunk's (text, errors), in order: the first `inline` chunks (all, when None) here,
+    the rest in worker processes."""
+    for chunk in chunks if inline is None else islice(chunks, inline):
+        yield job.run(chunk)
+    if inline is None:
+        return
+    first = next(chunks, None)
+    if first is not None:
+        out.flush()  # a forked worker must not inherit unwritten output (it would write it too)
+        yield from _in_workers(job, chain([first], chunks), workers)
+
+
+_WORKER_JOB: Job | None = None
+
+
+def _start_worker(job: Job) -> None:
+    """In each worker: Ctrl-C reaches the whole process group, and the main process stops the
+    workers itself; SIGTERM ends a worker at once."""
+    global _WORKER_JOB
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _WORKER_JOB = job
+
+
+def _run_in_worker(records: list[tuple]) -> tuple[str, int]:
+    return _WORKER_JOB.run([Record(*fields) for fields in records])
+
+
+def _in_workers(job: Job, chunks: Iterable[list[Record]], workers: int) -> Iterator[tuple[str, int]]:
+    """Chunks to a pool of worker processes, results in input order; at most IN_FLIGHT chunks per
+    worker are out at once. A worker that dies is an error naming the first record not written."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    method = "fork" if sys.platform == "linux" else "spawn"  # fork: the loaded model is shared
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
+                               initializer=_start_worker, initargs=(job,))
+    pending: deque = deque()
+    finished = False
+    try:
+        for chunk in chunks:
+            fields = [(record.id, record.text, record.error) for record in chunk]
+            pending.append((_submit(pool, fields, pending), chunk[0].id))
+            if len(pending) >= IN_FLIGHT * workers:
+                yield _result(*pending.popleft())
+        while pending:
+            yield _result(*pending.popleft())
+        finished = True
+    finally:
+        _stop(pool, finished)
+
+
+def _submit(pool, fields: list[tuple], pending: deque):
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        return pool.submit(_run_in_worker, fields)
+    except BrokenProcessPool:
+        first_id = pending[0][1] if pending else fields[0][0]
+        raise _worker_died(first_id) from None
+
+
+def _result(future, first_id) -> tuple[str, int]:
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise _worker_died(first_id) from None
+
+
+def _worker_died(first_id) -> NewstagError:
+    return NewstagError(f"a worker process died (killed, or out of memory?); the rows from record "
+                        f"{first_id} on were not written. Run again, or with --jobs 1")
+
+
+def _stop(pool, finished: bool) -> None:
+    """Shut the pool down; after an error or Ctrl-C, end every worker now rather than let them
+    finish chunks nobody will write."""
+    if finished:
+        pool.shutdown()
+        return
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(timeout=5)
+
+
 def min_confidences(bundle: dict) -> dict[str, float]:
     """Each task's `min_confidence` from the bundle's metadata (tasks without one are left out)."""
     tasks = bundle.get("metadata", {}).get("tasks", {})
@@ -440,9 +588,7 @@ def _predict_chunk(pipelines: dict, chunk: list[Record], strict: bool,
         if record.error and strict:
             raise NewstagError(f"{record.error} (drop --strict to tag the other records)")
     good = [record for record in chunk if record.error is None]
-    labels = {task: multilabel.tag_texts(pipeline, [r.text for r in good])  # a list of labels
-              if multilabel.is_multilabel(pipeline) else tag_texts(pipeline, [r.text for r in good])
-              for task, pipeline in pipelines.items()}
+    labels = tag_tasks(pipelines, [record.text for record in good])
     position = {id(record): i for i, record in enumerate(good)}
     for record in chunk:
         if record.error:
@@ -451,7 +597,8 @@ def _predict_chunk(pipelines: dict, chunk: list[Record], strict: bool,
         row = {"id": record.id}
         for task, tagged in labels.items():
             if isinstance(tagged, list):  # multi-label: newstag.models.multilabel
-                row.update(multilabel.answer(task, tagged[position[id(record)]]))
+                scores = tagged[position[id(record)]]
+                row.update({task: list(scores), f"{task}_scores": scores})
                 continue
             names, scores = tagged
             label, score = names[position[id(record)]], float(scores[position[id(record)]])
@@ -466,6 +613,20 @@ def _answer(task: str, label: str, score: float, threshold: float | None) -> dic
         return {task: label, f"{task}_score": round(score, 4)}
     return {task: UNCERTAIN, f"{task}_score": round(score, 4), f"{task}_candidate": label,
             f"{task}_candidate_score": round(score, 4)}
+
+
+def tag_tasks(pipelines: dict, texts: list[str]) -> dict:
+    """Per task (in the bundle's order): (labels, scores), or for a multi-label task a list of
+    {label: probability} per text. Compact tasks share one analysis of each text."""
+    fast = {task: model for task, model in pipelines.items() if isinstance(model, compact.Task)}
+    tagged = compact.tag_texts(fast, texts)
+    for task, pipeline in pipelines.items():
+        if task not in fast:
+            from newstag.models import multilabel  # a scikit-learn pipeline: sklearn is loaded
+
+            tagged[task] = multilabel.tag_texts(pipeline, texts) if multilabel.is_multilabel(pipeline) \
+                else tag_texts(pipeline, texts)
+    return {task: tagged[task] for task in pipelines}
 
 
 def tag_texts(pipeline, texts: list[str]) -> tuple[list[str], np.ndarray]:
@@ -486,10 +647,19 @@ def write_jsonl(rows: Iterable[dict], out=None) -> int:
     out, errors = out or sys.stdout, 0
     encoding = getattr(out, "encoding", None) or "utf-8"
     for row in rows:
-        row = _finite(row)
-        errors += "error" in row
-        out.write(json_line(row, encoding) + "\n")
+        text, bad = format_rows([row], "jsonl", encoding, [])
+        out.write(text)
+        errors += bad
     return errors
+
+
+def format_rows(rows: list[dict], fmt: str, encoding: str, tasks: list[str]) -> tuple[str, int]:
+    """The rows as output text (JSON lines, or table lines without the header), and how many
+    are errors. Workers run this, so the main process only writes."""
+    if fmt == "table":
+        return "".join(table_row(row, tasks) for row in rows), sum("error" in row for row in rows)
+    rows = [_finite(row) for row in rows]
+    return "".join(json_line(row, encoding) + "\n" for row in rows), sum("error" in row for row in rows)
 
 
 def _finite(row: dict) -> dict:
@@ -514,18 +684,28 @@ def json_line(row: dict, encoding: str = "utf-8") -> str:
 def write_table(rows: Iterable[dict], tasks: list[str], out=None) -> int:
     """Write rows as an aligned table for people; return how many were errors."""
     out, errors = out or sys.stdout, 0
-    out.write(f"{'id':<28} " + " ".join(f"{visible(task):<22}" for task in tasks) + "\n")
+    out.write(table_header(tasks))
     for row in rows:
-        ident = visible(str(row["id"]))[-28:]
-        if "error" in row:
-            errors += 1
-            out.write(f"{ident:<28} error: {visible(row['error'])}\n")
-            continue
-        cells = [_cell(row, task) for task in tasks]
-        out.write(f"{ident:<28} " + " ".join(f"{cell:<22}" for cell in cells) + "\n")
-        if any(f"{task}_terms" in row for task in tasks):
-            out.write(f"{'':<28} {_terms_cell(row, tasks)}\n")
+        text, bad = format_rows([row], "table", "utf-8", tasks)
+        out.write(text)
+        errors += bad
     return errors
+
+
+def table_header(tasks: list[str]) -> str:
+    return f"{'id':<28} " + " ".join(f"{visible(task):<22}" for task in tasks) + "\n"
+
+
+def table_row(row: dict, tasks: list[str]) -> str:
+    """A row's table line, and a line of its terms when it has them."""
+    ident = visible(str(row["id"]))[-28:]
+    if "error" in row:
+        return f"{ident:<28} error: {visible(row['error'])}\n"
+    cells = [_cell(row, task) for task in tasks]
+    line = f"{ident:<28} " + " ".join(f"{cell:<22}" for cell in cells) + "\n"
+    if any(f"{task}_terms" in row for task in tasks):
+        line += f"{'':<28} {_terms_cell(row, tasks)}\n"
+    return line
 
 
 def _cell(row: dict, task: str) -> str:

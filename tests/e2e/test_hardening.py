@@ -18,7 +18,7 @@ import pytest
 
 from newstag.data.files import sha256_file
 from newstag.errors import NewstagError
-from newstag.models.bundle import load_bundle, save_bundle, sidecar_path
+from newstag.models.bundle import compact_path, load_bundle, save_bundle, sidecar_path
 
 from ..code.test_bad_input import corpus, fails, write_experiment
 from ..conftest import ROOT, copy_project, run_newstag
@@ -59,17 +59,19 @@ def test_a_skops_copy_leaves_the_joblib_model_working(make_project):
 
 
 @NEEDS_VENV
-@pytest.mark.parametrize("damage", ["flip a byte", "drop the sidecar", "drop the model"])
+@pytest.mark.parametrize("damage", ["flip a byte", "drop the sidecar", "drop the model",
+                                    "flip a byte of the compact form", "drop the compact form"])
 def test_make_retrains_a_broken_or_missing_model(make_project, tmp_path, damage):
     project = tmp_path / "copy"
     shutil.copytree(make_project, project, symlinks=True)
     model = project / "models/default/model.joblib"
-    if damage == "flip a byte":
-        data = bytearray(model.read_bytes())
+    target = compact_path(model) if "compact" in damage else model
+    if damage.startswith("flip a byte"):
+        data = bytearray(target.read_bytes())
         data[len(data) // 2] ^= 0xFF
-        model.write_bytes(bytes(data))
+        target.write_bytes(bytes(data))
     else:
-        (sidecar_path(model) if damage == "drop the sidecar" else model).unlink()
+        (sidecar_path(model) if damage == "drop the sidecar" else target).unlink()
     plan = make(project, "-n", "all")
     assert "newstag train" in plan.stdout, plan.stdout
 

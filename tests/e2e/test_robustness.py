@@ -47,8 +47,8 @@ def test_ctrl_c_during_training_keeps_the_previous_bundle(tmp_path):
     assert process.wait(timeout=120) == 130, rest
     assert "interrupted; no partial output was kept" in rest and "Traceback" not in rest
     assert (bundle.read_bytes(), bundle.with_name("model.joblib.json").read_bytes()) == before
-    assert sorted(p.name for p in bundle.parent.iterdir()) == [".train.lock", "MODEL_CARD.md",
-                                                                 "model.joblib", "model.joblib.json"]
+    assert sorted(p.name for p in bundle.parent.iterdir()) == [
+        ".train.lock", "MODEL_CARD.md", "model.joblib", "model.joblib.compact.npz", "model.joblib.json"]
 
 
 def test_sample_model_matches_the_golden_results(trained_sample, sample_bundle):

@@ -10,15 +10,17 @@ Each bundle file has its own sidecar (`model.joblib` -> `model.joblib.json`), so
 format never invalidates another. The old sidecar is removed before the new model is renamed
 into place, so a crash at any point leaves either the previous consistent pair or a model
 without a sidecar, which `load_bundle` refuses and Make rebuilds.
-This module stays light (no pandas, no MLflow) because prediction imports it.
+
+Beside the model, `save_bundle` writes each task's compact form (`model.joblib.compact.npz`,
+newstag.models.compact) with its own sha256 in the sidecar: `load_for_prediction` predicts from it
+with NumPy alone, and unpickles the scikit-learn model only for tasks that have none.
+This module stays light (no scikit-learn, joblib, pandas or MLflow at import time) because
+prediction imports it.
 """
 
 import json
 import logging
 from pathlib import Path
-
-import joblib
-import sklearn
 
 from newstag import __version__
 from newstag.data.files import publish, read_capped, sha256_file, signals_deferred, temporary_path
@@ -41,8 +43,21 @@ def sidecar_path(path: str | Path) -> Path:
     return path.with_name(f"{path.name}.json")
 
 
+def compact_path(path: str | Path) -> Path:
+    """`models/x/model.joblib` -> `models/x/model.joblib.compact.npz` (its compact form)."""
+    path = Path(path)
+    return path.with_name(f"{path.name}.compact.npz")
+
+
 def save_bundle(path: str | Path, pipelines: dict, metadata: dict) -> dict:
-    """Write the bundle and its sidecar atomically; return the sidecar's contents."""
+    """Write the bundle, its compact form and its sidecar atomically; return the sidecar's contents.
+
+    The old sidecar goes first and the new one comes last, so a crash leaves a model without a
+    sidecar (refused, rebuilt by Make), never a sidecar that vouches for another save's files."""
+    import sklearn
+
+    from newstag.models import compact
+
     path = Path(path)
     metadata = {
         **metadata,
@@ -50,13 +65,18 @@ def save_bundle(path: str | Path, pipelines: dict, metadata: dict) -> dict:
         "format_version": BUNDLE_VERSION,
         "versions": {"newstag": __version__, "scikit-learn": sklearn.__version__},
     }
-    with temporary_path(path) as model_tmp, temporary_path(sidecar_path(path)) as sidecar_tmp:
+    with temporary_path(path) as model_tmp, temporary_path(sidecar_path(path)) as sidecar_tmp, \
+            temporary_path(compact_path(path)) as compact_tmp:
         _dump({"metadata": metadata, "pipelines": pipelines}, model_tmp, path.suffix.lower())
-        sidecar = {**metadata, "sha256": sha256_file(model_tmp), "file": path.name}
+        covered = compact.write(compact_tmp, pipelines)
+        sidecar = {**metadata, "sha256": sha256_file(model_tmp), "file": path.name,
+                   "compact": {**covered, "order": list(pipelines), "file": compact_path(path).name,
+                               "sha256": sha256_file(compact_tmp)}}
         sidecar_tmp.write_text(json.dumps(sidecar, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
         with signals_deferred():
             sidecar_path(path).unlink(missing_ok=True)  # never an old sidecar beside a new model
             publish(model_tmp, path)
+            publish(compact_tmp, compact_path(path))
             publish(sidecar_tmp, sidecar_path(path))
     return sidecar
 
@@ -64,15 +84,68 @@ def save_bundle(path: str | Path, pipelines: dict, metadata: dict) -> dict:
 def load_bundle(path: str | Path) -> dict:
     """Verify and load a bundle: {'metadata': {...}, 'pipelines': {task: Pipeline}}."""
     path = Path(path)
+    _verified_sidecar(path)
+    return _unpickle(path)
+
+
+def _verified_sidecar(path: Path) -> dict:
+    """The sidecar of a model file whose bytes match the sha256 it records."""
     if not path.exists():
         raise NewstagError(f"{path}: model not found; train one with `make train` "
                            f"(or `newstag train experiments/<name>.yaml`)")
     if not path.is_file():
         raise NewstagError(f"{path}: not a regular file; --model takes a .joblib or .skops file")
-    expected = _read_sidecar(path).get("sha256")
-    if sha256_file(path) != expected:
+    sidecar = _read_sidecar(path)
+    if sha256_file(path) != sidecar.get("sha256"):
         raise NewstagError(f"{path}: sha256 does not match {sidecar_path(path).name}; the file was "
                            f"changed or truncated after saving. Refusing to load it; retrain it")
+    return sidecar
+
+
+def load_for_prediction(path: str | Path) -> dict:
+    """Verify and load a bundle for `newstag predict`: {'metadata', 'pipelines': {task: model}},
+    each model a newstag.models.compact.Task where the bundle has its compact form (NumPy only,
+    no unpickling), else the scikit-learn pipeline, with a note on stderr saying which and why."""
+    path = Path(path)
+    sidecar = _verified_sidecar(path)
+    metadata = {key: value for key, value in sidecar.items() if key not in ("sha256", "file", "compact")}
+    entry = sidecar.get("compact") if isinstance(sidecar.get("compact"), dict) else {}
+    fast = _compact_tasks(path, entry)
+    slow, tasks = entry.get("fallback") or {}, entry.get("order") or []
+    if fast is None or not tasks or set(tasks) != set(fast) | set(slow):
+        log.info("%s has no compact form (saved by an older newstag); predicting with scikit-learn, "
+                 "which takes longer to start. Retrain the model to predict faster", path)
+        return _unpickle(path)
+    if slow:
+        for task, why in slow.items():
+            log.info("task %r is predicted with scikit-learn (%s has no compact form: %s)",
+                     task, path.name, why)
+        pipelines = _unpickle(path)["pipelines"]
+        fast.update({task: pipelines[task] for task in slow})
+    return {"metadata": metadata, "pipelines": {task: fast[task] for task in tasks}}
+
+
+def _compact_tasks(path: Path, entry: dict | None) -> dict | None:
+    """The compact tasks the sidecar vouches for, checked against its sha256; None if it has none."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+        return None
+    from newstag.models import compact
+
+    compact_file = path.with_name(Path(entry["file"]).name)
+    try:
+        actual = sha256_file(compact_file)
+    except FileNotFoundError:
+        raise NewstagError(f"{compact_file}: missing; it belongs to {path.name}. Retrain the "
+                           f"model") from None
+    if actual != entry.get("sha256"):
+        raise NewstagError(f"{compact_file}: sha256 does not match {sidecar_path(path).name}; the "
+                           f"file was changed or truncated after saving. Refusing to load it; "
+                           f"retrain it")
+    return compact.load(compact_file)
+
+
+def _unpickle(path: Path) -> dict:
+    """The bundle itself (imports scikit-learn), checked for structure; the sidecar is verified."""
     try:
         bundle = _load(path)
     except NewstagError:
@@ -107,6 +180,8 @@ def _check_structure(path: Path, bundle) -> None:
 
 
 def _dump(bundle: dict, target: Path, suffix: str) -> None:
+    import joblib
+
     try:
         if suffix == ".skops":
             import skops.io
@@ -147,6 +222,8 @@ def _load(path: Path) -> dict:
                            f"refusing to load it")
     if not head.startswith(JOBLIB_MAGICS):
         raise NewstagError(f"{path}: neither a joblib nor a skops model file; check --model")
+    import joblib
+
     return joblib.load(path)
 
 
@@ -174,6 +251,8 @@ def _read_sidecar(path: Path) -> dict:
 
 
 def _warn_on_version_change(path: Path, metadata: dict) -> None:
+    import sklearn
+
     saved = metadata.get("versions", {}).get("scikit-learn")
     if saved and saved != sklearn.__version__:
         log.warning("%s was saved with scikit-learn %s but %s is installed; predictions may "
