@@ -92,7 +92,8 @@ def label_weights(clf) -> LabelWeights:
     if isinstance(clf, (LinearSVC, LogisticRegression, SGDClassifier, RidgeClassifier)) or _is_nbsvm(clf):
         coef = clf.coef_  # for NB-SVM: coef_k × r_k, the weights on the unscaled features
         coef = coef.toarray() if sparse.issparse(coef) else np.asarray(coef, dtype=float)
-        return LabelWeights(clf.classes_, coef)
+        # 2-D: a ridge fitted on label codes 0 and 1 (temperature calibration) keeps 1-D ones
+        return LabelWeights(clf.classes_, np.atleast_2d(coef))
     raise NotExplainable(f"a {type(clf).__name__} model cannot be explained; "
                          f"explanations work with {EXPLAINABLE}")
 

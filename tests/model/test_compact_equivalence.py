@@ -100,6 +100,9 @@ def test_bench_corpus_models_match_scikit_learn(experiment, tmp_path):
 
 # ---- every classifier, feature set and calibration, on the sample corpus ----------------------
 
+CLASSIFIERS = ("logreg", "linear_svm", "ridge", "complement_nb", "nbsvm", "sgd")
+
+
 @pytest.fixture(scope="module")
 def sample_models(tmp_path_factory):
     """Small models of every kind the compact form covers, fitted on the sample corpus."""
@@ -113,16 +116,21 @@ def sample_models(tmp_path_factory):
              ("ridge", "word+char", "sigmoid"), ("complement_nb", "word", "isotonic"),
              ("nbsvm", "word", "sigmoid"), ("sgd", "word", "isotonic"), ("linear_svm", "word", "none"),
              ("logreg", "word", "none"), ("complement_nb", "word", "none"), ("nbsvm", "char", "none")]
+    kinds += [(classifier, "word", "temperature") for classifier in CLASSIFIERS]
+    binary = ["sport" if label == "sport" else "other" for label in labels]
     models = {}
     for classifier, features, calibration in kinds:
         pipeline = build_pipeline(replace(base, classifier=classifier, features=features), 0)
         if calibration != "none":
             pipeline = calibrated(pipeline, calibration, 3)
         models[(classifier, features, calibration)] = pipeline.fit(texts, labels)
+    for classifier in CLASSIFIERS:  # two labels: one margin or one probability per article
+        pipeline = calibrated(build_pipeline(replace(base, classifier=classifier), 0), "temperature", 3)
+        models[(classifier, "binary", "temperature")] = pipeline.fit(texts, binary)
     odd_settings = {"vect__ngram_range": (1, 2), "vect__stop_words": "english", "vect__binary": True,
                     "vect__strip_accents": "unicode", "vect__sublinear_tf": False, "vect__norm": "l1"}
     tone = replace(config.tasks[1], grid={}, labels=None, params=odd_settings, classifier="logreg",
-                   min_confidence=None)
+                   min_confidence=None, negation=False)
     models[("logreg", "binary tone", "auto")] = fit_task(
         tone, train.assign(tone=np.where(train["tone"] == "negative", "negative", "other")),
         validation.assign(tone=np.where(validation["tone"] == "negative", "negative", "other")), 0).pipeline

@@ -9,7 +9,7 @@ rebuilds every score from them with NumPy and the standard library: importing sc
 The code here reproduces scikit-learn 1.x's TfidfVectorizer (word, char and char_wb analyzers,
 lowercase, strip_accents, token_pattern, stop words, n-grams, binary, sublinear tf, idf, l1/l2
 norm, float32 or float64), the decision functions of the linear classifiers and NB-SVM, ComplementNB's
-probabilities, CalibratedClassifierCV(ensemble=False)'s sigmoid and isotonic maps and newstag's
+probabilities, CalibratedClassifierCV(ensemble=False)'s sigmoid, isotonic and temperature maps and newstag's
 multi-label thresholds and sigmoids. Anything else (negation or lexicon features, ordinal or
 transfer tasks, an estimator it does not know) is not exported and that task is predicted by its
 scikit-learn pipeline. A test compares both paths on every bench corpus and on generated text,
@@ -288,6 +288,25 @@ def _isotonic_map(scores: np.ndarray, x: np.ndarray, y: np.ndarray, low: float, 
     return slope * (scores - x[below]) + y[below]
 
 
+def _logits(values: np.ndarray) -> np.ndarray:
+    """calibration._convert_to_logits: one column -> [-x, x]; a batch whose every entry is in
+    [0, 1] and whose rows sum to 1 is taken for probabilities (log(p + 1e-12)), else kept."""
+    if values.shape[1] == 1:
+        return np.concatenate([-values, values], axis=1)
+    if np.all((values >= 0) & (values <= 1)) and np.all(np.isclose(values.sum(axis=1),
+                                                                    np.asarray(1.0, dtype=values.dtype))):
+        return np.log(values + 1e-12)
+    return values
+
+
+def _softmax(values: np.ndarray) -> np.ndarray:
+    """sklearn.utils.extmath.softmax, step by step (the same float operations)."""
+    values = values - values.max(axis=1).reshape(-1, 1)
+    np.exp(values, out=values)
+    values /= values.sum(axis=1).reshape(-1, 1)
+    return values
+
+
 def _log_softmax_rows(jll: np.ndarray) -> np.ndarray:
     top = jll.max(axis=1, keepdims=True)
     return jll - (np.log(np.exp(jll - top).sum(axis=1, keepdims=True)) + top)
@@ -342,7 +361,27 @@ class Task:
         return self._calibrated(raw[:, 1:] if response == "cnb" and len(self.classes) == 2 else raw)
 
     def _calibrated(self, predictions: np.ndarray) -> np.ndarray:
-        """_CalibratedClassifier.predict_proba for sigmoid and isotonic calibrators."""
+        """_CalibratedClassifier.predict_proba for sigmoid, isotonic and temperature calibrators."""
+        if self.meta["calibration"] == "temperature":
+            proba = self._temperature(predictions)
+        else:
+            proba = self._one_vs_rest(predictions)
+        proba[(proba > 1.0) & (proba <= 1.0 + 1e-5)] = 1.0  # as scikit-learn trims it
+        return proba
+
+    def _temperature(self, predictions: np.ndarray) -> np.ndarray:
+        """_TemperatureScaling.predict: softmax(beta * logits). A binary model's one column
+        becomes two (margins: [-m, m]; probabilities: [1 - p, p]); probabilities become logits
+        by log(p + 1e-12). The result is added to float64 zeros, as CalibratedClassifierCV does."""
+        if predictions.shape[1] == 1 and self.meta["response"] == "cnb":
+            predictions = np.concatenate([1 - predictions, predictions], axis=1)
+        beta = self.arrays["temperature"][0]  # a NumPy scalar of the calibrator's own dtype
+        proba = np.zeros((len(predictions), len(self.classes)))
+        proba += _softmax(beta * _logits(predictions))
+        return proba
+
+    def _one_vs_rest(self, predictions: np.ndarray) -> np.ndarray:
+        """Sigmoid or isotonic: one calibrator per class (one for two classes), then normalised."""
         n_classes = len(self.classes)
         proba = np.zeros((len(predictions), n_classes))
         method, positions = self.meta["calibration"], self.meta["positions"]
@@ -507,7 +546,9 @@ def _linear_parts(model) -> tuple[np.ndarray, np.ndarray]:
         coef = model.coef_
         if hasattr(coef, "toarray"):
             raise NotCompact("sparse coefficients")
-        return np.ascontiguousarray(np.asarray(coef).T), np.atleast_1d(np.asarray(model.intercept_))
+        # a ridge fitted on label codes 0 and 1 (temperature calibration) keeps 1-D coefficients
+        coef = np.asarray(coef).reshape(-1, model.n_features_in_)
+        return np.ascontiguousarray(coef.T), np.atleast_1d(np.asarray(model.intercept_))
     if type(model) is NBSVMClassifier:
         intercept = np.array([float(np.ravel(svm.intercept_)[0]) for svm in model.estimators_])
         return np.ascontiguousarray(np.asarray(model.coef_, dtype=np.float64).T), intercept
@@ -520,8 +561,8 @@ def _export_single(clf, meta: dict, arrays: dict) -> None:
 
     calibrated = type(clf) is CalibratedClassifierCV
     if calibrated:
-        if len(clf.calibrated_classifiers_) != 1 or clf.method not in ("sigmoid", "isotonic"):
-            raise NotCompact("a calibration ensemble or method other than sigmoid or isotonic")
+        if len(clf.calibrated_classifiers_) != 1 or clf.method not in ("sigmoid", "isotonic", "temperature"):
+            raise NotCompact("a calibration ensemble or method other than sigmoid, isotonic or temperature")
         inner = clf.calibrated_classifiers_[0]
         base = inner.estimator
     else:
@@ -560,10 +601,13 @@ def _export_calibration(clf, inner, base, meta: dict, arrays: dict) -> None:
 
     meta["scores"] = "calibrated"
     meta["calibration"] = inner.method
-    encoder = LabelEncoder().fit(inner.classes)
-    meta["positions"] = [int(i) for i in encoder.transform(base.classes_)]
     if [str(c) for c in inner.classes] != meta["classes"]:
         raise NotCompact("calibrated classes in another order")
+    if inner.method == "temperature":
+        _export_temperature(inner, base, meta, arrays)
+        return
+    encoder = LabelEncoder().fit(inner.classes)
+    meta["positions"] = [int(i) for i in encoder.transform(base.classes_)]
     if inner.method == "sigmoid":
         if not all(type(c) is _SigmoidCalibration for c in inner.calibrators):
             raise NotCompact("an unknown calibrator")
@@ -579,6 +623,22 @@ def _export_calibration(clf, inner, base, meta: dict, arrays: dict) -> None:
                                       for c in inner.calibrators])
     arrays["iso_offsets"] = np.concatenate([[0], np.cumsum([len(x) for x in xs])]).astype(np.int64)
     arrays["iso_bounds"] = np.array([[c.X_min_, c.X_max_] for c in inner.calibrators], dtype=np.float64)
+
+
+def _export_temperature(inner, base, meta: dict, arrays: dict) -> None:
+    """One inverse temperature for all the classes. The base model was fitted on label codes
+    (0, 1, ... for string labels), so its columns are the calibrated classes in their order."""
+    from sklearn.calibration import _TemperatureScaling
+
+    if len(inner.calibrators) != 1 or type(inner.calibrators[0]) is not _TemperatureScaling:
+        raise NotCompact("an unknown calibrator")
+    codes = list(base.classes_)
+    if codes != list(range(len(meta["classes"]))) and [str(c) for c in codes] != meta["classes"]:
+        raise NotCompact("calibrated classes in another order")
+    beta = np.asarray(inner.calibrators[0].beta_)
+    if beta.size != 1 or beta.dtype not in (np.float32, np.float64):
+        raise NotCompact("a temperature that is not one number")
+    arrays["temperature"] = beta.reshape(1)
 
 
 def _export_multilabel(clf, meta: dict, arrays: dict) -> None:
