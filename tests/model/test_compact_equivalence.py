@@ -134,6 +134,8 @@ def sample_models(tmp_path_factory):
     models[("logreg", "binary tone", "auto")] = fit_task(
         tone, train.assign(tone=np.where(train["tone"] == "negative", "negative", "other")),
         validation.assign(tone=np.where(validation["tone"] == "negative", "negative", "other")), 0).pipeline
+    for kind, pipeline in negation_models(config, train, validation).items():
+        models[kind] = pipeline
     multi = replace(base, name="topics", column="topics", multi_label=True, labels=None, classifier="auto")
     models[("linear_svm", "word", "multi-label")] = fit_task(multi, two_labels(train), two_labels(validation),
                                                              0).pipeline
@@ -141,6 +143,30 @@ def sample_models(tmp_path_factory):
     exported = {kind: export_and_load(pipeline, folder / "-".join(kind).replace(" ", "_"))
                 for kind, pipeline in models.items()}
     return models, exported, frame["text"].tolist()
+
+
+def negation_models(config, train: pd.DataFrame, validation: pd.DataFrame) -> dict:
+    """Tone models with negation-scope features: the default experiment's tone task as it is
+    configured, and unions with other members, weights, windows and vectoriser settings."""
+    tone = replace(config.tasks[1], grid={}, min_confidence=None)
+    models = {("logreg", "default tone", "auto"): fit_task(tone, train, validation, 0).pipeline}
+    texts, labels = train["text"].tolist(), train["tone"].tolist()
+    variants = {
+        ("sgd", "word+char+negation", "temperature"): (
+            {"features": "word+char", "classifier": "sgd"},
+            {"vect__transformer_weights": {"negation": 2, "char": 0.5}, "vect__negation__mark__window": 2}),
+        ("linear_svm", "word+negation unweighted", "sigmoid"): (
+            {"classifier": "linear_svm"},
+            {"vect__negation__tfidf__ngram_range": (1, 2), "vect__negation__tfidf__binary": True,
+             "vect__negation__tfidf__min_df": 1, "vect__negation__tfidf__norm": "l1"}),
+        ("complement_nb", "word+negation", "isotonic"): (
+            {"classifier": "complement_nb"}, {"vect__transformer_weights": {"negation": 0.35}}),
+    }
+    for (classifier, features, calibration), (change, params) in variants.items():
+        task = replace(tone, params={}, **change)
+        pipeline = build_pipeline(task, 0, params)
+        models[(classifier, features, calibration)] = calibrated(pipeline, calibration, 3).fit(texts, labels)
+    return models
 
 
 def two_labels(part: pd.DataFrame) -> pd.DataFrame:
@@ -155,7 +181,7 @@ def test_every_model_kind_matches_scikit_learn(sample_models):
 
 
 @pytest.mark.parametrize("change, reason", [
-    ({"negation": True}, "negation, lexicon or sentence features"),
+    ({"lexicons": ["vader"]}, "lexicon or sentence features"),
     ({"classifier": "sgd", "calibration": "none"}, "the uncalibrated probabilities of a SGDClassifier"),
 ])
 def test_what_it_cannot_reproduce_is_named(change, reason):
@@ -167,6 +193,8 @@ def test_what_it_cannot_reproduce_is_named(change, reason):
 
 
 WORDS = st.sampled_from(["shares", "fell", "goal", "striker", "minister", "vote", "not", "profit",
+                         "no", "never", "didn't", "ISN'T", "isn\u2019t", "without", "cannot", "but", "and",
+                         "or", "Or", ",", ".", ";", ":", "rise", "growth", "good", "bad", "not_good",
                          "Café", "naïve", "élection", "ÉTAT", "straße", "the", "a", "I", "n't", "£5bn",
                          "3.2%", "—", "«", "»", "!", "?", "...", "\t", "\n", " ", "日本", "📈"])
 TEXTS = st.one_of(st.text(max_size=400), st.lists(WORDS, max_size=300).map(" ".join),
@@ -179,5 +207,22 @@ TEXTS = st.one_of(st.text(max_size=400), st.lists(WORDS, max_size=300).map(" ".j
 def test_generated_text_matches_scikit_learn(sample_models, texts):
     models, exported, _ = sample_models
     for kind in [("ridge", "word+char", "sigmoid"), ("complement_nb", "word", "isotonic"),
-                 ("logreg", "binary tone", "auto"), ("linear_svm", "word", "multi-label")]:
+                 ("logreg", "binary tone", "auto"), ("linear_svm", "word", "multi-label"),
+                 ("logreg", "default tone", "auto"), ("sgd", "word+char+negation", "temperature"),
+                 ("linear_svm", "word+negation unweighted", "sigmoid"), ("logreg", "word", "temperature"),
+                 ("complement_nb", "binary", "temperature")]:
         compare(models[kind], exported[kind], texts)
+
+
+def test_the_default_tone_task_is_compact_with_negation_terms(sample_models):
+    models, exported, _ = sample_models
+    pipeline, task = models[("logreg", "default tone", "auto")], exported[("logreg", "default tone", "auto")]
+    assert task.meta["scales"] == [None, 0.35]
+    assert any(name.startswith("negation:not_") for name in task.names())
+    known = [term.removeprefix("not_") for term in task.vectorizers[1].terms[:2]]
+    texts = [f"Profits did not {known[0]}, but {known[1]} and jobs were not cut.",
+             f"No {known[1]}; {known[0]} or hope.", f"Never {known[0]} {known[1]}!"]
+    compare(pipeline, task, texts)
+    compact.count_texts(texts, task.vectorizers)
+    negated = task.features()[1]  # the negation member: not_x before the scope ends, never after
+    assert [len(np.flatnonzero(negated.row == i)) for i in range(3)] == [1, 1, 2]

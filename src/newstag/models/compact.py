@@ -10,7 +10,9 @@ The code here reproduces scikit-learn 1.x's TfidfVectorizer (word, char and char
 lowercase, strip_accents, token_pattern, stop words, n-grams, binary, sublinear tf, idf, l1/l2
 norm, float32 or float64), the decision functions of the linear classifiers and NB-SVM, ComplementNB's
 probabilities, CalibratedClassifierCV(ensemble=False)'s sigmoid, isotonic and temperature maps and newstag's
-multi-label thresholds and sigmoids. Anything else (negation or lexicon features, ordinal or
+multi-label thresholds and sigmoids. A FeatureUnion of such vectorisers is reproduced with its
+transformer weights, and so is a NegationMarker before a vectoriser (newstag.models.negation is
+plain Python, shared by both paths). Anything else (lexicon or sentence features, ordinal or
 transfer tasks, an estimator it does not know) is not exported and that task is predicted by its
 scikit-learn pipeline. A test compares both paths on every bench corpus and on generated text,
 so a scikit-learn upgrade that changes any of this fails it.
@@ -28,6 +30,7 @@ import numpy as np
 
 from newstag.errors import NewstagError
 from newstag.models.calibrate import softmax_margins
+from newstag.models.negation import mark_negation
 
 FORMAT = "newstag-compact"
 VERSION = 1
@@ -91,8 +94,11 @@ def analyzer(settings: dict):
     lower, accents = settings["lowercase"], ACCENTS[settings["strip_accents"]]
     low, high = settings["ngram_range"]
     kind = settings["analyzer"]
+    window = settings.get("negation")  # a NegationMarker before the vectoriser: its window
 
     def preprocess(text: str) -> str:
+        if window is not None:
+            text = " ".join(mark_negation(text, window))
         if lower:
             text = text.lower()
         return accents(text) if accents else text
@@ -112,12 +118,13 @@ def analyzer(settings: dict):
     return words
 
 
-ANALYZER_KEYS = ("analyzer", "lowercase", "strip_accents", "token_pattern", "stop_words", "ngram_range")
+ANALYZER_KEYS = ("analyzer", "lowercase", "strip_accents", "token_pattern", "stop_words", "ngram_range",
+                 "negation")
 
 
 def analyzer_key(settings: dict) -> str:
     """Vectorisers with the same key make the same n-grams, so a text is analysed once for all."""
-    return json.dumps([settings[key] for key in ANALYZER_KEYS])
+    return json.dumps([settings.get(key) for key in ANALYZER_KEYS])
 
 
 # ---- n-gram counts to TF-IDF rows -----------------------------------------------------------
@@ -326,8 +333,13 @@ class Task:
             vectorizer.sorted_rows = self.weights.dtype != np.float64
 
     def features(self) -> list[Rows]:
-        """This chunk's TF-IDF rows, one Rows per vectoriser (after count_texts)."""
-        return [vectorizer.rows() for vectorizer in self.vectorizers]
+        """This chunk's TF-IDF rows, one Rows per vectoriser (after count_texts), each multiplied
+        by its weight in the union (FeatureUnion's transformer_weights) when it has one."""
+        parts = [vectorizer.rows() for vectorizer in self.vectorizers]
+        for part, scale in zip(parts, self.meta.get("scales") or [None] * len(parts), strict=True):
+            if scale is not None:
+                part.values = part.values * scale  # a Python float: float32 values stay float32
+        return parts
 
     def margins(self, rows: list[Rows]) -> np.ndarray:
         """The linear part: rows @ weights + intercept, one column per weight column, in the
@@ -464,13 +476,16 @@ def export(pipeline) -> tuple[dict, dict]:
     if type(pipeline) is not Pipeline or [name for name, _ in pipeline.steps] != ["vect", "clf"]:
         raise NotCompact("not a TF-IDF + classifier pipeline")
     members = _vectorizer_members(pipeline.named_steps["vect"])
-    meta, arrays = {"vectorizers": [], "offsets": [], "prefixes": []}, {}
+    meta, arrays = {"vectorizers": [], "offsets": [], "prefixes": [], "scales": []}, {}
     offset = 0
-    for index, (prefix, vectorizer) in enumerate(members):
+    for index, (prefix, vectorizer, window, scale) in enumerate(members):
         settings, terms, idf = _vectorizer_parts(vectorizer)
+        if window is not None:
+            settings["negation"] = window
         meta["vectorizers"].append(settings)
         meta["offsets"].append(offset)
         meta["prefixes"].append(prefix)
+        meta["scales"].append(scale)
         arrays[f"terms{index}"] = _terms_blob(terms)
         if idf is not None:
             arrays[f"idf{index}"] = idf
@@ -486,16 +501,41 @@ def export(pipeline) -> tuple[dict, dict]:
     return meta, arrays
 
 
-def _vectorizer_members(vect) -> list[tuple[str | None, object]]:
+def _vectorizer_members(vect) -> list[tuple[str | None, object, int | None, float | None]]:
+    """(name in the union, TfidfVectorizer, negation window or None, union weight or None) of
+    each feature member: a TfidfVectorizer, or a NegationMarker followed by one."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.pipeline import FeatureUnion
 
     if type(vect) is TfidfVectorizer:
-        return [(None, vect)]
-    if type(vect) is FeatureUnion and vect.transformer_weights is None \
-            and all(type(part) is TfidfVectorizer for _, part in vect.transformer_list):
-        return list(vect.transformer_list)
-    raise NotCompact("features other than word or character TF-IDF (negation, lexicon or sentence "
+        return [(None, vect, None, None)]
+    if type(vect) is not FeatureUnion:
+        raise NotCompact(f"features other than TF-IDF ({type(vect).__name__})")
+    weights = vect.transformer_weights or {}
+    members = []
+    for name, part in vect.transformer_list:
+        weight = weights.get(name)
+        if weight is not None and (type(weight) not in (int, float) or not np.isfinite(weight)):
+            raise NotCompact(f"a union weight that is not a plain number ({name}: {weight!r})")
+        vectorizer, window = _member_vectorizer(part)
+        members.append((name, vectorizer, window, None if weight is None else float(weight)))
+    return members
+
+
+def _member_vectorizer(part) -> tuple[object, int | None]:
+    """(TfidfVectorizer, negation window or None) of one union member; NotCompact for others
+    (lexicon or sentence features, a dropped member)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import Pipeline
+
+    from newstag.models.features import NegationMarker
+
+    if type(part) is TfidfVectorizer:
+        return part, None
+    if type(part) is Pipeline and len(part.steps) == 2 and type(part.steps[0][1]) is NegationMarker \
+            and type(part.steps[1][1]) is TfidfVectorizer and type(part.steps[0][1].window) is int:
+        return part.steps[1][1], part.steps[0][1].window
+    raise NotCompact("features other than word, character or negation TF-IDF (lexicon or sentence "
                      "features)")
 
 

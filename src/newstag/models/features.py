@@ -20,51 +20,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-# Words that open a negation scope; any token ending in n't (isn't, didn't) does too.
-NEGATORS = frozenset({"not", "no", "never", "n't", "without", "nor", "neither", "none", "nobody",
-                      "nothing", "nowhere", "cannot", "hardly", "barely", "scarcely", "lack",
-                      "lacked", "lacking", "lacks"})
-SCOPE_ENDS = frozenset(".,:;!?")
-# Conjunctions that start a new clause, so they end a negation's scope too (as in Das & Chen and
-# Pang et al.): in "the strike did not end and workers stayed out", "stayed" is not negated.
-CLAUSE_BREAKS = frozenset({"but", "and", "or"})
-TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)*|n't|[.,:;!?]")
+from newstag.models.negation import SCOPE_ENDS, mark_negation, negation_scopes, tokens
+
 LEXICONS = ("vader",)  # established lexicons shipped by packages newstag depends on
-
-
-def tokens(text: str) -> list[str]:
-    """Lower-cased words, with the punctuation that ends a negation scope kept as tokens."""
-    return TOKEN.findall(text.lower().replace("\u2019", "'"))
-
-
-def is_negator(token: str) -> bool:
-    return token in NEGATORS or token.endswith("n't")
-
-
-def negation_scopes(words: list[str], window: int = 0) -> list[bool]:
-    """For each token, whether it lies in a negation's scope: after a negator, until punctuation
-    or a clause-joining conjunction (but, and, or), or after `window` tokens when window > 0.
-    Neither a negator nor the word that ends a scope is marked; a second negator in a scope
-    starts a new scope rather than cancelling the first."""
-    marked, left = [], 0
-    for word in words:
-        if word in SCOPE_ENDS or word in CLAUSE_BREAKS:
-            left = 0
-            marked.append(False)
-        elif is_negator(word):
-            left = window or -1
-            marked.append(False)
-        else:
-            marked.append(left != 0)
-            left = left - 1 if left > 0 else left
-    return marked
-
-
-def mark_negation(text: str, window: int = 0) -> list[str]:
-    """The text's words in a negation scope, prefixed: "profits did not rise." -> ["not_rise"]."""
-    words = tokens(text)
-    return [f"not_{word}" for word, inside in zip(words, negation_scopes(words, window), strict=True)
-            if inside]
 
 
 class NegationMarker(TransformerMixin, BaseEstimator):
