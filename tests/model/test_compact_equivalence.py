@@ -3,6 +3,7 @@ within 1e-6, the same explanation terms and the same multi-label answers, on eve
 and on generated text. It reproduces scikit-learn's tokenisation and scoring by hand, so any change
 in the installed scikit-learn that moves a score (a new token rule, say) fails here."""
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from sklearn.model_selection import train_test_split
 from newstag.config import load_config
 from newstag.data.clean import clean_text
 from newstag.data.corpora import load_corpus
+from newstag.errors import NewstagError
 from newstag.explain import CompactExplainer, Explainer
 from newstag.models import compact
 from newstag.models.calibrate import calibrated, class_scores, is_calibrated
@@ -226,3 +228,26 @@ def test_the_default_tone_task_is_compact_with_negation_terms(sample_models):
     compact.count_texts(texts, task.vectorizers)
     negated = task.features()[1]  # the negation member: not_x before the scope ends, never after
     assert [len(np.flatnonzero(negated.row == i)) for i in range(3)] == [1, 1, 2]
+
+
+@pytest.mark.parametrize("version, readable",
+                         [(1, True), (compact.VERSION, True), (compact.VERSION + 1, False)])
+def test_files_of_older_versions_are_read_and_newer_ones_refused(tmp_path, version, readable):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    pipeline = Pipeline([("vect", TfidfVectorizer()), ("clf", LogisticRegression())])
+    pipeline.fit(["shares rose", "shares fell", "goal scored", "match won"], ["b", "b", "s", "s"])
+    path = tmp_path / "model.compact.npz"
+    compact.write(path, {"task": pipeline})
+    with np.load(path) as data:
+        arrays = dict(data)
+    meta = json.loads(bytes(arrays["meta"]))
+    arrays["meta"] = np.frombuffer(json.dumps({**meta, "version": version}).encode(), dtype=np.uint8)
+    np.savez(path, **arrays)
+    if readable:
+        assert list(compact.load(path)) == ["task"]
+    else:
+        with pytest.raises(NewstagError, match="not a compact model file of this version"):
+            compact.load(path)

@@ -33,7 +33,10 @@ from newstag.models.calibrate import softmax_margins
 from newstag.models.negation import mark_negation
 
 FORMAT = "newstag-compact"
-VERSION = 1
+# 2 added negation members, union weights and temperature calibration: a version 1 reader would
+# ignore them and predict wrongly, so it refuses these files; version 1 files read as before.
+VERSION = 2
+READABLE = (1, 2)
 WORD_CACHE = 200_000  # words whose char_wb n-gram columns a vectoriser remembers
 BLOCK = 1 << 20  # at most this many products (nonzero features x labels) in memory at once
 WHITE_SPACES = re.compile(r"\s\s+")  # scikit-learn's whitespace normalisation for char n-grams
@@ -730,7 +733,7 @@ def load(path) -> dict[str, Task]:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
         meta = json.loads(bytes(arrays.pop("meta")).decode("utf-8"))
-        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        if meta.get("format") != FORMAT or meta.get("version") not in READABLE:
             raise ValueError("not a compact model file of this version")
         return {task["name"]: _task(task, index, arrays) for index, task in enumerate(meta["tasks"])}
     except (OSError, ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as exc:
