@@ -84,6 +84,12 @@ def _add_search(commands) -> None:
     search.add_argument("experiment", nargs="?", default=DEFAULT_EXPERIMENT,
                         help=f"experiment YAML, already preprocessed (default: {DEFAULT_EXPERIMENT})")
     search.add_argument("--jobs", type=int, default=1, metavar="N", help="candidates scored at once")
+    search.add_argument("--backend", choices=("local", "dask"), default="local",
+                        help="dask: fit each candidate's folds on a Dask cluster (pip install "
+                             "'newstag[dask]'); --jobs 1 gives the local run's results")
+    search.add_argument("--scheduler", metavar="ADDRESS",
+                        help="the Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: "
+                             "$DASK_SCHEDULER_ADDRESS)")
     search.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
 
 
@@ -237,7 +243,19 @@ def run_search(args) -> int:
     if args.jobs < 1:
         raise NewstagError(f"--jobs is {args.jobs}; give 1 or more")
     config = load_config(args.experiment)
-    results, path = search_experiment(config, jobs=args.jobs, tracking=not args.no_tracking)
+    client = None
+    if args.backend == "dask":
+        from newstag.cluster import connect, scheduler_address
+
+        client = connect(scheduler_address(args.scheduler))
+        log.info("search: fitting folds on the Dask cluster %s (%d workers)", client.scheduler.address,
+                 len(client.scheduler_info()["workers"]))
+    try:
+        results, path = search_experiment(config, jobs=args.jobs, tracking=not args.no_tracking,
+                                          client=client)
+    finally:
+        if client is not None:
+            client.close()
     for task, result in results.items():
         best = result.best
         print(f"{task}: best {best.settings()}, CV {result.scoring} {best.mean(result.scoring):.4f} "
