@@ -29,7 +29,7 @@ SERVE_PORT ?= 5001
 MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 
 .DEFAULT_GOAL := help
-.PHONY: help setup preprocess train evaluate all golden search predict promote serve ui test lint clean distclean bench bench-quick
+.PHONY: help setup preprocess train evaluate all golden search predict promote serve ui test lint clean distclean bench bench-quick bench-scale
 
 help: ## list the targets
 	@echo "usage: make TARGET [EXP=experiments/<name>.yaml]"
@@ -121,6 +121,10 @@ bench-quick: $(BENCH_INPUTS) models/default/model.joblib models/financial_phrase
 	$(NEWSTAG) bench --load 20000 --model models/default/model.joblib --out reports/bench-quick
 	MLFLOW_TRACKING_URI=$(MLFLOW_TRACKING_URI) $(NEWSTAG) promote experiments/default.yaml
 	MLFLOW_TRACKING_URI=$(MLFLOW_TRACKING_URI) $(NEWSTAG) bench --serve 200 --out reports/bench-quick
+
+SCALE_GB ?= 0.5,1,2,4
+bench-scale: | $(STAMP) ## streaming training on synthetic corpora of SCALE_GB GB (built under data/scale/): MB/s and peak memory per size
+	$(NEWSTAG) bench --scale $(SCALE_GB) --out reports/bench-scale
 
 test: $(STAMP) ## run the test suite
 	$(BIN)/python -m pytest

@@ -123,6 +123,14 @@ def _add_bench(commands) -> None:
                             "one-article requests (p50/p95 latency)")
     bench.add_argument("--serve-model", default="models:/newstag-default@champion",
                        help="the registered model --serve serves (default: models:/newstag-default@champion)")
+    bench.add_argument("--scale", metavar="GB,GB,...",
+                       help="instead: streaming preprocess + training on synthetic corpora of these "
+                            "sizes (GB of text, built under data/scale/ from $NEWSTAG_DATA_DIR's BBC "
+                            "News): MB/s and peak memory per size")
+    bench.add_argument("--epochs", type=int, default=3, help="--scale: training epochs (default: 3)")
+    bench.add_argument("--in-memory-gb", type=float, default=0.5, metavar="GB",
+                       help="--scale: compare with the in-memory TF-IDF model on the largest size up "
+                            "to this (default: 0.5)")
     bench.add_argument("--quick", action="store_true",
                        help="a small subset: checks the code, not the science")
     bench.add_argument("--methods",
@@ -354,6 +362,8 @@ def run_bench(args) -> int:
         return _run_load_test(args)
     if args.serve:
         return _run_serve_test(args)
+    if args.scale:
+        return _run_scale_test(args)
     if not args.experiments:
         raise NewstagError("name the experiments to bench, e.g. experiments/bbc_news.yaml")
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
@@ -377,6 +387,26 @@ def _run_load_test(args) -> int:
     print(f"load: {result['articles']:,} articles in {result['seconds']:.1f} s = "
           f"{result['articles_per_second']:,.0f} articles/s; peak memory "
           f"{result['peak_memory_mb']:.0f} MB (written {args.out}-load.json)")
+    return 0
+
+
+def _run_scale_test(args) -> int:
+    from pathlib import Path
+
+    from newstag.data.corpora import data_dir
+    from newstag.data.files import write_json
+    from newstag.scale import bench_scale, table
+
+    try:
+        sizes = [float(size) for size in args.scale.split(",")]
+    except ValueError:
+        raise NewstagError(f"--scale {args.scale!r}: give sizes in GB, e.g. 0.5,1,2,4") from None
+    if not sizes or min(sizes) <= 0:
+        raise NewstagError(f"--scale {args.scale!r}: give sizes in GB above 0, e.g. 0.5,1,2,4")
+    result = bench_scale(sizes, Path(data_dir(None)), epochs=args.epochs, in_memory_gb=args.in_memory_gb)
+    write_json(f"{args.out}.json", result)
+    print(table(result))
+    print(f"\nwritten {args.out}.json")
     return 0
 
 

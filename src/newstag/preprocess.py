@@ -161,8 +161,13 @@ def _ids(raw: pd.DataFrame, config: ExperimentConfig) -> pd.Series:
 
 
 def _joined_text(raw: pd.DataFrame, config: ExperimentConfig) -> pd.Series:
-    parts = raw[list(config.data.text_columns)].map(lambda v: "" if pd.isna(v) else str(v))
-    return parts.agg("\n".join, axis=1).map(clean_text)
+    """The text columns joined by newlines (column by column: a row-wise join is 10x slower)."""
+    parts = [raw[column].map(lambda v: "" if pd.isna(v) else str(v)).astype(object)
+             for column in config.data.text_columns]
+    joined = parts[0]
+    for part in parts[1:]:
+        joined = joined + "\n" + part
+    return joined.map(clean_text)
 
 
 def _label(value) -> str | None:
@@ -410,7 +415,7 @@ def _stream_splits(source, config: ExperimentConfig, out: Path) -> dict:
         for chunk in source.chunks():
             tally["rows_read"] += len(chunk)
             articles = _stream_articles(chunk, config, source.path, tally)
-            digests = [digest(near_exact_key(text), config.seed) for text in articles["text"]]
+            digests = [digest(near_exact_key(text, cleaned=True), config.seed) for text in articles["text"]]
             new = seen.add_new(digests)
             names = (articles["split"].tolist() if config.data.split_column else
                      [split_of(d, config.split.validation, config.split.test) for d in digests])

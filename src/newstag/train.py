@@ -156,9 +156,10 @@ def _calibrate_stream(task: TaskConfig, pipeline, sample) -> tuple:
 
 def _task_metadata(task: TaskConfig, result: TaskResult) -> dict:
     """What the bundle records per task; predict reads `min_confidence` from here."""
-    return {"labels": result.labels, "best_params": result.best_params,
-            "validation": result.validation, "model": result.model,
-            "calibration": result.calibration, "min_confidence": task.min_confidence}
+    metadata = {"labels": result.labels, "best_params": result.best_params,
+                "validation": result.validation, "model": result.model,
+                "calibration": result.calibration, "min_confidence": task.min_confidence}
+    return {**metadata, "history": result.history} if result.history else metadata
 
 
 def _tracker(enabled: bool):

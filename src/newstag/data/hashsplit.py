@@ -39,9 +39,10 @@ SEEN_CACHE_MB = 64
 _NOT_ALNUM = re.compile(r"[^0-9a-z]+")
 
 
-def near_exact_key(text: str) -> str:
-    """Letters and digits of the cleaned, case-folded text, single-spaced."""
-    return _NOT_ALNUM.sub(" ", dedup_key(text)).strip()
+def near_exact_key(text: str, cleaned: bool = False) -> str:
+    """Letters and digits of the cleaned, case-folded text, single-spaced (`cleaned`: the text
+    has been through clean_text already, as preprocess's articles have)."""
+    return _NOT_ALNUM.sub(" ", text.casefold() if cleaned else dedup_key(text)).strip()
 
 
 def digest(key: str, seed: int) -> bytes:

@@ -6,9 +6,10 @@
   state is the IDF vector and a bounded sample of terms, so it is the same size for 10 MB or
   10 GB of text.
 - Explanations: a hashed column has no name. The model keeps, for the MAX_TERMS most frequent
-  terms of the first training chunk, which column each hashes to; explanations show that term,
-  and `#<column>` for a column outside the sample. A column may be shared by rarer terms too
-  (a hash collision), so a term shown is the sample's most frequent one in its column.
+  terms of the first TERM_SAMPLE_TEXTS training articles, which column each hashes to;
+  explanations show that term, and `#<column>` for a column outside the sample. A column may
+  be shared by rarer terms too (a hash collision): a term shown is the sample's most frequent
+  one in its column.
 - Learner: `SGDClassifier(loss="modified_huber")` trained by `partial_fit`, epoch after epoch; each
   epoch visits the training split's chunks in a new seeded order, a chunk being a few Parquet row
   groups drawn from across the file (so a file sorted by label still gives mixed chunks), its
@@ -32,6 +33,7 @@ from sklearn.preprocessing import normalize
 
 log = logging.getLogger(__name__)
 MAX_TERMS = 50000
+TERM_SAMPLE_TEXTS = 5000  # the term sample is counted on the first texts only
 ROW_GROUPS_PER_CHUNK_MIN = 1
 
 
@@ -78,7 +80,7 @@ class HashedFeatures(TransformerMixin, BaseEstimator):
     def learn_terms(self, texts: list[str]) -> None:
         """The bounded term -> column sample that names columns in explanations."""
         analyze = self._hasher().build_analyzer()
-        counts = Counter(term for text in texts for term in analyze(text))
+        counts = Counter(term for text in texts[:TERM_SAMPLE_TEXTS] for term in analyze(text))
         columns, names, taken = [], [], set()
         for term, _ in counts.most_common(self.max_terms):
             column = term_column(term, self.n_features)
