@@ -90,3 +90,40 @@ def test_without_an_address_or_without_dask_the_error_says_what_to_do(project, m
     with pytest.raises(NewstagError, match=r"needs Dask, which is not installed: "
                                            r"pip install 'newstag\[dask\]'"):
         connect("tcp://127.0.0.1:8786")
+
+
+class KillAWorker:
+    """A candidate log that kills one worker's process as the second candidate starts."""
+
+    def __init__(self, cluster):
+        self.cluster, self.killed = cluster, None
+
+    def started(self, candidate):
+        import os
+        import signal
+
+        if candidate.number == 1 and self.killed is None:
+            nanny = next(iter(self.cluster.workers.values()))
+            self.killed = nanny.process.process.pid
+            os.kill(self.killed, signal.SIGKILL)
+
+    def finished(self, handle, candidate, scoring):
+        return None
+
+
+def test_a_worker_lost_mid_search_loses_no_candidate(project, cluster, monkeypatch):
+    from newstag.search import run_search, _training_rows  # noqa: I001
+    from newstag.data.splits import load_task_splits
+
+    work, path = project
+    monkeypatch.chdir(work)
+    config = load_config(path)
+    task = {t.name: t for t in config.tasks}["topic"]
+    texts, labels = _training_rows(load_task_splits, config, task)
+    local = run_search(task, task.search, texts, labels, config.seed, progress=False)
+    killer = KillAWorker(cluster)
+    with distributed.Client(cluster) as client:
+        remote = run_search(task, task.search, texts, labels, config.seed, candidate_log=killer,
+                            progress=False, client=client)
+    assert killer.killed is not None
+    assert outcome({"topic": remote}) == outcome({"topic": local})
