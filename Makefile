@@ -44,13 +44,13 @@ $(STAMP): pyproject.toml
 setup: $(STAMP) ## create .venv and install newstag with its dev tools (once)
 
 # Stages for any experiments/<name>.yaml: real file targets, so unchanged stages do not re-run.
-data/processed/%/manifest.json: experiments/%.yaml $(PKG)/preprocess.py $(PKG)/data/clean.py $(PKG)/data/readers.py $(PKG)/data/corpora.py $(PKG)/config.py | $(STAMP)
+data/processed/%/manifest.json: experiments/%.yaml $(PKG)/preprocess.py $(PKG)/data/clean.py $(PKG)/data/readers.py $(PKG)/data/corpora.py $(PKG)/data/stream.py $(PKG)/data/hashsplit.py $(PKG)/config.py | $(STAMP)
 	$(NEWSTAG) preprocess $<
 
 # Written by `newstag preprocess`: the raw input files each split depends on.
 -include $(wildcard data/processed/*/deps.mk)
 
-models/%/model.joblib: data/processed/%/manifest.json $(PKG)/train.py $(PKG)/models/pipelines.py $(PKG)/models/bundle.py | $(STAMP)
+models/%/model.joblib: data/processed/%/manifest.json $(PKG)/train.py $(PKG)/models/pipelines.py $(PKG)/models/bundle.py $(PKG)/models/streaming.py | $(STAMP)
 	$(NEWSTAG) train experiments/$*.yaml
 
 reports/%/metrics.json: models/%/model.joblib $(PKG)/evaluate.py $(PKG)/report.py $(PKG)/templates/report.html.j2 | $(STAMP)

@@ -416,7 +416,7 @@ def _stream_splits(source, config: ExperimentConfig, out: Path) -> dict:
             tally["rows_read"] += len(chunk)
             articles = _stream_articles(chunk, config, source.path, tally)
             digests = [digest(near_exact_key(text, cleaned=True), config.seed) for text in articles["text"]]
-            new = seen.add_new(digests)
+            new = seen.add_new(digests) if config.data.deduplicate else [True] * len(digests)
             names = (articles["split"].tolist() if config.data.split_column else
                      [split_of(d, config.split.validation, config.split.test) for d in digests])
             tally["duplicates"]["removed"] += new.count(False)

@@ -198,6 +198,7 @@ def bench_scale(sizes: list[float], data_dir: Path, epochs: int = 3, chunk_rows:
         rows.append(measure_size(size, data_dir, epochs, chunk_rows))
         rows[-1]["test_accuracy"] = round(test_accuracy(Path(rows[-1]["experiment"]).stem), 4)
         log.info("bench-scale: %s", rows[-1])
+    rows.sort(key=lambda row: row["size_gb"])
     fitting = [row for row in rows if row["size_gb"] <= in_memory_gb]
     comparison = None
     if fitting:

@@ -200,3 +200,13 @@ def test_streaming_training_logs_a_metric_per_epoch(tmp_path, monkeypatch):
     history = MlflowClient(uri).get_metric_history(run_id, "epoch/topic/f1_macro")
     assert sorted(metric.step for metric in history) == [1, 2, 3]
     assert MlflowClient(uri).get_metric_history(run_id, "epoch/topic/mb_per_second")
+
+
+def test_deduplicate_false_keeps_twins_but_in_one_split(tmp_path):
+    frame = corpus(300)
+    write(pd.concat([frame, frame.iloc[:50]]), tmp_path / "data.csv")
+    manifest = preprocess(experiment(tmp_path, "data.csv", extra=", deduplicate: false"))
+    assert manifest["duplicates_removed"] == 0
+    assert sum(v["rows"] for v in manifest["splits"].values()) == 350
+    texts = split_texts(load_config(tmp_path / "exp.yaml"))
+    assert not set(texts["test"]) & set(texts["train"])
