@@ -70,6 +70,9 @@ class DaskFolds:
         self.token = uuid.uuid4().hex
         self.data = client.scatter((list(texts), np.asarray(y, dtype=object), splits), broadcast=True)
         self.folds = len(splits)
+        # Fold k goes to the same worker for every candidate (while it lives), so its vectorised
+        # fold is cached there; allow_other_workers lets the others take it when it is gone.
+        self.workers = sorted(client.scheduler_info()["workers"])
 
     def score_candidate(self, candidate, trial, task, scoring: str, seed: int, stop: threading.Event):
         """Submit the k folds, wait for all, then replay them into Optuna in fold order."""
@@ -77,7 +80,9 @@ class DaskFolds:
 
         futures = [self.client.submit(fold_score, task, candidate.classifier, candidate.features,
                                       candidate.params, fold, self.data, self.token, seed,
-                                      pure=False, retries=FOLD_RETRIES)
+                                      pure=False, retries=FOLD_RETRIES,
+                                      workers=[self.workers[fold % len(self.workers)]],
+                                      allow_other_workers=True)
                    for fold in range(self.folds)]
         try:
             results = self.client.gather(futures)
