@@ -13,8 +13,8 @@ decides two things:
 - duplicates: the first article with a digest is kept, later ones are dropped. The digests seen
   live in a disk-backed set, a SQLite table of 16-byte keys in a temporary file beside the
   splits, with a fixed page cache: its memory stays at most SEEN_CACHE_MB whatever the corpus
-  size; on disk it takes about 40 MB per million distinct articles (measured by
-  tests/code/test_hashsplit.py's estimate and reported in the manifest). A 16-byte digest makes
+  size; on disk it takes about 23 MB per million distinct articles (measured by
+  `make bench-scale`; every manifest reports its own figure). A 16-byte digest makes
   a false duplicate among 10^9 articles a ~10^-21 event.
 
 Splits are written to Parquet row group by row group (ROW_GROUP rows each), to temporary files
