@@ -29,7 +29,7 @@ SERVE_PORT ?= 5001
 MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
 
 .DEFAULT_GOAL := help
-.PHONY: help setup preprocess train evaluate all golden search predict promote serve ui test lint clean distclean bench bench-quick
+.PHONY: help setup preprocess train evaluate all golden search predict promote serve ui test lint clean distclean bench bench-quick bench-scale
 
 help: ## list the targets
 	@echo "usage: make TARGET [EXP=experiments/<name>.yaml]"
@@ -44,13 +44,13 @@ $(STAMP): pyproject.toml
 setup: $(STAMP) ## create .venv and install newstag with its dev tools (once)
 
 # Stages for any experiments/<name>.yaml: real file targets, so unchanged stages do not re-run.
-data/processed/%/manifest.json: experiments/%.yaml $(PKG)/preprocess.py $(PKG)/data/clean.py $(PKG)/data/readers.py $(PKG)/data/corpora.py $(PKG)/config.py | $(STAMP)
+data/processed/%/manifest.json: experiments/%.yaml $(PKG)/preprocess.py $(PKG)/data/clean.py $(PKG)/data/readers.py $(PKG)/data/corpora.py $(PKG)/data/stream.py $(PKG)/data/hashsplit.py $(PKG)/config.py | $(STAMP)
 	$(NEWSTAG) preprocess $<
 
 # Written by `newstag preprocess`: the raw input files each split depends on.
 -include $(wildcard data/processed/*/deps.mk)
 
-models/%/model.joblib: data/processed/%/manifest.json $(PKG)/train.py $(PKG)/models/pipelines.py $(PKG)/models/bundle.py $(PKG)/models/compact.py | $(STAMP)
+models/%/model.joblib: data/processed/%/manifest.json $(PKG)/train.py $(PKG)/models/pipelines.py $(PKG)/models/bundle.py $(PKG)/models/compact.py $(PKG)/models/streaming.py | $(STAMP)
 	$(NEWSTAG) train experiments/$*.yaml
 
 reports/%/metrics.json: models/%/model.joblib $(PKG)/evaluate.py $(PKG)/report.py $(PKG)/templates/report.html.j2 | $(STAMP)
@@ -123,6 +123,10 @@ bench-quick: $(BENCH_INPUTS) models/default/model.joblib models/financial_phrase
 	$(NEWSTAG) bench --load 20000 --model models/default/model.joblib --out reports/bench-quick
 	MLFLOW_TRACKING_URI=$(MLFLOW_TRACKING_URI) $(NEWSTAG) promote experiments/default.yaml
 	MLFLOW_TRACKING_URI=$(MLFLOW_TRACKING_URI) $(NEWSTAG) bench --serve 200 --out reports/bench-quick
+
+SCALE_GB ?= 0.5,1,2,4
+bench-scale: | $(STAMP) ## streaming training on synthetic corpora of SCALE_GB GB (built under data/scale/): MB/s and peak memory per size
+	$(NEWSTAG) bench --scale $(SCALE_GB) --out reports/bench-scale
 
 test: $(STAMP) ## run the test suite
 	$(BIN)/python -m pytest

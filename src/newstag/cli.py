@@ -84,6 +84,12 @@ def _add_search(commands) -> None:
     search.add_argument("experiment", nargs="?", default=DEFAULT_EXPERIMENT,
                         help=f"experiment YAML, already preprocessed (default: {DEFAULT_EXPERIMENT})")
     search.add_argument("--jobs", type=int, default=1, metavar="N", help="candidates scored at once")
+    search.add_argument("--backend", choices=("local", "dask"), default="local",
+                        help="dask: fit each candidate's folds on a Dask cluster (pip install "
+                             "'newstag[dask]'); --jobs 1 gives the local run's results")
+    search.add_argument("--scheduler", metavar="ADDRESS",
+                        help="the Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: "
+                             "$DASK_SCHEDULER_ADDRESS)")
     search.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
 
 
@@ -117,6 +123,14 @@ def _add_bench(commands) -> None:
                             "one-article requests (p50/p95 latency)")
     bench.add_argument("--serve-model", default="models:/newstag-default@champion",
                        help="the registered model --serve serves (default: models:/newstag-default@champion)")
+    bench.add_argument("--scale", metavar="GB,GB,...",
+                       help="instead: streaming preprocess + training on synthetic corpora of these "
+                            "sizes (GB of text, built under data/scale/ from $NEWSTAG_DATA_DIR's BBC "
+                            "News): MB/s and peak memory per size")
+    bench.add_argument("--epochs", type=int, default=3, help="--scale: training epochs (default: 3)")
+    bench.add_argument("--in-memory-gb", type=float, default=0.5, metavar="GB",
+                       help="--scale: compare with the in-memory TF-IDF model on the largest size up "
+                            "to this (default: 0.5)")
     bench.add_argument("--quick", action="store_true",
                        help="a small subset: checks the code, not the science")
     bench.add_argument("--methods",
@@ -252,7 +266,19 @@ def run_search(args) -> int:
     if args.jobs < 1:
         raise NewstagError(f"--jobs is {args.jobs}; give 1 or more")
     config = load_config(args.experiment)
-    results, path = search_experiment(config, jobs=args.jobs, tracking=not args.no_tracking)
+    client = None
+    if args.backend == "dask":
+        from newstag.cluster import connect, scheduler_address
+
+        client = connect(scheduler_address(args.scheduler))
+        log.info("search: fitting folds on the Dask cluster %s (%d workers)", client.scheduler.address,
+                 len(client.scheduler_info()["workers"]))
+    try:
+        results, path = search_experiment(config, jobs=args.jobs, tracking=not args.no_tracking,
+                                          client=client)
+    finally:
+        if client is not None:
+            client.close()
     for task, result in results.items():
         best = result.best
         print(f"{task}: best {best.settings()}, CV {result.scoring} {best.mean(result.scoring):.4f} "
@@ -357,6 +383,8 @@ def run_bench(args) -> int:
         return _run_load_test(args)
     if args.serve:
         return _run_serve_test(args)
+    if args.scale:
+        return _run_scale_test(args)
     if not args.experiments:
         raise NewstagError("name the experiments to bench, e.g. experiments/bbc_news.yaml")
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
@@ -385,6 +413,26 @@ def _run_load_test(args) -> int:
     table = load_markdown(result)
     Path(f"{args.out}-load.md").write_text(table, encoding="utf-8")
     print(table + f"\nwritten {args.out}-load.json and {args.out}-load.md")
+    return 0
+
+
+def _run_scale_test(args) -> int:
+    from pathlib import Path
+
+    from newstag.data.corpora import data_dir
+    from newstag.data.files import write_json
+    from newstag.scale import bench_scale, table
+
+    try:
+        sizes = [float(size) for size in args.scale.split(",")]
+    except ValueError:
+        raise NewstagError(f"--scale {args.scale!r}: give sizes in GB, e.g. 0.5,1,2,4") from None
+    if not sizes or min(sizes) <= 0:
+        raise NewstagError(f"--scale {args.scale!r}: give sizes in GB above 0, e.g. 0.5,1,2,4")
+    result = bench_scale(sizes, Path(data_dir(None)), epochs=args.epochs, in_memory_gb=args.in_memory_gb)
+    write_json(f"{args.out}.json", result)
+    print(table(result))
+    print(f"\nwritten {args.out}.json")
     return 0
 
 

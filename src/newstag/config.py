@@ -247,6 +247,25 @@ class TransferSettings:
 
 
 @_schema
+class StreamSettings:
+    """How a `streaming: true` task reads its splits and trains (out of core)."""
+
+    epochs: Int = Field(5, ge=1, description=(
+        "Passes over the training split; each one visits the chunks in a new shuffled order."))
+    chunk_rows: Int = Field(20000, ge=100, description=(
+        "Articles per chunk given to partial_fit: what bounds the memory, whatever the corpus size."))
+    idf: Bool = Field(True, description=(
+        "One pass over the training split first to count document frequencies (IDF weights on "
+        "the hashed features); false: sublinear term frequencies only."))
+    calibration_rows: Int = Field(20000, ge=100, description=(
+        "Validation articles kept in memory (the first ones) to score each epoch and fit the "
+        "calibrator; the whole validation split is still scored once at the end, chunk by chunk."))
+
+
+STREAMING_CLASH = ("multi_label", "ordinal", "transfer", "search", "grid", "negation", "lexicons")
+
+
+@_schema
 class TaskSettings:
     """One tagging task, as written under tasks.<name>."""
 
@@ -286,6 +305,13 @@ class TaskSettings:
         "validation split; predictions are a list of labels with their probabilities."))
     label_separator: Str = Field(";", description=(
         "With multi_label: what separates the labels in a text cell, e.g. sport;business."))
+    streaming: Bool = Field(False, description=(
+        "Train out of core: the splits are read in chunks, features are hashed (HashingVectorizer, "
+        "IDF from one pass over the stream), an SGDClassifier learns by partial_fit over shuffled "
+        "chunks (classifier auto or sgd), calibrated on the validation split. Preprocessing then "
+        "de-duplicates and splits the data file in one pass by hashing. For corpora larger than memory."))
+    stream: StreamSettings = Field(default_factory=StreamSettings, description=(
+        "Epochs, chunk size, IDF and calibration sample of a streaming task."))
 
     @field_validator("label_separator")
     @classmethod
@@ -304,6 +330,8 @@ class TaskSettings:
                             "remove one of them", ".transfer")
         if self.multi_label:  # multi-label: one-vs-rest with thresholds (newstag.models.multilabel)
             _check_multi_label(self)
+        if self.streaming:  # out of core: newstag.models.streaming
+            _check_streaming(self)
         if self.transfer is not None and self.classifier == "auto":
             raise _BadValue("is auto, which a transfer task cannot search; name a classifier "
                             "(e.g. logreg) and tune it with grid", ".classifier")
@@ -322,6 +350,21 @@ def _check_multi_label(task: "TaskSettings") -> None:
         if present:
             raise _BadValue(f"is set, but a multi_label task cannot use it (each label has its own "
                             f"threshold); remove {key} or multi_label", f".{key}")
+
+
+def _check_streaming(task: "TaskSettings") -> None:
+    """Options a streaming task cannot have: its learner is SGD trained chunk by chunk on hashed
+    words, and these need the whole training set in memory or other features."""
+    if task.classifier not in ("auto", "sgd"):
+        raise _BadValue(f"is {task.classifier!r}, but a streaming task trains an SGDClassifier "
+                        f"by partial_fit: set classifier: sgd (or leave it auto)", ".classifier")
+    if task.features != "word":
+        raise _BadValue(f"is {task.features!r}, but a streaming task hashes word n-grams: remove "
+                        f"features or set it to word", ".features")
+    for key in STREAMING_CLASH:
+        if getattr(task, key) not in (False, None, {}, ()):
+            raise _BadValue(f"is set, but a streaming task cannot use it; remove {key} or "
+                            f"streaming", f".{key}")
 
 
 @_schema

@@ -132,9 +132,10 @@ class Explainer:
         self._names = None
 
     @property
-    def names(self) -> np.ndarray:
+    def names(self):
         if self._names is None:  # built on first use: large vocabularies take a moment
-            self._names = feature_names(self.vectorizer)
+            named = getattr(self.vectorizer, "feature_name", None)  # hashed features: by column
+            self._names = _ColumnNames(named) if named else feature_names(self.vectorizer)
         return self._names
 
     def contributions(self, texts: list[str], labels: list[str]):
@@ -174,6 +175,17 @@ class Explainer:
         terms = [[str(self.names[columns[i]]), round(float(values[i]), 4)]
                  for i in _top_positions(columns, values, top)]
         return [term for term in terms if term[1] > 0]  # drop what rounds to nothing
+
+
+class _ColumnNames:
+    """names[column] for hashed features (newstag.models.streaming): a term from the model's
+    sample, or `#<column>`; built per lookup, never as an array of 2^20 names."""
+
+    def __init__(self, name_of):
+        self.name_of = name_of
+
+    def __getitem__(self, column) -> str:
+        return self.name_of(int(column))
 
 
 def _top_positions(columns: np.ndarray, values: np.ndarray, top: int) -> np.ndarray:

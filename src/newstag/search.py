@@ -296,8 +296,9 @@ def choose_best(candidates: list[Candidate], scoring: str) -> Candidate:
 # ---- the search loop --------------------------------------------------------------------------
 
 def run_search(task: TaskConfig, search: SearchConfig, texts: list[str], labels, seed: int,
-               jobs: int = 1, candidate_log=None, progress: bool = True) -> SearchResult:
-    """Search `search.space` for `task` on these rows; return every candidate and the winner."""
+               jobs: int = 1, candidate_log=None, progress: bool = True, client=None) -> SearchResult:
+    """Search `search.space` for `task` on these rows; return every candidate and the winner.
+    With a Dask `client`, each candidate's folds are fitted on the cluster (newstag.cluster)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -311,6 +312,10 @@ def run_search(task: TaskConfig, search: SearchConfig, texts: list[str], labels,
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, budget // 3 or 10))),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0))
     loop = _SearchLoop(study, task, search, y, cache, seed, max(1, jobs), candidate_log or NoCandidateLog())
+    if client is not None:
+        from newstag.cluster import DaskFolds
+
+        loop.remote = DaskFolds(client, texts, y, splits)
     start = time.perf_counter()
     candidates = loop.run(progress)
     best = choose_best(candidates, search.scoring)
@@ -334,6 +339,7 @@ class _SearchLoop:
         self.candidates: list[Candidate] = []
         self.seen: dict[str, Candidate] = {}
         self.proposed = 0
+        self.remote = None  # a newstag.cluster.DaskFolds: the folds are fitted on a Dask cluster
 
     def run(self, progress: bool) -> list[Candidate]:
         from tqdm.auto import tqdm
@@ -373,8 +379,12 @@ class _SearchLoop:
             return
         self.seen[key] = candidate
         handle = self.log.started(candidate)
-        future = pool.submit(_score_candidate, candidate, trial, self.task, self.y, self.cache,
-                             self.search.scoring, self.seed, self.stop)
+        if self.remote is not None:
+            future = pool.submit(self.remote.score_candidate, candidate, trial, self.task,
+                                 self.search.scoring, self.seed, self.stop)
+        else:
+            future = pool.submit(_score_candidate, candidate, trial, self.task, self.y, self.cache,
+                                 self.search.scoring, self.seed, self.stop)
         running[future] = (trial, candidate, handle)
 
     def _finish(self, candidate: Candidate, trial, handle) -> None:
@@ -433,8 +443,9 @@ def auto_folds(search: SearchConfig, labels) -> SearchConfig:
 
 # ---- `newstag search EXP` ---------------------------------------------------------------------
 
-def search_experiment(config, jobs: int = 1, tracking: bool = True) -> tuple[dict, Path]:
-    """Search every task that has a `search:` section, log it, write `<name>.best.yaml`."""
+def search_experiment(config, jobs: int = 1, tracking: bool = True, client=None) -> tuple[dict, Path]:
+    """Search every task that has a `search:` section, log it, write `<name>.best.yaml`.
+    With a Dask `client`, the CV fits run on its cluster."""
     from newstag.data.splits import load_task_splits
 
     tasks = _searched_tasks(config)
@@ -450,7 +461,7 @@ def search_experiment(config, jobs: int = 1, tracking: bool = True) -> tuple[dic
             raise NewstagError(f"{config.path}: {exc}") from None
     with _search_tracker(tracking, config) as run:
         results = {task.name: run_search(task, task.search, *rows[task.name], config.seed, jobs,
-                                         run.candidate_log(task.name))
+                                         run.candidate_log(task.name), client=client)
                    for task in tasks}
         path = write_best_yaml(config, results)
         run.log_results(results, path)

@@ -277,6 +277,10 @@ class TrainingRun:
                                     model_id=model.model_id)
             self.mlflow.log_params({f"val.{task}.{key}": value for key, value in result.validation.items()
                                     if isinstance(value, str)})
+            for row in getattr(result, "history", []):  # streaming: one point per epoch
+                self.mlflow.log_metrics({metric_name("epoch", task, key): row[key]
+                                         for key in ("f1_macro", "accuracy", "mb_per_second", "seconds")},
+                                        step=row["epoch"])
             self.mlflow.log_figure(grid_figure(task, result.candidates), f"plots/grid_{task}.png")
             self.mlflow.log_dict(result.candidates, f"grid/{task}.json")
         if self.config.mlflow.register:

@@ -33,6 +33,7 @@ class TaskResult:
     candidates: list[dict]
     model: dict = field(default_factory=dict)  # the classifier, features and params it was fitted with
     calibration: dict = field(default_factory=dict)  # method, folds, validation log-loss and confidences
+    history: list[dict] = field(default_factory=list)  # streaming: one entry per epoch
 
 
 def bundle_path(config: ExperimentConfig, fmt: str = "joblib"):
@@ -61,12 +62,13 @@ def _train(config: ExperimentConfig, tracking: bool, fmt: str) -> dict:
     """Fit, save, then log: the bundle is saved inside the run, before any model is registered,
     so a failed save leaves a FAILED run and no new registered version."""
     manifest = read_manifest(config)
-    train_splits = load_task_splits(config, "train")  # verified before a run is created
-    validation_splits = load_task_splits(config, "validation")
+    in_memory = any(not task.streaming for task in config.tasks)  # streaming tasks read chunks
+    train_splits = load_task_splits(config, "train") if in_memory else {}  # verified already
+    validation_splits = load_task_splits(config, "validation") if in_memory else {}
     run = _tracker(tracking).start_training(config, manifest)
     with run:
-        results = {task.name: fit_task(task, train_splits[task.name], validation_splits[task.name],
-                                       config.seed)
+        results = {task.name: fit_streaming_task(task, config, manifest) if task.streaming else
+                   fit_task(task, train_splits[task.name], validation_splits[task.name], config.seed)
                    for task in tqdm(config.tasks, desc="tasks", unit="task", leave=False, disable=None)}
         metadata = {
             "experiment": config.name,
@@ -78,16 +80,86 @@ def _train(config: ExperimentConfig, tracking: bool, fmt: str) -> dict:
         pipelines = {name: result.pipeline for name, result in results.items()}
         sidecar = save_bundle(bundle_path(config, fmt), pipelines, metadata)
         write_model_card(config, sidecar, pipelines, bundle_path(config, fmt))
-        examples = next(iter(validation_splits.values()))["text"].head(3).tolist()
+        examples = _example_texts(config, validation_splits)
         run.log_training(results, bundle_path(config, fmt), sidecar, example_texts=examples)
     return sidecar
 
 
+def _example_texts(config: ExperimentConfig, validation_splits: dict) -> list[str]:
+    """Three validation texts for the logged model's input example (read from the file when
+    every task streams, so the split is never loaded whole)."""
+    if validation_splits:
+        return next(iter(validation_splits.values()))["text"].head(3).tolist()
+    from newstag.models.streaming import SplitChunks
+
+    return SplitChunks(config.processed_dir / "validation.parquet", ["text"], 3).head(3)["text"].tolist()
+
+
+def fit_streaming_task(task: TaskConfig, config: ExperimentConfig, manifest: dict) -> TaskResult:
+    """Out of core (newstag.models.streaming): hashed features, SGD by partial_fit over shuffled
+    chunks of the training split, scored per epoch on a validation sample and at the end on the
+    whole validation split, calibrated on the sample."""
+    from newstag.models.streaming import SplitChunks, score_split, streaming_pipeline, train_stream
+
+    settings, folder = task.stream, config.processed_dir
+    columns = ["text", task.name]
+    train_chunks = SplitChunks(folder / "train.parquet", columns, settings.chunk_rows)
+    validation_chunks = SplitChunks(folder / "validation.parquet", columns, settings.chunk_rows)
+    sample = validation_chunks.head(settings.calibration_rows)
+    labels = sorted(manifest["splits"]["train"]["labels"][task.name])
+    _require_two_labels(labels, task)
+    pipeline = streaming_pipeline(task, config.seed)
+    stream = train_stream(task, train_chunks, sample, labels, pipeline.named_steps["vect"],
+                          pipeline.named_steps["clf"], config.seed)
+    pipeline, calibration = _calibrate_stream(task, pipeline, sample)
+    validation = score_split(pipeline, validation_chunks, task.name, stream.classes)
+    log.info("%s: validation macro-F1 %.4f over %d articles", task.name, validation["f1_macro"],
+             validation["articles"])
+    return TaskResult(
+        pipeline=pipeline, labels=[str(label) for label in pipeline.classes_],
+        best_params={"epochs": settings.epochs, **task.params},
+        validation={"f1_macro": validation["f1_macro"], "accuracy": validation["accuracy"],
+                    "articles": validation["articles"], "idf_seconds": stream.idf_seconds},
+        candidates=[{"params": {"epoch": row["epoch"]}, "f1_macro": row["f1_macro"],
+                     "accuracy": row["accuracy"], "chosen": row["epoch"] == settings.epochs}
+                    for row in stream.history],
+        model={**_model_choice(task), "classifier": "sgd", "streaming": True,
+               "stream": {"epochs": settings.epochs, "chunk_rows": settings.chunk_rows,
+                          "idf": settings.idf, "calibration_rows": len(sample)}},
+        calibration=calibration, history=stream.history)
+
+
+def _calibrate_stream(task: TaskConfig, pipeline, sample) -> tuple:
+    """The learner frozen, a calibrator fitted on the validation sample (method chosen there by
+    held-out log-loss when `auto`). The pipeline keeps its vect -> clf shape."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+    from sklearn.pipeline import Pipeline
+
+    from newstag.models.calibrate import choose_on_validation
+
+    if task.calibration == "none":
+        return pipeline, {"method": "none"}
+    texts, labels = sample["text"].tolist(), sample[task.name].astype(str).tolist()
+    if len(set(labels)) < len(pipeline.classes_):
+        log.warning("%s: the validation sample lacks some labels; scores stay uncalibrated", task.name)
+        return pipeline, {"method": "none", "reason": "the validation sample lacks some labels"}
+    calibration = choose_on_validation(pipeline, "auto" if task.calibration == "auto" else
+                                       task.calibration, texts, labels)
+    vect, clf = pipeline.named_steps["vect"], pipeline.named_steps["clf"]
+    calibrator = CalibratedClassifierCV(FrozenEstimator(clf), method=calibration["method"])
+    calibrator.fit(vect.transform(texts), labels)
+    log.info("%s: calibrated by %s on %d validation articles", task.name, calibration["method"],
+             len(texts))
+    return Pipeline([("vect", vect), ("clf", calibrator)]), {**calibration, "fitted_on": len(texts)}
+
+
 def _task_metadata(task: TaskConfig, result: TaskResult) -> dict:
     """What the bundle records per task; predict reads `min_confidence` from here."""
-    return {"labels": result.labels, "best_params": result.best_params,
-            "validation": result.validation, "model": result.model,
-            "calibration": result.calibration, "min_confidence": task.min_confidence}
+    metadata = {"labels": result.labels, "best_params": result.best_params,
+                "validation": result.validation, "model": result.model,
+                "calibration": result.calibration, "min_confidence": task.min_confidence}
+    return {**metadata, "history": result.history} if result.history else metadata
 
 
 def _tracker(enabled: bool):
@@ -98,7 +170,11 @@ def _tracker(enabled: bool):
 
 def check_task(task: TaskConfig, seed: int) -> None:
     """Raise on a task the config cannot train: a bad param, or a bad search for `auto`."""
-    if task.multi_label:  # one-vs-rest with thresholds: newstag.models.multilabel
+    if task.streaming:  # hashed features + SGD: newstag.models.streaming
+        from newstag.models.streaming import streaming_pipeline
+
+        streaming_pipeline(task, seed)
+    elif task.multi_label:  # one-vs-rest with thresholds: newstag.models.multilabel
         from newstag.models.multilabel import build
 
         build(task, seed)

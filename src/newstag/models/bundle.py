@@ -207,7 +207,9 @@ SKOPS_TRUSTED = {"numpy.float32", "numpy.float64", "numpy.dtype", "builtins.None
                  "newstag.models.ordinal.OrdinalClassifier",
                  # multi-label tasks: one linear model per label (newstag.models.multilabel)
                  "newstag.models.multilabel.MultiLabelLinear", "sklearn.multiclass.OneVsRestClassifier",
-                 "sklearn.multiclass._ConstantPredictor", "sklearn.preprocessing._label.LabelBinarizer"}
+                 "sklearn.multiclass._ConstantPredictor", "sklearn.preprocessing._label.LabelBinarizer",
+                 # streaming tasks: hashed features, the learner frozen under its calibrator
+                 "newstag.models.streaming.HashedFeatures", "sklearn.frozen._frozen.FrozenEstimator"}
 
 
 def _load(path: Path) -> dict:

@@ -51,9 +51,11 @@ def calibrated(pipeline, method: str, folds: int):
 
 
 def base_classifier(pipeline):
-    """The linear model inside a pipeline, calibrated or not (for coefficients and raw scores)."""
+    """The linear model inside a pipeline, calibrated or not (for coefficients and raw scores);
+    a frozen one (a streaming task's learner, calibrated after training) is unwrapped."""
     clf = pipeline.named_steps["clf"]
-    return clf.calibrated_classifiers_[0].estimator if is_calibrated(pipeline) else clf
+    base = clf.calibrated_classifiers_[0].estimator if is_calibrated(pipeline) else clf
+    return base.estimator if type(base).__name__ == "FrozenEstimator" else base
 
 
 def is_calibrated(pipeline) -> bool:
@@ -86,6 +88,12 @@ def choose_method(pipeline, setting: str, train, validation) -> dict:
         fitted = clone(pipeline).fit(X_train, y_train)
     except ValueError as exc:
         raise NewstagError(f"calibration: {str(exc).splitlines()[0]}") from None
+    return {**choose_on_validation(fitted, setting, X_val, y_val), "folds": folds}
+
+
+def choose_on_validation(fitted, setting: str, X_val, y_val) -> dict:
+    """The method with the lowest held-out log-loss over the validation articles, for a pipeline
+    already fitted on training rows (streaming training has no refit: it calibrates this one)."""
     losses, validation_scores = {}, {}
     for method in METHODS if setting == "auto" else (setting,):
         classes, proba = _held_out_calibrated(fitted, method, X_val, y_val)
@@ -93,7 +101,7 @@ def choose_method(pipeline, setting: str, train, validation) -> dict:
         validation_scores[method] = (classes, proba)
     method = min(losses, key=losses.get)
     classes, proba = validation_scores[method]
-    return {"method": method, "folds": folds, "validation_log_loss": losses,
+    return {"method": method, "validation_log_loss": losses,
             "validation_confidence": confidence_table(y_val, classes, proba)}
 
 
