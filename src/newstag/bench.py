@@ -102,7 +102,13 @@ def predict_like_newstag(pipeline):
     def predict(texts):
         labels, _ = compact.tag_texts({"task": task}, list(texts))["task"]
         return np.array(labels)
+    predict.pipeline = pipeline  # for the calibration and ordinal figures
     return predict
+
+
+def fitted_pipeline(predict):
+    """The scikit-learn pipeline behind a newstag method's predict function, else None."""
+    return getattr(predict, "pipeline", None) or getattr(predict, "__self__", None)
 
 
 def fit_newstag_auto(task: TaskConfig, fold: Fold, seed: int, quick: bool):
@@ -276,7 +282,7 @@ def _ordinal_errors(predict, fold: Fold, task: str) -> dict:
     true = numeric_scores(fold.test[task])
     mean = numeric_scores(pd.concat([fold.train, fold.validation])[task]).mean()
     errors = {"mae_mean": float(np.abs(true - mean).mean())}
-    model = getattr(predict, "__self__", None)  # the fitted pipeline, for newstag's methods
+    model = fitted_pipeline(predict)
     if hasattr(model, "steps") and isinstance(model.steps[-1][1], OrdinalClassifier):
         features = model[:-1].transform(fold.test["text"].tolist())
         errors["mae"] = float(np.abs(true - model.steps[-1][1].predict_score(features)).mean())
@@ -288,7 +294,7 @@ def _calibration_errors(predict, fold: Fold, task: TaskConfig, y_true: list[str]
     uncalibrated base scores (a softmax of the margins: what predict gave before calibration)."""
     from newstag.models.calibrate import base_scores, class_scores, expected_calibration_error
 
-    pipeline = predict.__self__
+    pipeline = fitted_pipeline(predict)
     texts = fold.test["text"].tolist()
     classes = list(pipeline.classes_)
     return {"ece": expected_calibration_error(y_true, classes, class_scores(pipeline, texts)),
