@@ -175,6 +175,16 @@ def _add_predict(commands) -> None:
                               "4,000 articles, none below); the output is the same for any N")
     predict.add_argument("-o", "--output", metavar="FILE",
                          help="write the rows to FILE (complete, or not at all) instead of stdout")
+    predict.add_argument("--output-dir", metavar="DIR",
+                         help="batch: tag each --input file (globs allowed, e.g. 'archive/*.jsonl') "
+                              "into DIR/<name>.jsonl, each written whole; run again to resume "
+                              "(files done are skipped)")
+    predict.add_argument("--backend", choices=("local", "dask"), default="local",
+                         help="with --output-dir, dask: one task per file on a Dask cluster "
+                              "(pip install 'newstag[dask]'); paths must be shared with the workers")
+    predict.add_argument("--scheduler", metavar="ADDRESS",
+                         help="the Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: "
+                              "$DASK_SCHEDULER_ADDRESS)")
 
 
 def _jobs(value: str) -> int:
@@ -307,6 +317,8 @@ def run_predict(args) -> int:
 
     if not args.texts and not args.input:
         raise NewstagError("nothing to tag: give TEXT, --input FILE, or --input - for stdin")
+    if args.output_dir is not None or args.backend == "dask":
+        return _run_batch(args)
     records = read_records(args.texts, args.input, args.text_column, args.encoding,
                            max_record_bytes=int(args.max_record_mb * 1_000_000))
     if args.model.startswith("models:/"):  # the registry: the only predict path that imports MLflow
@@ -332,6 +344,48 @@ def run_predict(args) -> int:
     if errors:
         log.warning("%d record(s) could not be tagged; see the 'error' rows", errors)
     return 0
+
+
+def _run_batch(args) -> int:
+    from newstag.batch import Options, run_batch
+
+    if args.output_dir is None:
+        raise NewstagError("--backend dask tags files into a folder: add --output-dir DIR")
+    for given, flag in ((args.texts, "TEXT arguments"), (args.output, "--output"),
+                        (args.format != "jsonl", "--format table")):
+        if given:
+            raise NewstagError(f"--output-dir writes JSON lines per input file; drop {flag}")
+    options = Options(args.text_column, args.encoding, args.strict, args.explain, args.max_record_mb)
+    client = None
+    if args.backend == "dask":
+        from newstag.cluster import connect, scheduler_address
+
+        client = connect(scheduler_address(args.scheduler))
+        log.info("predict: tagging files on the Dask cluster %s (%d workers)",
+                 client.scheduler.address, len(client.scheduler_info()["workers"]))
+    try:
+        summary = run_batch(args.model, args.input, args.output_dir, options, args.jobs, client,
+                            load_bundle=_load_model)
+    finally:
+        if client is not None:
+            client.close()
+    rate = f"{summary.files / summary.seconds:.1f} files/s, {summary.rows / summary.seconds:.0f} " \
+           f"articles/s" if summary.files and summary.seconds else "nothing new"
+    log.info("batch: tagged %d file(s), %d article(s) into %s in %.1f s (%s); %d skipped",
+             summary.files, summary.rows, args.output_dir, summary.seconds, rate, summary.skipped)
+    if summary.errors:
+        log.warning("%d record(s) could not be tagged; see the 'error' rows", summary.errors)
+    return 0
+
+
+def _load_model(model: str) -> dict:
+    if model.startswith("models:/"):
+        from newstag.registry import load_registered
+
+        return load_registered(model)
+    from newstag.models.bundle import load_for_prediction
+
+    return load_for_prediction(model)
 
 
 def run_promote(args) -> int:

@@ -57,22 +57,25 @@ class Record:
 
 def read_records(texts: list[str], inputs: list[str], text_column: str = "text",
                  encoding: str = "utf-8",
-                 max_record_bytes: int = DEFAULT_MAX_RECORD_MB * 1_000_000) -> Iterator[Record]:
+                 max_record_bytes: int = DEFAULT_MAX_RECORD_MB * 1_000_000,
+                 shown: list[str] | None = None) -> Iterator[Record]:
     """Articles from arguments, then each --input file ('-' is stdin, one article per line).
 
     The encoding and every input are checked before anything is read, so a typo fails up front.
+    `shown`: what each input is called in ids and messages, when not its path (a batch on a Dask
+    worker reads an absolute path, and writes what the user's relative one would give).
     """
     _check_encoding(encoding, by_line=any(not _is_whole_file(name) for name in inputs))
     for name in inputs:
         _check_input(name)
-    return _stream_records(texts, inputs, text_column, encoding, max_record_bytes)
+    return _stream_records(texts, inputs, text_column, encoding, max_record_bytes, shown or inputs)
 
 
-def _stream_records(texts, inputs, text_column, encoding, cap) -> Iterator[Record]:
+def _stream_records(texts, inputs, text_column, encoding, cap, shown) -> Iterator[Record]:
     for number, text in enumerate(texts, start=1):
         yield Record(id=number, text=text)
-    for name in inputs:
-        yield from _read_input(name, text_column, encoding, cap)
+    for name, label in zip(inputs, shown, strict=True):
+        yield from _read_input(name, text_column, encoding, cap, label)
 
 
 def _is_whole_file(name: str) -> bool:
@@ -113,29 +116,30 @@ def _check_input(name: str) -> None:
                            f"to a file, or send it to stdin with --input -")
 
 
-def _read_input(name: str, text_column: str, encoding: str, cap: int) -> Iterator[Record]:
+def _read_input(name: str, text_column: str, encoding: str, cap: int,
+                label: str) -> Iterator[Record]:
     if name == "-":
         with _stdin() as stdin:
             text_already = isinstance(stdin, _TextAsBytes)
             yield from _read_lines(Lines(stdin, "stdin", "utf-8" if text_already else encoding, cap))
         return
-    path = Path(name)
+    path, label = Path(name), Path(label)
     suffix = path.suffix.lower()
-    with _open(path) as handle:
+    with _open(path, label) as handle:
         if suffix in (".jsonl", ".ndjson"):
-            yield from _read_jsonl(Lines(handle, str(path), encoding, cap))
+            yield from _read_jsonl(Lines(handle, str(label), encoding, cap))
         elif suffix in (".csv", ".tsv"):
             delimiter = "\t" if suffix == ".tsv" else ","
-            yield from _read_csv(Lines(handle, str(path), encoding, cap), text_column, delimiter)
+            yield from _read_csv(Lines(handle, str(label), encoding, cap), text_column, delimiter)
         else:
-            yield _read_text_file(handle, path, encoding, cap)
+            yield _read_text_file(handle, label, encoding, cap)
 
 
-def _open(path: Path):
+def _open(path: Path, label: Path):
     try:
         return open(path, "rb", buffering=READ_BUFFER)
     except OSError as exc:
-        raise NewstagError(f"{path}: cannot read ({exc.strerror})") from None
+        raise NewstagError(f"{label}: cannot read ({exc.strerror})") from None
 
 
 def _stdin():
