@@ -241,7 +241,7 @@ def _tag_on_cluster(client, model, identity, todo, options):
     futures = {client.submit(tag_file_on_worker, model, identity, str(source.resolve()), str(source),
                              str(target), options, pure=False): source for source, target in todo}
     try:
-        for future in as_completed(futures):
+        for future in as_completed(futures, loop=client.loop):
             try:
                 yield future.result()
             except KilledWorker:
