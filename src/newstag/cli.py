@@ -84,12 +84,8 @@ def _add_search(commands) -> None:
     search.add_argument("experiment", nargs="?", default=DEFAULT_EXPERIMENT,
                         help=f"experiment YAML, already preprocessed (default: {DEFAULT_EXPERIMENT})")
     search.add_argument("--jobs", type=int, default=1, metavar="N", help="candidates scored at once")
-    search.add_argument("--backend", choices=("local", "dask"), default="local",
-                        help="dask: fit each candidate's folds on a Dask cluster (pip install "
-                             "'newstag[dask]'); --jobs 1 gives the local run's results")
-    search.add_argument("--scheduler", metavar="ADDRESS",
-                        help="the Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: "
-                             "$DASK_SCHEDULER_ADDRESS)")
+    _add_dask_options(search, "dask: fit each candidate's folds on a Dask cluster (pip install "
+                              "'newstag[dask]'); --jobs 1 gives the local run's results")
     search.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
 
 
@@ -179,12 +175,16 @@ def _add_predict(commands) -> None:
                          help="batch: tag each --input file (globs allowed, e.g. 'archive/*.jsonl') "
                               "into DIR/<name>.jsonl, each written whole; run again to resume "
                               "(files done are skipped)")
-    predict.add_argument("--backend", choices=("local", "dask"), default="local",
-                         help="with --output-dir, dask: one task per file on a Dask cluster "
-                              "(pip install 'newstag[dask]'); paths must be shared with the workers")
-    predict.add_argument("--scheduler", metavar="ADDRESS",
-                         help="the Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: "
-                              "$DASK_SCHEDULER_ADDRESS)")
+    _add_dask_options(predict, "with --output-dir, dask: one task per file on a Dask cluster "
+                               "(pip install 'newstag[dask]'); paths must be shared with the workers")
+
+
+def _add_dask_options(parser, backend_help: str) -> None:
+    """--backend and --scheduler, shared by search and batch predict."""
+    parser.add_argument("--backend", choices=("local", "dask"), default="local", help=backend_help)
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="the Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: "
+                             "$DASK_SCHEDULER_ADDRESS)")
 
 
 def _jobs(value: str) -> int:
