@@ -308,8 +308,13 @@ def run_isolated(experiment: str, task: str, method: str, quick: bool) -> dict:
         return pool.apply(run_method, (experiment, task, method, quick))
 
 
-def bench(experiments: list[str], quick: bool = False, methods: list[str] | None = None) -> list[dict]:
-    """Run every applicable method on every task of every experiment; return the result rows."""
+def bench(experiments: list[str], quick: bool = False, methods: list[str] | None = None,
+          checkpoint: Path | None = None) -> list[dict]:
+    """Run every applicable method on every task of every experiment; return the result rows.
+
+    Each row is appended to `checkpoint` (JSON lines) as soon as it is done, keyed by a
+    fingerprint of the code, the experiment file and its preprocessed data: a run that was
+    stopped picks up where it was, and a row measured on other code or data is never reused."""
     from tqdm.auto import tqdm
 
     jobs = []
@@ -320,10 +325,47 @@ def bench(experiments: list[str], quick: bool = False, methods: list[str] | None
                          task.labels or _labels_seen(config, task.name))
             jobs += [(experiment, task.name, method) for method in methods_for(labels, task)
                      if methods is None or method in methods]
+    done = _checkpointed(checkpoint)
     rows = []
     for experiment, task, method in tqdm(jobs, desc="bench", unit="run", disable=None):
-        rows.append(run_isolated(experiment, task, method, quick))
+        key = fingerprint(experiment, task, method, quick)
+        if key in done:
+            rows.append(done[key])
+            continue
+        rows.append({**run_isolated(experiment, task, method, quick), "fingerprint": key})
+        if checkpoint is not None:
+            with open(checkpoint, "a", encoding="utf-8") as stream:
+                stream.write(json.dumps(rows[-1]) + "\n")
         log.info("%s/%s %s: accuracy %.4f", rows[-1]["experiment"], task, method, rows[-1]["accuracy"])
+    return rows
+
+
+def fingerprint(experiment: str, task: str, method: str, quick: bool) -> str:
+    """What a bench row depends on: the package's code, the experiment file, its processed data."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{task}\0{method}\0{quick}".encode())
+    package = Path(__file__).parent
+    manifest = load_config(experiment).processed_dir / "manifest.json"
+    for path in [*sorted(package.rglob("*.py")), Path(experiment), manifest]:
+        digest.update(path.read_bytes() if path.exists() else b"-")
+    return digest.hexdigest()[:16]
+
+
+def _checkpointed(checkpoint: Path | None) -> dict[str, dict]:
+    """The rows a stopped run already measured, by fingerprint (a torn last line is ignored)."""
+    rows = {}
+    if checkpoint is not None and checkpoint.exists():
+        text = checkpoint.read_text(encoding="utf-8")
+        if text and not text.endswith("\n"):  # cut off mid-row: drop the torn row before appending
+            text = text[:text.rfind("\n") + 1]
+            checkpoint.write_text(text, encoding="utf-8")
+        for line in text.splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            rows[row.get("fingerprint")] = row
     return rows
 
 

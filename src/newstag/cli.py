@@ -132,7 +132,8 @@ def _add_bench(commands) -> None:
     bench.add_argument("--methods",
                        help="comma-separated subset of newstag,newstag-auto,baseline,fasttext,vader,majority")
     bench.add_argument("--out", default="reports/bench",
-                       help="writes OUT.json and OUT.md (default: reports/bench)")
+                       help="writes OUT.json and OUT.md, and OUT.rows.jsonl as rows finish: a stopped run "
+                            "resumes from it (default: reports/bench)")
 
 
 def _add_explain(commands) -> None:
@@ -443,8 +444,11 @@ def run_bench(args) -> int:
         raise NewstagError("name the experiments to bench, e.g. experiments/bbc_news.yaml")
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
     bench.require_bench_extras(methods)
-    rows = bench.bench(args.experiments, quick=args.quick, methods=methods)
-    print(bench.write_report(rows, Path(args.out), quick=args.quick))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = bench.bench(args.experiments, quick=args.quick, methods=methods,
+                       checkpoint=out.with_suffix(".rows.jsonl"))
+    print(bench.write_report(rows, out, quick=args.quick))
     print(f"\nwritten {args.out}.json and {args.out}.md")
     return 0
 
