@@ -99,6 +99,7 @@ promote: $(REPORT) ## alias the newest registered version `champion` if it beats
 
 # The venv's bin goes first on PATH: MLflow starts uvicorn by name.
 serve: | $(STAMP) ## serve models:/newstag-<exp>@champion over HTTP on 127.0.0.1:5001 (SERVE_PORT=)
+	MLFLOW_TRACKING_URI=$(MLFLOW_TRACKING_URI) $(NEWSTAG) promote $(EXP) --check
 	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI=$(MLFLOW_TRACKING_URI) \
 	$(BIN)/mlflow models serve -m models:/newstag-$(NAME)@champion --env-manager local \
 		--host $(HOST) --port $(SERVE_PORT) --workers 1

@@ -221,4 +221,17 @@ def summary(path: Path, sidecar: dict, matches: bool) -> str:
                   f"params {_params(meta.get('best_params'))}; "
                   f"calibration {_calibration(meta.get('calibration') or {})}; "
                   f"min_confidence {_threshold(meta.get('min_confidence'))}"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + [_compact_line(path, sidecar.get("compact"))]) + "\n"
+
+
+def _compact_line(path: Path, compact: dict | None) -> str:
+    """Which tasks `newstag predict` runs on NumPy alone (the fast path) and why any other does not."""
+    from newstag.models.bundle import compact_path
+
+    if not isinstance(compact, dict):
+        return "- fast prediction: none (saved before the compact form; retrain to get it)"
+    if not compact_path(path).is_file():
+        return f"- fast prediction: {compact_path(path).name} is missing; predict falls back to scikit-learn"
+    fast = ", ".join(compact.get("tasks") or []) or "no task"
+    slow = "; ".join(f"{task} uses scikit-learn ({why})" for task, why in (compact.get("fallback") or {}).items())
+    return f"- fast prediction (NumPy only, {compact_path(path).name}): {fast}" + (f"; {slow}" if slow else "")

@@ -99,6 +99,8 @@ def _add_registry(commands) -> None:
     promote.add_argument("--force", action="store_true",
                          help="promote the newest version even when it does not beat the champion")
     promote.add_argument("--reason", help="why, recorded with the promotion (default: the comparison)")
+    promote.add_argument("--check", action="store_true",
+                         help="change nothing: print the champion's model URI, or fail if there is none")
     text = "start the MLflow UI over the store, lean (one worker, no job execution), and print its link"
     ui = commands.add_parser("ui", help=text, description=text)
     ui.add_argument("experiment", nargs="?", default=DEFAULT_EXPERIMENT,
@@ -391,8 +393,11 @@ def _load_model(model: str) -> dict:
 
 def run_promote(args) -> int:
     from newstag.config import load_config
-    from newstag.registry import promote
+    from newstag.registry import champion_uri, promote
 
+    if args.check:
+        print(champion_uri(load_config(args.experiment)))
+        return 0
     print(promote(load_config(args.experiment), force=args.force, reason=args.reason))
     return 0
 

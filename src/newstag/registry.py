@@ -181,6 +181,24 @@ def promote(config, force: bool = False, reason: str | None = None, alpha: float
         return f"{name}: version {newest.version} is now the champion ({CHAMPION}): {why}"
 
 
+def champion_uri(config) -> str:
+    """models:/newstag-<exp>@champion when the alias is set (what `make serve` serves), else a
+    one-line error that says how to set it, before MLflow's own longer failure."""
+    from mlflow import MlflowClient
+
+    from newstag.tracking import check_reachable, mlflow_errors, tracking_uri
+
+    store = tracking_uri()
+    check_reachable(store)
+    name = registered_name(config.name)
+    with mlflow_errors(store):
+        champion = _champion(MlflowClient(store), name)
+    if champion is None:
+        raise NewstagError(f"{name} has no {CHAMPION} in {store}; promote a version first "
+                           f"(`make promote EXP={config.path or config.name}`, after `make evaluate`)")
+    return f"models:/{name}@{CHAMPION} (version {champion.version})"
+
+
 def _champion(client, name: str):
     from mlflow.exceptions import MlflowException
 

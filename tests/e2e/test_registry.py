@@ -68,6 +68,17 @@ def test_first_version_is_promoted_with_who_when_why(project, client):
     assert "test/mean/f1_macro" in version.tags["promotion_reason"]
 
 
+def test_promote_check_names_the_champion_or_says_how_to_get_one(project, tmp_path):
+    shown = run_newstag("promote", str(project["experiment"]), "--check", cwd=project["dir"],
+                        env=project["env"]).stdout
+    assert shown.strip() == f"models:/{NAME}@champion (version 1)"
+    empty = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'empty.db'}"}  # what `make serve` checks first
+    result = run_newstag("promote", str(project["experiment"]), "--check", cwd=project["dir"],
+                         env=empty, check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert f"{NAME} has no champion" in result.stderr and "make promote" in result.stderr
+
+
 def test_logged_model_is_the_bundle_and_no_more(project, client):
     model = client.get_logged_model(the_run(client).data.tags["newstag.model_id"])
     versions = json.loads(model.tags["mlflow.modelVersions"])

@@ -158,9 +158,11 @@ def test_info_prints_the_card_and_metadata_without_mlflow(trained_sample, tmp_pa
     assert "## Bundle metadata" in result.stdout and "(matches the file)" in result.stdout
     assert "task topic: labels business, health, politics, sport, technology, world" in result.stdout
     assert "calibration " in result.stdout and "min_confidence not set" in result.stdout
+    assert "- fast prediction (NumPy only, model.joblib.compact.npz): topic, tone" in result.stdout
 
     copy = tmp_path / "model.joblib"  # a changed file is flagged, not loaded
     copy.write_bytes(model.read_bytes() + b"x")
     shutil.copy(model.with_name("model.joblib.json"), tmp_path / "model.joblib.json")
     changed = run_newstag("info", str(copy), cwd=tmp_path).stdout
     assert "DOES NOT match the file" in changed and "no MODEL_CARD.md beside" in changed
+    assert "model.joblib.compact.npz is missing; predict falls back to scikit-learn" in changed
