@@ -233,5 +233,6 @@ def _compact_line(path: Path, compact: dict | None) -> str:
     if not compact_path(path).is_file():
         return f"- fast prediction: {compact_path(path).name} is missing; predict falls back to scikit-learn"
     fast = ", ".join(compact.get("tasks") or []) or "no task"
-    slow = "; ".join(f"{task} uses scikit-learn ({why})" for task, why in (compact.get("fallback") or {}).items())
-    return f"- fast prediction (NumPy only, {compact_path(path).name}): {fast}" + (f"; {slow}" if slow else "")
+    fallback = (compact.get("fallback") or {}).items()
+    slow = "".join(f"; {task} uses scikit-learn ({why})" for task, why in fallback)
+    return f"- fast prediction (NumPy only, {compact_path(path).name}): {fast}{slow}"
