@@ -10,18 +10,23 @@ A hidden manifest (`.newstag-batch.json`) records the model and the options that
 output, so a rerun with another model or other options does not mix its rows with older ones,
 and a folder holding files newstag did not write is refused rather than taken as done.
 
-Locally the files are tagged one after the other in this process (each with predict's own
---jobs workers). With `--backend dask` each file is a task on the cluster: the worker reads the
-input, loads the bundle itself (verified against its sidecar's sha256, and against the sha256
-the client saw, so every worker tags with the same model) and writes the output. The paths must
-therefore be ones the workers can read and write (a shared filesystem). A worker lost mid-batch
-has its task rerun by Dask; since the output name is fixed and written by rename, no file is lost
-or written twice.
+Locally, with --jobs N above 1 (or without --jobs, one per core once the files hold more than
+predict's inline limit of lines), N worker processes tag whole files, one file per task: a batch
+of many small files then uses every core, where predict's own chunk workers would not start.
+With one file, or --jobs 1, the files are tagged one after the other in this process (each with
+predict's --jobs chunk workers). With `--backend dask` each file is a task on the cluster.
+Either way the worker reads the input, loads the bundle itself (verified against its sidecar's
+sha256, and against the sha256 the client saw, so every worker tags with the same model) and
+writes the output; for Dask the paths must therefore be ones the workers can read and write (a
+shared filesystem). A Dask worker lost mid-batch has its task rerun by Dask; a local worker
+process that dies stops the batch with the files not written named, and a rerun tags them.
+Since the output name is fixed and written by rename, no file is lost or written twice.
 """
 
 import glob
 import json
 import logging
+import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -156,9 +161,15 @@ def tag_file(bundle: dict, model: str, source: Path, target: Path, options: Opti
     return rows, errors
 
 
-def _count_lines(path: Path) -> int:
+def _count_lines(path: Path, enough: float = float("inf")) -> int:
+    """The lines in `path`, or a count above `enough` as soon as one is reached."""
+    lines = 0
     with open(path, "rb") as handle:
-        return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            lines += block.count(b"\n")
+            if lines > enough:
+                break
+    return lines
 
 
 _WORKER_BUNDLES: dict = {}
@@ -166,8 +177,8 @@ _WORKER_BUNDLES: dict = {}
 
 def tag_file_on_worker(model: str, identity: str, source: str, shown: str, target: str,
                        options: Options) -> tuple[int, int]:
-    """Runs on a Dask worker: load the bundle once per worker (verified by the loader, and
-    checked to be the one the client saw), then tag the file."""
+    """Runs in a worker (Dask's, or a local worker process): load the bundle once per worker
+    (verified by the loader, and checked to be the one the client saw), then tag the file."""
     from newstag.models.bundle import load_for_prediction, sidecar_path
 
     try:
@@ -213,24 +224,96 @@ def run_batch(model: str, patterns: list[str], output_dir: str, options: Options
         log.info("batch: %d file(s) to tag into %s, %d already done (skipped)", len(todo),
                  output_dir, summary.skipped)
         if client is None:
-            results = _tag_here(load_bundle, model, todo, options, jobs)
+            results = _tag_here(load_bundle, model, identity, todo, options, jobs)
         else:
             results = _tag_on_cluster(client, model, identity, todo, options)
-        for rows, errors in results:
-            summary.files += 1
-            summary.rows += rows
-            summary.errors += errors
-        remove_orphans(folder)  # left by a worker killed mid-file
+        try:
+            for rows, errors in results:
+                summary.files += 1
+                summary.rows += rows
+                summary.errors += errors
+        finally:
+            remove_orphans(folder)  # left by a worker killed mid-file, or stopped by Ctrl-C
     summary.seconds = time.perf_counter() - start
     return summary
 
 
-def _tag_here(load_bundle, model, todo, options, jobs):
+def _tag_here(load_bundle, model, identity, todo, options, jobs):
+    """Files in worker processes when there are several and enough work (see `_file_workers`),
+    else one after the other here, each with predict's own --jobs chunk workers."""
     if not todo:
+        return
+    workers = _file_workers(model, todo, jobs)
+    if workers > 1:
+        log.info("batch: tagging whole files in %d worker processes", workers)
+        yield from _tag_in_processes(model, identity, todo, options, workers)
         return
     bundle = load_bundle(model)
     for source, target in todo:
         yield tag_file(bundle, model, source, target, options, jobs)
+
+
+def _file_workers(model: str, todo: list, jobs: int | None) -> int:
+    """How many processes tag whole files: --jobs N, or as predict decides without --jobs (one
+    per core once the inputs hold more than INLINE_CHUNKS chunks of lines), never more than the
+    files. A registered model stays in this process: each worker would fetch it again, and the
+    alias may move to another version mid-batch."""
+    from newstag.predict import CHUNK, INLINE_CHUNKS, _is_whole_file, available_cores
+
+    if len(todo) < 2 or model.startswith("models:/"):
+        return 1
+    if jobs is not None:
+        return min(jobs, len(todo))
+    enough, articles = INLINE_CHUNKS * CHUNK, 0
+    for source, _ in todo:  # a .txt file is one article; other files, about one a line
+        articles += 1 if _is_whole_file(str(source)) else _count_lines(source, enough - articles)
+        if articles > enough:
+            return min(available_cores(), len(todo))
+    return 1
+
+
+def _start_file_worker() -> None:
+    """Ctrl-C reaches the whole process group: the main process stops the workers itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _tag_in_processes(model, identity, todo, options, workers):
+    """One task per file in a process pool; each process loads and checks the bundle once (as a
+    Dask worker does). Results in input order, so the first failing file is always the same one.
+    A process that dies breaks the pool: the files not yet written are named, and a rerun tags
+    them (each output is renamed into place whole, so none is half there or written twice)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from newstag.predict import _stop
+
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
+                               initializer=_start_file_worker)
+    model = str(Path(model).resolve())
+    finished = False
+    try:
+        futures = [(pool.submit(tag_file_on_worker, model, identity, str(source.resolve()),
+                                str(source), str(target), options), source, target)
+                   for source, target in todo]
+        for future, _, _ in futures:
+            try:
+                yield future.result()
+            except BrokenProcessPool:
+                raise _files_lost([source for future, source, target in futures
+                                   if future.exception() and not target.exists()]) from None
+        finished = True
+    finally:
+        _stop(pool, finished)
+
+
+def _files_lost(sources: list[Path]) -> NewstagError:
+    named = ", ".join(str(source) for source in sources[:5])
+    more = f" and {len(sources) - 5} more" if len(sources) > 5 else ""
+    return NewstagError(f"a worker process died (killed, or out of memory?); not written: {named}"
+                        f"{more}. Run the same command again to tag them (files done are skipped)")
 
 
 def _tag_on_cluster(client, model, identity, todo, options):

@@ -6,6 +6,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -17,6 +19,7 @@ from newstag.cli import _load_model
 from newstag.config import TaskConfig
 from newstag.models.bundle import save_bundle
 from newstag.models.pipelines import build_pipeline
+from newstag.predict import available_cores
 
 from ..code.conftest import TEXTS
 from ..conftest import run_newstag
@@ -195,3 +198,130 @@ def test_a_worker_killed_mid_batch_loses_and_duplicates_no_file(project, cluster
     assert (remote.files, remote.rows) == (local.files, local.rows) == (10, 10 * 3001)
     assert outputs(work / "remote") == outputs(work / "local")
     assert [p.name for p in (work / "remote").iterdir() if p.name.endswith(".tmp")] == []
+
+
+# ---- whole files in local worker processes ------------------------------------------------------
+
+def sample_archive(folder: Path, files: int, rows: int) -> Path:
+    """`files` JSONL files of `rows` sample articles each (a different slice per file), each with
+    a broken line, beside a link to the trained sample model."""
+    from ..conftest import SAMPLE
+
+    articles = SAMPLE.read_text(encoding="utf-8").splitlines()
+    (folder / "archive").mkdir(parents=True)
+    for number in range(files):
+        lines = [articles[(number * 37 + i) % len(articles)] for i in range(rows)]
+        lines.insert(rows // 3, "{broken")
+        (folder / "archive" / f"day{number:02}.jsonl").write_text("\n".join(lines) + "\n",
+                                                                  encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def sample_work(trained_sample, tmp_path) -> Path:
+    model = trained_sample["model"]
+    for suffix in ("", ".json", ".compact.npz"):
+        if Path(f"{model}{suffix}").exists():
+            (tmp_path / f"model.joblib{suffix}").symlink_to(f"{model}{suffix}")
+    return sample_archive(tmp_path, files=6, rows=1500)
+
+
+def test_worker_processes_write_the_bytes_of_one_process(sample_work):
+    one = batch(sample_work, "--output-dir", "one", "--jobs", "1")
+    assert "worker processes" not in one.stderr
+    expected = outputs(sample_work / "one")
+    assert len(expected) == 6 and all(b"not valid JSON" in data for data in expected.values())
+    two = batch(sample_work, "--output-dir", "two", "--jobs", "2")
+    assert "tagging whole files in 2 worker processes" in two.stderr
+    assert "tagged 6 file(s), 9006 article(s)" in two.stderr
+    assert outputs(sample_work / "two") == expected
+    default = batch(sample_work, "--output-dir", "default")  # 9,000 articles: one worker per core
+    assert ("worker processes" in default.stderr) == (available_cores() > 1)
+    assert outputs(sample_work / "default") == expected
+
+
+def descendants(pid: int) -> list[int]:
+    from .test_predict_workers import children
+
+    found = children(pid)
+    return found + [grandchild for child in found for grandchild in descendants(child)]
+
+
+def writing_into(pid: int, folder: Path) -> list[int]:
+    """The processes under `pid` holding a temporary output file in `folder` open."""
+    writers = []
+    for process in descendants(pid):
+        try:
+            opened = [os.readlink(fd) for fd in Path(f"/proc/{process}/fd").iterdir()]
+        except OSError:  # ended meanwhile
+            continue
+        if any(name.startswith(f"{folder}/") and name.endswith(".tmp") for name in opened):
+            writers.append(process)
+    return writers
+
+
+def batch_writing(work: Path, done: int) -> tuple[subprocess.Popen, list[int], list[int]]:
+    """A `--jobs 2` batch into work/out, its own process group, once `done` files are written and
+    a worker process is writing another: (the process, those writing, all below it)."""
+    out = work / "out"
+    process = subprocess.Popen([sys.executable, "-m", "newstag", "predict", "--model", "model.joblib",
+                                "--input", "archive/*.jsonl", "--output-dir", "out", "--jobs", "2"],
+                               cwd=work, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, **UTF8}, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not (out.is_dir() and len(outputs(out)) >= done
+               and (writers := writing_into(process.pid, out))):
+        assert time.monotonic() < deadline and process.poll() is None, "no file was being written"
+        time.sleep(0.005)
+    return process, writers, descendants(process.pid)
+
+
+def all_end(pids: list[int]) -> bool:
+    from .test_predict_workers import alive
+
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not any(alive(pid) for pid in pids)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_a_worker_process_killed_mid_file_names_the_files_not_written(sample_work):
+    """Killed once a file is done and another is being written: that one and those not started
+    are named, none is half there, and a rerun tags exactly them."""
+    batch(sample_work, "--output-dir", "one", "--jobs", "1")
+    expected = outputs(sample_work / "one")
+    process, writers, workers = batch_writing(sample_work, done=1)
+    os.kill(writers[0], signal.SIGKILL)
+    _, err = process.communicate(timeout=60)
+
+    assert process.returncode == 1, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("newstag: error: a worker process died (killed, or out of memory?); "
+                           "not written: archive/day"), last
+    out = sample_work / "out"
+    written = outputs(out)
+    missing = sorted(f"archive/{name}" for name in expected if name not in written)
+    assert 0 < len(missing) < len(expected)
+    assert last.split("not written: ")[1].split(". Run")[0] == ", ".join(missing)
+    assert {name: expected[name] for name in written} == written
+    assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []
+    assert all_end(workers)
+
+    again = batch(sample_work, "--output-dir", "out", "--jobs", "2")
+    assert f"{len(missing)} file(s) to tag into out, {len(written)} already done" in again.stderr
+    assert outputs(out) == expected
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_ctrl_c_stops_the_worker_processes_and_leaves_no_partial_file(sample_work):
+    process, _, workers = batch_writing(sample_work, done=0)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "interrupted; no partial output was kept" in err and "Traceback" not in err
+    out = sample_work / "out"
+    assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []
+    assert len(outputs(out)) < 6
+    assert all_end(workers)
