@@ -19,7 +19,7 @@ import joblib
 import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score
-from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
+from sklearn.model_selection import RepeatedKFold, RepeatedStratifiedKFold, train_test_split
 
 from newstag.config import ExperimentConfig, TaskConfig, load_config
 from newstag.data.files import write_json
@@ -53,20 +53,26 @@ def folds(config: ExperimentConfig, task: str, quick: bool = False) -> list[Fold
     rows = pd.concat(parts.values(), ignore_index=True)
     rows = _sample(rows, task, QUICK_ROWS, config.seed, config) if quick else rows
     n_splits, repeats = (2, 1) if quick else (config.bench.folds, config.bench.repeats)
-    splitter = RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=repeats, random_state=config.seed)
-    strata = np.array(_truth(config, task, rows[task]))  # an ordinal task: by class, not by score
+    multi = _task(config, task).multi_label  # label lists: plain folds (no single label to stratify on)
+    splitter = (RepeatedKFold if multi else RepeatedStratifiedKFold)(
+        n_splits=n_splits, n_repeats=repeats, random_state=config.seed)
+    strata = None if multi else np.array(_truth(config, task, rows[task]))  # ordinal: by class
     result = []
     for train_index, test_index in splitter.split(rows, strata):
         training = rows.iloc[train_index]
         train, validation = train_test_split(training, test_size=config.split.validation,
-                                             stratify=strata[train_index], random_state=config.seed)
+                                             stratify=None if multi else strata[train_index],
+                                             random_state=config.seed)
         result.append(Fold(train, validation, rows.iloc[test_index]))
     return result
 
 
+def _task(config: ExperimentConfig, task: str) -> TaskConfig:
+    return next(t for t in config.tasks if t.name == task)
+
+
 def _truth(config: ExperimentConfig, task: str, labels) -> list[str]:
-    task_config = next(t for t in config.tasks if t.name == task)
-    return task_truth(task_config, labels)
+    return task_truth(_task(config, task), labels)
 
 
 def _sample(frame: pd.DataFrame, task: str, size: int, seed: int,
@@ -74,6 +80,8 @@ def _sample(frame: pd.DataFrame, task: str, size: int, seed: int,
     if len(frame) <= size:
         return frame
     strata = _truth(config, task, frame[task]) if config else frame[task]
+    if config and _task(config, task).multi_label:
+        strata = None
     sample, _ = train_test_split(frame, train_size=size, stratify=strata, random_state=seed)
     return sample
 
@@ -90,17 +98,23 @@ def fit_newstag(task: TaskConfig, fold: Fold, seed: int, quick: bool):
 
 
 def predict_like_newstag(pipeline):
-    """The labels `newstag predict` gives (the most probable label), from the compact form."""
-    from newstag.models import compact
+    """The labels `newstag predict` gives (the most probable label; for a multi-label task, each
+    article's list of labels), from the compact form."""
+    from newstag.models import compact, multilabel
 
     try:
         meta, arrays = compact.export(pipeline)
     except compact.NotCompact:
+        if multilabel.is_multilabel(pipeline):
+            return lambda texts: [list(found) for found in multilabel.tag_texts(pipeline, list(texts))]
         return pipeline.predict
     task = compact.from_export(meta, arrays)
 
     def predict(texts):
-        labels, _ = compact.tag_texts({"task": task}, list(texts))["task"]
+        answers = compact.tag_texts({"task": task}, list(texts))["task"]
+        if task.multilabel:
+            return [list(found) for found in answers]
+        labels, _ = answers
         return np.array(labels)
     predict.pipeline = pipeline  # for the calibration and ordinal figures
     return predict
@@ -122,14 +136,28 @@ def fit_newstag_auto(task: TaskConfig, fold: Fold, seed: int, quick: bool):
 
 
 def fit_baseline(task: TaskConfig, fold: Fold, seed: int, quick: bool):
-    """The plain five-line baseline: default TfidfVectorizer + LinearSVC."""
+    """The plain five-line baseline: default TfidfVectorizer + LinearSVC; for a multi-label task,
+    one LinearSVC per label (one-vs-rest) on the binarized label lists, each label predicted at a
+    margin >= 0 (so an article may get none)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.multiclass import OneVsRestClassifier
     from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import MultiLabelBinarizer
     from sklearn.svm import LinearSVC
 
     train = pd.concat([fold.train, fold.validation])
-    pipeline = make_pipeline(TfidfVectorizer(), LinearSVC()).fit(train["text"], train[task.name])
-    return pipeline.predict, _pickled_size(pipeline)
+    if not task.multi_label:
+        pipeline = make_pipeline(TfidfVectorizer(), LinearSVC()).fit(train["text"], train[task.name])
+        return pipeline.predict, _pickled_size(pipeline)
+    binarizer = MultiLabelBinarizer().fit(_label_lists(train[task.name]))
+    pipeline = make_pipeline(TfidfVectorizer(), OneVsRestClassifier(LinearSVC())).fit(
+        train["text"], binarizer.transform(_label_lists(train[task.name])))
+    return (lambda texts: [list(found) for found in binarizer.inverse_transform(pipeline.predict(texts))],
+            _pickled_size(pipeline))
+
+
+def _label_lists(column) -> list[list[str]]:
+    return [[str(label) for label in labels] for labels in column]
 
 
 def fit_majority(task: TaskConfig, fold: Fold, seed: int, quick: bool):
@@ -230,7 +258,10 @@ EXTRAS = {"fasttext": "fasttext", "vader": "vaderSentiment"}  # methods that nee
 def methods_for(labels: set[str], task: TaskConfig | None = None) -> list[str]:
     """Every task gets newstag (tuned and auto), the baseline, fastText and the majority class;
     tone tasks VADER too, and transfer tasks the sentence model alone. newstag-auto and the
-    baseline are left out of ordinal and transfer tasks, which they cannot express."""
+    baseline are left out of ordinal and transfer tasks, which they cannot express; multi-label
+    tasks get newstag and the one-vs-rest baseline only (the others predict one label)."""
+    if task is not None and task.multi_label:  # the issue's bar: one-vs-rest LinearSVC
+        return ["newstag", "baseline"]
     special = task is not None and (task.ordinal is not None or task.transfer is not None)
     base = ["newstag"] if special else ["newstag", "newstag-auto", "baseline", "fasttext"]
     if task is not None and task.transfer is not None:
@@ -255,23 +286,38 @@ def run_method(experiment: str, task_name: str, method: str, quick: bool) -> dic
         y_pred = predict(fold.test["text"].tolist())
         predict_seconds += time.perf_counter() - start
         predicted_rows += len(fold.test)
-        y_true = task_truth(task, fold.test[task_name])
-        scores.append((accuracy_score(y_true, y_pred),
-                       f1_score(y_true, y_pred, average="macro", zero_division=0)))
+        scores.append(score(task, fold, y_pred))
         if task.ordinal is not None:
             errors.append(_ordinal_errors(predict, fold, task_name))
         elif method.startswith("newstag") and not task.multi_label:
+            y_true = task_truth(task, fold.test[task_name])
             calibration.append(_calibration_errors(predict, fold, task, y_true))
-    accuracy, f1 = np.array(scores).T
-    extra = {key: float(np.mean([e[key] for e in part])) for part in (errors, calibration) if part
-             for key in part[0]}
+    extra = {key: float(np.mean([e[key] for e in part])) for part in (errors, calibration, scores)
+             if part for key in part[0]}
     return {**extra, "experiment": config.name, "task": task_name, "method": method,
             "protocol": config.bench.protocol, "folds": len(scores),
-            "accuracy": float(accuracy.mean()), "accuracy_std": float(accuracy.std()),
-            "f1_macro": float(f1.mean()), "train_seconds": train_seconds / len(scores),
+            "accuracy_std": float(np.std([s["accuracy"] for s in scores])),
+            "train_seconds": train_seconds / len(scores),
             "predict_per_second": predicted_rows / max(predict_seconds, 1e-9),
             "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "model_mb": size / 2**20}
+
+
+def score(task: TaskConfig, fold: Fold, y_pred) -> dict:
+    """Accuracy and macro-F1; for a multi-label task micro-, macro- and samples-F1, Hamming loss
+    and subset accuracy (`accuracy`: the exact label set), over the labels of all the fold's rows."""
+    from sklearn.preprocessing import MultiLabelBinarizer
+
+    from newstag.models.multilabel import multilabel_scores
+
+    if not task.multi_label:
+        y_true = task_truth(task, fold.test[task.name])
+        return {"accuracy": accuracy_score(y_true, y_pred),
+                "f1_macro": f1_score(y_true, y_pred, average="macro", zero_division=0)}
+    y_true = _label_lists(fold.test[task.name])
+    seen = pd.concat([fold.train, fold.validation, fold.test])[task.name]
+    binarizer = MultiLabelBinarizer(classes=sorted({label for row in _label_lists(seen) for label in row}))
+    return multilabel_scores(binarizer.fit_transform(y_true), binarizer.transform(y_pred))
 
 
 def _ordinal_errors(predict, fold: Fold, task: str) -> dict:
@@ -321,8 +367,8 @@ def bench(experiments: list[str], quick: bool = False, methods: list[str] | None
     for experiment in experiments:
         config = load_config(experiment)
         for task in config.tasks:
-            labels = set(task.ordinal.labels if task.ordinal else
-                         task.labels or _labels_seen(config, task.name))
+            labels = set() if task.multi_label else set(  # label lists: methods_for needs none
+                task.ordinal.labels if task.ordinal else task.labels or _labels_seen(config, task.name))
             jobs += [(experiment, task.name, method) for method in methods_for(labels, task)
                      if methods is None or method in methods]
     done = _checkpointed(checkpoint)
@@ -410,6 +456,13 @@ def markdown_table(rows: list[dict]) -> str:
                   f"| {r['mae']:.3f} | {r['mae_mean']:.3f} |" if "mae" in r else
                   f"| {r['experiment']} | {r['task']} | {r['method']} | | {r['mae_mean']:.3f} |"
                   for r in ordinal]
+    multi = [r for r in rows if "f1_micro" in r]
+    if multi:
+        lines += ["", "| corpus | task | method | micro-F1 | macro-F1 | samples-F1 | Hamming loss "
+                  "| subset accuracy |", "|" + " --- |" * 8]
+        lines += [f"| {r['experiment']} | {r['task']} | {r['method']} | {r['f1_micro']:.4f} "
+                  f"| {r['f1_macro']:.4f} | {r['f1_samples']:.4f} | {r['hamming_loss']:.4f} "
+                  f"| {r['accuracy']:.4f} |" for r in multi]
     calibrated = [r for r in rows if "ece" in r]
     if calibrated:
         lines += ["", "| corpus | task | method | ECE, calibrated | ECE, uncalibrated scores |",
@@ -444,7 +497,8 @@ def _log_to_mlflow(rows: list[dict], out: Path, quick: bool) -> None:
             prefix = (row["experiment"], row["task"], row["method"])
             mlflow.log_metrics({metric_name(*prefix, key): float(row[key]) for key in
                                 ("accuracy", "f1_macro", "train_seconds", "predict_per_second",
-                                 "peak_memory_mb", "model_mb", "ece", "ece_uncalibrated")
+                                 "peak_memory_mb", "model_mb", "ece", "ece_uncalibrated",
+                                 "f1_micro", "f1_samples", "hamming_loss")
                                 if key in row})
         mlflow.log_artifact(str(out.with_suffix(".json")))
         mlflow.log_artifact(str(out.with_suffix(".md")))

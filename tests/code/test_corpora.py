@@ -56,6 +56,30 @@ def test_20newsgroups_splits_and_sklearn_style_stripping(tmp_path):
         load_corpus("20newsgroups", tmp_path, {"remove": ["signatures"]})
 
 
+def test_20newsgroups_joined_gives_two_group_posts_within_each_split(tmp_path):
+    posts = {f"20news-bydate-{split}/{group}/{i}": f"From: x\n\n{group} post {i}".encode()
+             for split, first in (("train", 0), ("test", 100))
+             for group in ("rec.autos", "sci.med", "sci.space") for i in range(first, first + 4)}
+    (tmp_path / "20newsgroups").mkdir()
+    make_tar(tmp_path / "20newsgroups" / "20news-bydate.tar.gz", posts)
+    frame = load_corpus("20newsgroups", tmp_path, {"labels": "joined", "remove": ["headers"]}).frame
+    joined = frame[frame["topics"].map(len) == 2]
+    assert len(joined) == 2 * 2 and len(frame) == 24 - 4  # a sixth of 12 a split, guests no rows
+    assert all(len(set(topics)) == 2 for topics in joined["topics"])
+    for _, row in joined.iterrows():  # each half is a post of its group, from the row's own split
+        (host, first), (guest, second) = (part.split("/") for part in row["id"].split("+"))
+        assert row["text"] == f"{host} post {first}\n\n{guest} post {second}"
+        assert list(row["topics"]) == [host, guest]
+        assert (int(first) < 100) == (int(second) < 100) == (row["split"] == "train")
+    texts = [part for text in frame["text"] for part in text.split("\n\n")]
+    assert len(texts) == len(set(texts)) == 24  # every post used once
+    assert "topic" not in frame
+    with pytest.raises(NewstagError, match="'data.options.labels' is 'crossposts'; choose topic"):
+        load_corpus("20newsgroups", tmp_path, {"labels": "crossposts"})
+    with pytest.raises(NewstagError, match="'data.options.labels' should be topic or joined"):
+        load_corpus("20newsgroups", tmp_path, {"labels": ["joined"]})
+
+
 def test_strippers_one_by_one():
     assert strip_headers("A: b\n\nbody") == "body"
     assert strip_quotes("x wrote:\n> q\nkept") == "kept"

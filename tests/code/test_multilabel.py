@@ -77,6 +77,24 @@ def test_threshold_maximises_f1_and_prefers_zero_on_ties():
     assert best_threshold(np.array([-1.0, 1.0]), np.array([0, 0])) == 0.0
 
 
+def test_a_threshold_catching_one_article_among_many_falls_back_to_zero():
+    margins = np.array([-0.3, -0.4, -0.5, -0.9, -0.95])
+    truth = np.array([0, 0, 0, 1, 0])  # the best threshold takes 3 wrong with the 1 right: F1 0.4
+    assert f1_at(margins, truth, best_threshold(margins, truth, min_f1=0.0)) == pytest.approx(0.4)
+    assert best_threshold(margins, truth) == 0.0
+    assert -0.95 < best_threshold(margins[3:], truth[3:]) < -0.9  # alone with one other: F1 1
+
+
+def test_multi_label_features_are_single_words_unless_params_say_otherwise():
+    from newstag.config import TaskConfig
+    from newstag.models.multilabel import build
+
+    task = TaskConfig(name="tags", column="tags", multi_label=True)
+    assert build(task, 0, ("a", "b")).get_params()["vect__ngram_range"] == (1, 1)
+    pairs = TaskConfig(name="tags", column="tags", multi_label=True, params={"vect__ngram_range": [1, 2]})
+    assert build(pairs, 0, ("a", "b")).get_params()["vect__ngram_range"] == (1, 2)
+
+
 def test_preprocess_keeps_label_lists_and_counts_each_label(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     manifest = preprocess(experiment(tmp_path, rows()))

@@ -315,14 +315,18 @@ def bbc_news(folder: Path) -> Corpus:
     return Corpus(frame[["id", "title", "text", "topic"]], [source])
 
 
-def twenty_newsgroups(folder: Path, remove: list[str] | tuple = ()) -> Corpus:
+def twenty_newsgroups(folder: Path, remove: list[str] | tuple = (), labels: str = "topic") -> Corpus:
     """20 Newsgroups "bydate": 20news-bydate-{train,test}/<group>/<id>, Latin-1 posts.
 
-    `remove` takes scikit-learn's convention: any of headers, footers, quotes.
+    `remove` takes scikit-learn's convention: any of headers, footers, quotes. `labels: joined`
+    gives a multi-label corpus instead of the `topic` column (see join_posts).
     """
     unknown = set(remove) - set(STRIPPERS)
     if unknown:
         raise NewstagError(f"20newsgroups: remove takes headers, footers, quotes; got {sorted(unknown)}")
+    if labels not in ("topic", "joined"):
+        raise NewstagError(f"dataset 20newsgroups: 'data.options.labels' is {labels!r}; "
+                           f"choose topic (one group a post) or joined (two-group posts joined)")
     source = _require(folder, "20news-bydate.tar.gz", "20news-bydate")
     rows = []
     for relative, data in iter_class_files(source, _is_newsgroup_post):
@@ -333,7 +337,37 @@ def twenty_newsgroups(folder: Path, remove: list[str] | tuple = ()) -> Corpus:
                 text = STRIPPERS[part](text)
         rows.append({"id": "/".join(relative.parts[-2:]), "text": text,
                      "topic": relative.parent.name, "split": top.removeprefix("20news-bydate-")})
-    return Corpus(pd.DataFrame(rows), [source])
+    frame = pd.DataFrame(rows)
+    return Corpus(join_posts(frame) if labels == "joined" else frame, [source])
+
+
+def join_posts(frame: pd.DataFrame, share: float = 1 / 6, seed: int = 0) -> pd.DataFrame:
+    """A multi-label corpus built from real posts: within each split, `share` of the posts (drawn
+    at random) each get a post of another group from the same split appended after a blank line,
+    and the column `topics` lists both groups; the appended post is no row of its own.
+
+    The bydate release dropped the Newsgroups: and Xref: headers that named the groups a post was
+    cross-posted to (and the duplicate copies of cross-posts), so real cross-posts cannot be
+    recovered from it. A sixth gives 1.2 labels a row, as in Reuters-21578's topic categories.
+    The split stays the official one, so no text is shared between train and test.
+    """
+    import random
+
+    rng, rows = random.Random(seed), []
+    for split in frame["split"].unique():
+        posts = frame[frame["split"] == split].to_dict("records")
+        rng.shuffle(posts)
+        hosts, pool = posts[:round(len(posts) * share)], posts[round(len(posts) * share):]
+        for host in hosts:
+            other = next((i for i, post in enumerate(pool) if post["topic"] != host["topic"]), None)
+            if other is None:  # only the host's group is left: it stays single
+                pool.append(host)
+                continue
+            guest = pool.pop(other)
+            rows.append({"id": f"{host['id']}+{guest['id']}", "text": f"{host['text']}\n\n{guest['text']}",
+                         "topics": [host["topic"], guest["topic"]], "split": split})
+        rows += [{"id": p["id"], "text": p["text"], "topics": [p["topic"]], "split": split} for p in pool]
+    return pd.DataFrame(rows).sort_values("id", kind="stable", ignore_index=True)
 
 
 def _is_newsgroup_post(name: PurePosixPath) -> bool:
@@ -478,7 +512,8 @@ FOLDERS = {"hyperpartisan": "hyperpartisan_byarticle"}  # the folder names the c
 ADAPTERS: dict[str, tuple[Callable[..., Corpus], dict[str, Option]]] = {
     "bbc_news": (bbc_news, {}),
     "20newsgroups": (twenty_newsgroups, {"remove": Option(
-        "a list of any of headers, footers, quotes, e.g. [headers]", _is_list_of_strings)}),
+        "a list of any of headers, footers, quotes, e.g. [headers]", _is_list_of_strings),
+        "labels": Option("topic or joined (a word, not a list)", lambda value: isinstance(value, str))}),
     "ag_news": (ag_news, {}),
     "financial_phrasebank": (financial_phrasebank, {"agreement": Option(
         "one of 50, 66, 75, all (a number or a word, not a list)", _is_plain_value)}),
