@@ -20,7 +20,7 @@ export NEWSTAG_DATA_DIR
 BENCH_EXPS ?= 20newsgroups 20newsgroups_stripped bbc_news ag_news financial_phrasebank \
 	financial_phrasebank_with_duplicates econ_news_tone hyperpartisan \
 	econ_news_tone_binary econ_news_tone_ordinal econ_news_tone_lexicon \
-	financial_phrasebank_lexicon econ_news_tone_transfer
+	financial_phrasebank_lexicon econ_news_tone_transfer 20newsgroups_multilabel
 BENCH_INPUTS := $(BENCH_EXPS:%=data/processed/%/manifest.json)
 FORMAT ?= table
 HOST ?= 127.0.0.1
