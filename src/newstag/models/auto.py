@@ -5,10 +5,19 @@ single model that beats `TfidfVectorizer()` + `LinearSVC()` everywhere: on the e
 corpus nothing in a zoo of about 60 configurations beat it on both accuracy and macro-F1. So the
 baseline is the incumbent, four challengers each won clearly somewhere, and a challenger replaces
 the incumbent only when its inner-CV accuracy AND macro-F1 are both at least the incumbent's, and
-its accuracy gain is at least one standard error of the paired per-article difference (the best
-accuracy + macro-F1 among those wins). A rule on macro-F1 alone lost up to 0.015 on that corpus;
-a gain smaller than its own standard error is fold noise (Breiman's one-standard-error rule), and
-following it lost to the baseline on small corpora (hyperpartisan news, 546 training articles).
+its accuracy gain is at least two standard errors of the paired per-article difference (the best
+accuracy + macro-F1 among those wins). A rule on macro-F1 alone lost up to 0.015 on that corpus.
+
+Why two standard errors: a nested study on the train + validation rows of eight corpora (10
+stratified 80/20 splits each; the rule applied to inner CV on the 80%, the pick and the baseline
+fitted there and scored on the 20%) compared 1, 1.645 and 2 standard errors, with and without a
+bootstrap bar on the macro-F1 gain, by the worst mean (pick - baseline) accuracy or macro-F1 on
+any corpus. One standard error (Breiman's rule) followed noise: -0.012 on hyperpartisan news
+(546 articles), -0.001 macro-F1 on economic news tone. 1.645 lost 0.0008 on BBC News, two
+lost 0.0003 (one article net over ten splits of 355) and tied the baseline on both tone
+corpora and hyperpartisan news; it keeps the large wins (20 Newsgroups +0.007, stripped +0.019,
+PhraseBank +0.003, AG News +0.002 accuracy, against +0.006 at one standard error there). The
+macro-F1 bar changed no worst case.
 
 All five share one tokenisation: each fold is counted once with word 1-2-grams, and every member's
 TF-IDF features are derived from those counts (same tokens, vocabulary and idf as fitting each
@@ -64,6 +73,7 @@ MEMBERS = (
 INNER_FOLDS = 3
 HOLDOUT_FROM = 5000  # from this many rows, one stratified one-third holdout instead of 3 folds
 MIN_PER_LABEL = 3
+GAIN_SE = 2.0  # a challenger's accuracy gain must be this many paired standard errors
 
 
 @dataclass
@@ -143,13 +153,13 @@ def paired_standard_error(challenger: np.ndarray, baseline: np.ndarray) -> float
 
 def incumbent_rule(scores: dict[str, dict[str, float]]) -> Member:
     """The baseline, unless challengers match or beat it on both metrics with an accuracy gain of
-    at least one standard error (`gain_se`, 0 when absent): then the best of them."""
+    at least GAIN_SE standard errors (`gain_se`, 0 when absent): then the best of them."""
     base = scores[MEMBERS[0].name]
     eligible = [member for member in MEMBERS[1:]
                 if scores[member.name]["accuracy"] >= base["accuracy"]
                 and scores[member.name]["f1_macro"] >= base["f1_macro"]
                 and scores[member.name]["accuracy"] - base["accuracy"]
-                >= scores[member.name].get("gain_se", 0.0)]
+                >= GAIN_SE * scores[member.name].get("gain_se", 0.0)]
     if not eligible:
         return MEMBERS[0]
     return max(eligible, key=lambda m: scores[m.name]["accuracy"] + scores[m.name]["f1_macro"])
