@@ -281,7 +281,7 @@ def fit_default(task: TaskConfig, texts: list[str], labels: list[str],
         candidates=candidates,
         model={**_model_choice(choice.task), "member": choice.member.name,
                "chosen_by": "auto: the baseline unless a challenger matches or beats it on inner-CV "
-                            "accuracy and macro-F1, by at least one standard error in accuracy"},
+                            "accuracy and macro-F1, by at least two standard errors in accuracy"},
     ), choice.task
 
 
