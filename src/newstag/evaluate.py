@@ -278,15 +278,19 @@ def _write_misclassified(path, tests: dict[str, pd.DataFrame], results: dict) ->
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+def _figure(value) -> str:
+    """Three decimals, or a dash where the figure does not apply (ECE of a multi-label task)."""
+    return "—" if value is None or value != value else f"{value:.3f}"
+
+
 def format_summary(summary: dict) -> str:
     """A short table of test scores for people."""
     lines = [f"{'task':<14} {'accuracy':>9} {'macro-F1':>9} {'ECE':>6} {'ECE raw':>8} {'test rows':>10}"]
     for task, values in summary["tasks"].items():
         calibration = values.get("calibration", {})
-        ece, raw = (calibration.get(kind, {}).get("ece", float("nan"))
-                    for kind in ("calibrated", "uncalibrated"))
-        lines.append(f"{task:<14} {values['accuracy']:>9.3f} {values['f1_macro']:>9.3f} {ece:>6.3f} "
-                     f"{raw:>8.3f} {values['test_rows']:>10}")
+        ece, raw = (_figure(calibration.get(kind, {}).get("ece")) for kind in ("calibrated", "uncalibrated"))
+        lines.append(f"{task:<14} {values['accuracy']:>9.3f} {values['f1_macro']:>9.3f} {ece:>6} "
+                     f"{raw:>8} {values['test_rows']:>10}")
     for task, values in summary["tasks"].items():
         for section, name in (("abstention", "min_confidence"), ("target_precision", "target")):
             if section in values:

@@ -46,7 +46,8 @@ def trained(tmp_path_factory):
                           "    labels: [politics, world, business, technology, sport, health]\n")
     run_newstag("preprocess", str(experiment), cwd=work)
     run_newstag("train", "--no-tracking", str(experiment), cwd=work)
-    run_newstag("evaluate", "--no-tracking", str(experiment), cwd=work)
+    shown = run_newstag("evaluate", "--no-tracking", str(experiment), cwd=work)
+    (work / "evaluate.out").write_text(shown.stdout + shown.stderr)
     return work
 
 
@@ -80,6 +81,12 @@ def test_metrics_match_or_beat_the_one_vs_rest_baseline(trained):
     assert metrics["f1_macro"] >= baseline["macro"]
     assert (trained / "reports/ml/label_f1_topics.png").stat().st_size > 0
     assert not (trained / "reports/ml/confusion_topics.png").exists()
+
+
+def test_the_summary_shows_a_dash_where_calibration_does_not_apply(trained):
+    row = next(line for line in (trained / "evaluate.out").read_text().splitlines()
+               if line.startswith("topics "))
+    assert "nan" not in row and row.split()[3:5] == ["—", "—"]
 
 
 def test_predict_gives_a_list_of_labels_with_probabilities(trained):
