@@ -3,6 +3,8 @@ fold, sentence-to-article transfer, and the bad inputs each refuses in one line.
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
@@ -57,6 +59,35 @@ def test_a_window_limits_the_scope_and_negators_do_not_mark_themselves():
     words = tokens("not very good at all")
     assert negation_scopes(words) == [False, True, True, True, True]
     assert negation_scopes(words, window=2) == [False, True, True, False, False]
+
+
+def _marked_word_by_word(text: str, window: int) -> list[str]:
+    """The rule stated plainly, token by token, to check mark_negation's shortcuts against."""
+    from newstag.models.negation import CLAUSE_BREAKS, NEGATORS, SCOPE_ENDS
+
+    marked, left = [], 0
+    for word in tokens(text):
+        if word in SCOPE_ENDS or word in CLAUSE_BREAKS:
+            left = 0
+        elif word in NEGATORS or word.endswith("n't"):
+            left = window or -1
+        else:
+            if left != 0:
+                marked.append(f"not_{word}")
+            left = left - 1 if left > 0 else left
+    return marked
+
+
+WORDS = ["not", "No", "never", "isn't", "didn\u2019t", "n't", "don't's", "nothing", "lacking",
+         "and", "but", "or", ".", ",", "!", "?", ";", ":", "good", "Fell", "rise", "5", "x'not",
+         "notice", "know", "'", " "]
+
+
+@given(st.lists(st.sampled_from(WORDS), max_size=40), st.integers(min_value=0, max_value=3),
+       st.sampled_from([" ", "", "  "]))
+def test_negation_marking_equals_the_rule_applied_word_by_word(words, window, glue):
+    text = glue.join(words)
+    assert mark_negation(text, window) == _marked_word_by_word(text, window)
 
 
 def test_negation_marker_gives_texts_of_marked_tokens_and_rejects_a_bad_window():

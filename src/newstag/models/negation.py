@@ -14,6 +14,7 @@ SCOPE_ENDS = frozenset(".,:;!?")
 # Conjunctions that start a new clause, so they end a negation's scope too (as in Das & Chen and
 # Pang et al.): in "the strike did not end and workers stayed out", "stayed" is not negated.
 CLAUSE_BREAKS = frozenset({"but", "and", "or"})
+SCOPE_BREAKS = SCOPE_ENDS | CLAUSE_BREAKS
 TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)*|n't|[.,:;!?]")
 
 
@@ -22,31 +23,33 @@ def tokens(text: str) -> list[str]:
     return TOKEN.findall(text.lower().replace("\u2019", "'"))
 
 
-def is_negator(token: str) -> bool:
-    return token in NEGATORS or token.endswith("n't")
-
-
 def negation_scopes(words: list[str], window: int = 0) -> list[bool]:
     """For each token, whether it lies in a negation's scope: after a negator, until punctuation
     or a clause-joining conjunction (but, and, or), or after `window` tokens when window > 0.
     Neither a negator nor the word that ends a scope is marked; a second negator in a scope
-    starts a new scope rather than cancelling the first."""
+    starts a new scope rather than cancelling the first. (A negator is a NEGATORS word or a token
+    ending in n't, tested inline: prediction runs the loop on every word.)"""
     marked, left = [], 0
+    append = marked.append
     for word in words:
-        if word in SCOPE_ENDS or word in CLAUSE_BREAKS:
+        if word in SCOPE_BREAKS:
             left = 0
-            marked.append(False)
-        elif is_negator(word):
+            append(False)
+        elif word in NEGATORS or word.endswith("n't"):
             left = window or -1
-            marked.append(False)
+            append(False)
         else:
-            marked.append(left != 0)
-            left = left - 1 if left > 0 else left
+            append(left != 0)
+            if left > 0:
+                left -= 1
     return marked
 
 
 def mark_negation(text: str, window: int = 0) -> list[str]:
     """The text's words in a negation scope, prefixed: "profits did not rise." -> ["not_rise"]."""
-    words = tokens(text)
+    lowered = text.lower().replace("\u2019", "'")
+    words = TOKEN.findall(lowered)  # tokens(text), with the lowered text kept for the check below
+    if "n't" not in lowered and NEGATORS.isdisjoint(words):
+        return []  # no negator (every token ending in n't contains it): nothing to mark
     return [f"not_{word}" for word, inside in zip(words, negation_scopes(words, window), strict=True)
             if inside]
