@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from newstag.bench import Fold, markdown_table, methods_for, run_method, score
+from newstag.bench import Fold, markdown_table, methods_for, run_isolated, score
 from newstag.config import TaskConfig
 from newstag.preprocess import preprocess
 
@@ -40,7 +40,8 @@ def test_the_bench_row_of_a_multi_label_task(tmp_path, monkeypatch):
     config = experiment(tmp_path, rows(90))
     (tmp_path / "ml.yaml").write_text((tmp_path / "ml.yaml").read_text() + "bench: {protocol: split}\n")
     preprocess(config)
-    result = {method: run_method(str(tmp_path / "ml.yaml"), "tags", method, False)
+    # in a fresh process, as the bench runs it (run_method silences logging for its process)
+    result = {method: run_isolated(str(tmp_path / "ml.yaml"), "tags", method, False)
               for method in ("newstag", "baseline")}
     for row in result.values():
         assert set(row) >= {"f1_micro", "f1_macro", "f1_samples", "hamming_loss", "accuracy"}
