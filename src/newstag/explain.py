@@ -36,7 +36,8 @@ LEAK_IN_OTHERS = 0.01  # ... and in under 1% of the other labels' articles
 # 10-article label would look like a leak).
 LEAK_MIN_OTHERS = round(1 / LEAK_IN_OTHERS)
 LEAK_MIN_IN_LABEL = 10
-EXPLAINABLE = "logreg, linear_svm, sgd, ridge, complement_nb and nbsvm (calibrated or not)"
+EXPLAINABLE = ("logreg, linear_svm, sgd, ridge, complement_nb and nbsvm (calibrated or not), "
+               "and multi-label tasks")
 
 
 class NotExplainable(NewstagError):
@@ -86,6 +87,8 @@ def label_weights(clf) -> LabelWeights:
     from sklearn.naive_bayes import ComplementNB
     from sklearn.svm import LinearSVC
 
+    if hasattr(clf, "ovr_") and hasattr(clf, "thresholds"):  # multi-label: one linear model a label
+        return LabelWeights(np.asarray(clf.labels, dtype=object), multilabel_weights(clf))
     if isinstance(clf, ComplementNB):
         log_prob = np.asarray(clf.feature_log_prob_, dtype=float)
         return LabelWeights(clf.classes_, log_prob, log_prob.mean(axis=0))
@@ -96,6 +99,21 @@ def label_weights(clf) -> LabelWeights:
         return LabelWeights(clf.classes_, np.atleast_2d(coef))
     raise NotExplainable(f"a {type(clf).__name__} model cannot be explained; "
                          f"explanations work with {EXPLAINABLE}")
+
+
+def multilabel_weights(clf) -> np.ndarray:
+    """A multi-label model's weights, one row a label; a label no training article had (its
+    model predicts a constant) weighs nothing."""
+    from scipy import sparse
+
+    rows = []
+    for model in clf.ovr_.estimators_:
+        coef = getattr(model, "coef_", None)
+        coef = np.zeros(clf.n_features_in_) if coef is None else \
+            (coef.toarray() if sparse.issparse(coef) else np.asarray(coef, dtype=float))
+        rows.append(np.ravel(coef))
+    matrix = np.vstack(rows)
+    return np.vstack([matrix, np.zeros_like(matrix)]) if len(rows) == 1 else matrix  # never "binary"
 
 
 def _is_nbsvm(clf) -> bool:
@@ -208,8 +226,8 @@ class CompactExplainer:
 
     def __init__(self, task: compact.Task):
         if not task.explainable():
-            raise NotExplainable(f"a MultiLabelLinear model cannot be explained; explanations work "
-                                 f"with {EXPLAINABLE}")
+            raise NotExplainable("its fast form was saved without explanation weights (a "
+                                 "multi-label model saved before they were added)")
         self.task = task
         self.index = {label: i for i, label in enumerate(task.classes)}
         self._names = None
@@ -309,10 +327,16 @@ def top_terms(pipeline, count: int = TERMS_PER_LABEL, texts: list[str] | None = 
               for label, terms in strongest.items()}
     if texts is not None:
         X = sparse.csr_matrix(explainer.vectorizer.transform(texts))
-        truth = np.array([str(label) for label in labels])
+        truth = [{str(one) for one in label} if _is_list(label) else {str(label)} for label in labels]
         for label, terms in strongest.items():
-            _add_shares(report[label], X, truth == label, [column for column, _, _ in terms])
+            mine = np.array([label in row for row in truth], dtype=bool)
+            _add_shares(report[label], X, mine, [column for column, _, _ in terms])
     return report
+
+
+def _is_list(value) -> bool:
+    """A multi-label row's labels (a list, or the array a Parquet list column gives)."""
+    return isinstance(value, (list, tuple, np.ndarray))
 
 
 def _add_shares(entries: list[dict], X, mine: np.ndarray, columns: list[int]) -> None:

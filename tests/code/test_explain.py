@@ -222,8 +222,8 @@ def test_cli_predict_explain_and_explain_command(saved, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["predict", "--explain", "-m", "{bad}", "some text"],
      "bad.joblib: task 'tone': a KNeighborsClassifier model cannot be explained; explanations work "
-     "with logreg, linear_svm, sgd, ridge, complement_nb and nbsvm (calibrated or not); retrain it, "
-     "or drop --explain"),
+     "with logreg, linear_svm, sgd, ridge, complement_nb and nbsvm (calibrated or not), and "
+     "multi-label tasks; retrain it, or drop --explain"),
     (["predict", "--explain", "-f", "table", "-m", "{bad}", "some text"], "cannot be explained"),
     (["explain", "{bad}"], "task 'tone': a KNeighborsClassifier model cannot be explained"),
     (["explain", "{good}", "--task", "nope"], "good.joblib: no task 'nope'; its tasks are: topic, tone"),

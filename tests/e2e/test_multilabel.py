@@ -89,6 +89,23 @@ def test_the_summary_shows_a_dash_where_calibration_does_not_apply(trained):
     assert "nan" not in row and row.split()[3:5] == ["—", "—"]
 
 
+def test_multi_label_models_are_explained(trained):
+    text = "The striker scored twice in the cup final as the club won the league."
+    row = json.loads(run_newstag("predict", "--model", "models/ml/model.joblib", "--explain", text,
+                                 cwd=trained).stdout)
+    terms = row["topics_terms"]
+    assert row["topics"][0] == "sport" and terms and all(value > 0 for _, value in terms)
+    assert {"striker", "scored", "cup", "final", "club", "league"} & {term for term, _ in terms}
+    listed = [json.loads(line) for line in run_newstag(
+        "explain", "models/ml/model.joblib", "--top", "3", cwd=trained).stdout.splitlines()]
+    assert {entry["label"] for entry in listed} == {"politics", "world", "business", "technology",
+                                                    "sport", "health"}
+    report = json.loads((trained / "reports/ml/top_terms.json").read_text())
+    sport = report["topics"]["sport"]
+    assert sport and all({"term", "weight", "in_label", "in_others", "leak"} <= set(e) for e in sport)
+    assert "cannot be explained" not in (trained / "evaluate.out").read_text()
+
+
 def test_predict_gives_a_list_of_labels_with_probabilities(trained):
     text = ("The football club's striker scored twice in the cup final. The club's quarterly revenue "
             "and profit rose as shares jumped on the stock market after the sponsorship deal.")

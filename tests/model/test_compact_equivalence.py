@@ -56,7 +56,9 @@ def export_and_load(pipeline, folder: Path) -> compact.Task:
 def compare(pipeline, task: compact.Task, texts: list[str]) -> None:
     """Labels identical, probabilities within 1e-6, explanations the same (or multi-label answers)."""
     if is_multilabel(pipeline):
-        assert compact.tag_texts({"task": task}, texts)["task"] == tag_multilabel(pipeline, texts)
+        answers = compact.tag_texts({"task": task}, texts)["task"]
+        assert answers == tag_multilabel(pipeline, texts)
+        compare_explanations(pipeline, task, texts, [next(iter(answer)) for answer in answers])
         return
     expected = class_scores(pipeline, texts)
     labels, scores = compact.tag_texts({"task": task}, texts)["task"]

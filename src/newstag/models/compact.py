@@ -454,7 +454,7 @@ class Task:
     def label_weight(self, label: np.ndarray, columns: np.ndarray) -> np.ndarray:
         """Weights of features `columns` for labels `label` (arrays of equal length), as
         explain.LabelWeights.at: a binary model's one column counts for the second label."""
-        if self.weights.shape[1] == 1:
+        if self.weights.shape[1] == 1 and self.meta.get("kind") != "multilabel":
             return np.where(label == 1, 1.0, -1.0) * self.weights[columns, 0]
         weights = self.weights[columns, label]
         offset = self.arrays.get("explain_offset")
@@ -689,6 +689,7 @@ def _export_multilabel(clf, meta: dict, arrays: dict) -> None:
     if any(weights.shape[1] != 1 for weights, _ in parts):
         raise NotCompact("a multi-label model whose labels are not binary linear models")
     meta["kind"] = "multilabel"
+    meta["explain"] = True  # each label's column of weights is its linear model's coefficients
     meta["classes"] = [str(label) for label in clf.labels]
     arrays["weights"] = np.ascontiguousarray(np.hstack([weights for weights, _ in parts]))
     arrays["intercept"] = np.concatenate([intercept for _, intercept in parts])
