@@ -148,7 +148,11 @@ def _finished_children(store) -> int:
 
 
 def _statuses(store) -> dict[str, list[str]]:
-    with sqlite3.connect(store) as db:
+    """Read-only, and closed at once: a plain connect would create the file before the search
+    does, and a connection left open would hold the lock the search needs to write."""
+    from contextlib import closing
+
+    with closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=1)) as db:
         rows = db.execute("SELECT r.status, t.value FROM runs r LEFT JOIN tags t "
                           "ON t.run_uuid = r.run_uuid AND t.key = 'mlflow.parentRunId'").fetchall()
     return {"parent": [status for status, parent in rows if parent is None],
