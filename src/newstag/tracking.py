@@ -500,9 +500,12 @@ class CandidateRuns:
         self.client, self.parent, self.task = client, parent, task
 
     def started(self, candidate) -> str:
-        run = self.client.create_run(
-            self.parent.experiment_id, run_name=f"{self.task}-{candidate.number}",
-            tags={"mlflow.parentRunId": self.parent.run_id, "task": self.task, "stage": "search"})
+        from newstag.data.files import signals_deferred
+
+        with signals_deferred():  # a Ctrl-C waits for the write (see signals_deferred)
+            run = self.client.create_run(
+                self.parent.experiment_id, run_name=f"{self.task}-{candidate.number}",
+                tags={"mlflow.parentRunId": self.parent.run_id, "task": self.task, "stage": "search"})
         return run.info.run_id
 
     def finished(self, run_id: str, candidate, scoring: str) -> None:
@@ -516,11 +519,14 @@ class CandidateRuns:
             if value == value]  # NaN (no fold done) is left out
         metrics += [Metric(f"cv/{scoring}_fold", score, now, step)
                     for step, score in enumerate(candidate.scores[scoring])]
-        self.client.log_batch(run_id, metrics=metrics, params=params)
-        self.client.set_tag(run_id, "state", candidate.state)
-        if candidate.error:
-            self.client.set_tag(run_id, "error", candidate.error[:500])
-        self.client.set_terminated(run_id, "FINISHED")
+        from newstag.data.files import signals_deferred
+
+        with signals_deferred():
+            self.client.log_batch(run_id, metrics=metrics, params=params)
+            self.client.set_tag(run_id, "state", candidate.state)
+            if candidate.error:
+                self.client.set_tag(run_id, "error", candidate.error[:500])
+            self.client.set_terminated(run_id, "FINISHED")
 
 
 class NoSearchRun:

@@ -152,3 +152,27 @@ def test_bundle_saved_before_compact_forms_is_still_predicted(linear, caplog):
         bundle = load_for_prediction(linear)
     assert isinstance(bundle["pipelines"]["weather"], Pipeline)
     assert "has no compact form (saved by an older newstag)" in caplog.text
+
+
+def test_an_interrupt_waits_for_a_deferred_block_even_when_another_thread_takes_it():
+    import os
+    import signal
+    import threading
+    import time
+
+    from newstag.data.files import signals_deferred
+
+    busy = threading.Event()
+    worker = threading.Thread(target=lambda: busy.wait(5))  # a second thread the signal may go to
+    worker.start()
+    finished = []
+    try:
+        with pytest.raises(KeyboardInterrupt), signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)  # the signal has arrived by now; the block must still finish
+            finished.append(True)
+    finally:
+        busy.set()
+        worker.join()
+    assert finished == [True]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back

@@ -70,15 +70,32 @@ def publish(tmp: str | Path, path: str | Path) -> None:
 
 @contextmanager
 def signals_deferred():
-    """Hold Ctrl-C and SIGTERM until the block is done: for the few renames that must happen together."""
-    import signal
+    """Hold Ctrl-C and SIGTERM until the block is done: for the few renames that must happen
+    together, and for a database write that an interrupt must not cut in two (an SQLite store left
+    mid-transaction stays locked, and the KILLED marks after it fail).
 
-    held = {signal.SIGINT, signal.SIGTERM}
+    Blocking the signals in this thread is not enough when other threads run (a search's folds):
+    one of them takes the signal and Python raises it here anyway. So on the main thread the
+    Python handlers are swapped for ones that only note the signal, which is raised again once
+    the block is done."""
+    import signal
+    import threading
+
+    held = (signal.SIGINT, signal.SIGTERM)
+    caught: list[int] = []
+    swapped = {}
+    if threading.current_thread() is threading.main_thread():
+        swapped = {number: signal.signal(number, lambda number, frame: caught.append(number))
+                   for number in held}
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for number, handler in swapped.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
+        for number in dict.fromkeys(caught):
+            signal.raise_signal(number)
 
 
 TEMP_SUFFIX = ".tmp"
