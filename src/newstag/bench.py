@@ -13,6 +13,7 @@ import resource
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import joblib
@@ -390,12 +391,22 @@ def fingerprint(experiment: str, task: str, method: str, quick: bool) -> str:
     """What a bench row depends on: the package's code, the experiment file, its processed data."""
     import hashlib
 
-    digest = hashlib.sha256(f"{task}\0{method}\0{quick}".encode())
-    package = Path(__file__).parent
+    digest = hashlib.sha256(f"{task}\0{method}\0{quick}\0{_package_digest()}".encode())
     manifest = load_config(experiment).processed_dir / "manifest.json"
-    for path in [*sorted(package.rglob("*.py")), Path(experiment), manifest]:
+    for path in (Path(experiment), manifest):
         digest.update(path.read_bytes() if path.exists() else b"-")
     return digest.hexdigest()[:16]
+
+
+@cache
+def _package_digest() -> str:
+    """The sha256 of the package's source, read once per bench rather than once per row."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def _checkpointed(checkpoint: Path | None) -> dict[str, dict]:

@@ -87,7 +87,9 @@ def label_weights(clf) -> LabelWeights:
     from sklearn.naive_bayes import ComplementNB
     from sklearn.svm import LinearSVC
 
-    if hasattr(clf, "ovr_") and hasattr(clf, "thresholds"):  # multi-label: one linear model a label
+    from newstag.models.multilabel import MultiLabelLinear
+
+    if isinstance(clf, MultiLabelLinear):  # one linear model a label
         return LabelWeights(np.asarray(clf.labels, dtype=object), multilabel_weights(clf))
     if isinstance(clf, ComplementNB):
         log_prob = np.asarray(clf.feature_log_prob_, dtype=float)

@@ -18,9 +18,14 @@ SCOPE_BREAKS = SCOPE_ENDS | CLAUSE_BREAKS
 TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)*|n't|[.,:;!?]")
 
 
+def lowered(text: str) -> str:
+    """The text as tokens see it: lower case, typographic apostrophes made plain."""
+    return text.lower().replace("\u2019", "'")
+
+
 def tokens(text: str) -> list[str]:
     """Lower-cased words, with the punctuation that ends a negation scope kept as tokens."""
-    return TOKEN.findall(text.lower().replace("\u2019", "'"))
+    return TOKEN.findall(lowered(text))
 
 
 def negation_scopes(words: list[str], window: int = 0) -> list[bool]:
@@ -47,9 +52,9 @@ def negation_scopes(words: list[str], window: int = 0) -> list[bool]:
 
 def mark_negation(text: str, window: int = 0) -> list[str]:
     """The text's words in a negation scope, prefixed: "profits did not rise." -> ["not_rise"]."""
-    lowered = text.lower().replace("\u2019", "'")
-    words = TOKEN.findall(lowered)  # tokens(text), with the lowered text kept for the check below
-    if "n't" not in lowered and NEGATORS.isdisjoint(words):
+    plain = lowered(text)
+    words = TOKEN.findall(plain)  # tokens(text), with the lowered text kept for the check below
+    if "n't" not in plain and NEGATORS.isdisjoint(words):
         return []  # no negator (every token ending in n't contains it): nothing to mark
     return [f"not_{word}" for word, inside in zip(words, negation_scopes(words, window), strict=True)
             if inside]
