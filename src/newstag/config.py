@@ -283,8 +283,9 @@ class TaskSettings:
     search: SearchConfig | None = Field(None, description="A search over parameters and classifiers.")
     calibration: Literal["auto", "sigmoid", "isotonic", "temperature", "none"] = Field("auto", description=(
         "How scores become probabilities: the classifier is wrapped in CalibratedClassifierCV "
-        "(held-out folds); auto picks sigmoid, isotonic or temperature on the validation split by log-loss; "
-        "none keeps the raw scores."))
+        "(held-out folds); auto picks sigmoid, isotonic, temperature or (for a model with "
+        "probabilities) none on the validation split by log-loss, and with classifier auto only "
+        "temperature or none, which never change a decision; none keeps the raw scores."))
     min_confidence: Number | None = Field(None, gt=0, lt=1, description=(
         "Below this probability `newstag predict` answers \"uncertain\" for the task (and gives the "
         "best label as <task>_candidate). `newstag evaluate --target-precision` suggests one."))

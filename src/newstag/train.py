@@ -146,6 +146,8 @@ def _calibrate_stream(task: TaskConfig, pipeline, sample) -> tuple:
         return pipeline, {"method": "none", "reason": "the validation sample lacks some labels"}
     calibration = choose_on_validation(pipeline, "auto" if task.calibration == "auto" else
                                        task.calibration, texts, labels)
+    if calibration["method"] == "none":  # the learner's own probabilities won on log-loss
+        return pipeline, {**calibration, "fitted_on": len(texts)}
     vect, clf = pipeline.named_steps["vect"], pipeline.named_steps["clf"]
     calibrator = CalibratedClassifierCV(FrozenEstimator(clf), method=calibration["method"])
     calibrator.fit(vect.transform(texts), labels)
@@ -198,7 +200,8 @@ def fit_task(task: TaskConfig, train_df: pd.DataFrame, validation_df: pd.DataFra
     X_val, y_val = validation_df["text"].tolist(), validation_df[task.name].tolist()
     if task.classifier == "auto":
         result, chosen = fit_auto(task, X_train + X_val, y_train + y_val, seed)
-        return calibrate_task(chosen, result, (X_train, y_train), (X_val, y_val), seed)
+        return calibrate_task(chosen, result, (X_train, y_train), (X_val, y_val), seed,
+                              keep_decisions=True)
     grid = list(ParameterGrid(task.grid)) or [{}]
     candidates = score_candidates(task, grid, (X_train, y_train), (X_val, y_val), seed)
     best = max(candidates, key=lambda c: c["f1_macro"])  # first of equals: grid order decides
@@ -214,9 +217,11 @@ def fit_task(task: TaskConfig, train_df: pd.DataFrame, validation_df: pd.DataFra
     return calibrate_task(task, result, (X_train, y_train), (X_val, y_val), seed)
 
 
-def calibrate_task(task: TaskConfig, result: TaskResult, train, validation, seed: int) -> TaskResult:
+def calibrate_task(task: TaskConfig, result: TaskResult, train, validation, seed: int,
+                   keep_decisions: bool = False) -> TaskResult:
     """Choose the calibration method on validation (fit on train), then refit the chosen pipeline,
-    calibrated, on train + validation. `result.pipeline` comes in unfitted and leaves fitted."""
+    calibrated, on train + validation. `result.pipeline` comes in unfitted and leaves fitted.
+    `keep_decisions` (classifier auto): only methods that keep the chosen model's decisions."""
     (X_train, y_train), (X_val, y_val) = train, validation
     _require_two_labels(y_train, task)
     # An ordinal task's labels are scores that its regressor cuts into classes, and a transfer
@@ -224,7 +229,7 @@ def calibrate_task(task: TaskConfig, result: TaskResult, train, validation, seed
     # outputs uncalibrated.
     setting = "none" if task.ordinal is not None or task.transfer is not None else task.calibration
     try:
-        calibration = choose_method(result.pipeline, setting, train, validation)
+        calibration = choose_method(result.pipeline, setting, train, validation, keep_decisions)
     except NewstagError as exc:
         raise NewstagError(f"task '{task.name}': {exc}") from None
     pipeline = result.pipeline

@@ -87,6 +87,39 @@ def test_fit_task_chooses_a_method_on_validation_and_records_it():
     assert not hasattr(opted_out.pipeline, "predict_proba")
 
 
+def test_a_model_with_probabilities_competes_uncalibrated():
+    """Logistic regression's own probabilities are a candidate ("none"); a margin model's
+    softmax is not, since that is what calibration is there to fix."""
+    import pandas as pd
+
+    train = pd.DataFrame({"text": TEXTS, "topic": LABELS})
+    validation = pd.DataFrame({"text": TEXTS[:9], "topic": LABELS[:9]})
+    logreg = fit_task(TaskConfig(name="topic", column="topic", classifier="logreg"), train,
+                      validation, seed=0)
+    assert set(logreg.calibration["validation_log_loss"]) == {"sigmoid", "isotonic", "temperature", "none"}
+    svm = fit_task(TaskConfig(name="topic", column="topic", classifier="linear_svm"), train,
+                   validation, seed=0)
+    assert set(svm.calibration["validation_log_loss"]) == {"sigmoid", "isotonic", "temperature"}
+
+
+def test_classifier_auto_is_calibrated_without_changing_a_decision():
+    """auto was chosen by comparing its decisions with the baseline's; its calibration may only
+    rescale them (temperature, or none), so every calibrated top label is the base model's."""
+    import pandas as pd
+
+    from newstag.models.calibrate import KEEPING
+
+    rows = pd.read_json("data/sample/articles.jsonl", lines=True)
+    train, validation = rows.iloc[::2], rows.iloc[1::2]
+    for name in ("topic", "tone"):
+        result = fit_task(TaskConfig(name=name, column=name, classifier="auto"), train, validation, seed=0)
+        assert set(result.calibration["validation_log_loss"]) <= set(KEEPING)
+        texts = rows["text"].tolist()
+        base = base_classifier(result.pipeline)
+        codes = base.predict(result.pipeline.named_steps["vect"].transform(texts))  # label codes
+        assert result.pipeline.predict(texts).tolist() == result.pipeline.classes_[codes].tolist()
+
+
 def test_lowest_threshold_reaching_the_target():
     # [bin (0.001 steps), articles, correct]: 0.95+ all right, 0.80 half right, 0.60 all wrong.
     table = [[950, 4, 4], [800, 4, 2], [600, 2, 0]]
