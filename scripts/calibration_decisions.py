@@ -12,7 +12,6 @@ baseline (TfidfVectorizer() + LinearSVC()) is fitted on the same 80%. All are sc
 
 import argparse
 import logging
-from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -22,6 +21,7 @@ from sklearn.model_selection import StratifiedShuffleSplit, train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.svm import LinearSVC
 
+from newstag.bench import minimal_auto_task
 from newstag.config import load_config
 from newstag.data.splits import load_split
 from newstag.models.calibrate import class_scores, expected_calibration_error
@@ -53,8 +53,7 @@ def one_split(config, task, fit: pd.DataFrame, held: pd.DataFrame) -> dict[str, 
 
 def study(experiment: str, splits: int) -> None:
     config = load_config(f"experiments/{experiment}.yaml")
-    task = replace(config.tasks[0], classifier="auto", features="word", params={}, grid={},
-                   search=None, negation=False, lexicons=())
+    task = minimal_auto_task(config.tasks[0])
     rows = pd.concat([load_split(config, "train"), load_split(config, "validation")], ignore_index=True)
     rows[task.name] = rows[task.name].astype(str)
     splitter = StratifiedShuffleSplit(n_splits=splits, test_size=0.2, random_state=0)

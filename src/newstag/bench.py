@@ -25,6 +25,7 @@ from sklearn.model_selection import RepeatedKFold, RepeatedStratifiedKFold, trai
 from newstag.config import ExperimentConfig, TaskConfig, load_config
 from newstag.data.files import write_json
 from newstag.errors import NewstagError
+from newstag.models.multilabel import label_lists
 from newstag.models.pipelines import task_truth
 
 log = logging.getLogger(__name__)
@@ -129,11 +130,15 @@ def fitted_pipeline(predict):
 def fit_newstag_auto(task: TaskConfig, fold: Fold, seed: int, quick: bool):
     """The minimal experiment: the same data and label column, classifier `auto`, nothing else.
     Its search runs inside the fit, so the search time counts in `train s`."""
+    return fit_newstag(minimal_auto_task(task), fold, seed, quick)
+
+
+def minimal_auto_task(task: TaskConfig) -> TaskConfig:
+    """The task as the smallest experiment file gives it: its label column and `classifier: auto`."""
     from dataclasses import replace
 
-    minimal = replace(task, classifier="auto", features="word", params={}, grid={}, search=None,
-                      negation=False, lexicons=())
-    return fit_newstag(minimal, fold, seed, quick)
+    return replace(task, classifier="auto", features="word", params={}, grid={}, search=None,
+                   negation=False, lexicons=())
 
 
 def fit_baseline(task: TaskConfig, fold: Fold, seed: int, quick: bool):
@@ -150,15 +155,11 @@ def fit_baseline(task: TaskConfig, fold: Fold, seed: int, quick: bool):
     if not task.multi_label:
         pipeline = make_pipeline(TfidfVectorizer(), LinearSVC()).fit(train["text"], train[task.name])
         return pipeline.predict, _pickled_size(pipeline)
-    binarizer = MultiLabelBinarizer().fit(_label_lists(train[task.name]))
+    binarizer = MultiLabelBinarizer().fit(label_lists(train[task.name]))
     pipeline = make_pipeline(TfidfVectorizer(), OneVsRestClassifier(LinearSVC())).fit(
-        train["text"], binarizer.transform(_label_lists(train[task.name])))
+        train["text"], binarizer.transform(label_lists(train[task.name])))
     return (lambda texts: [list(found) for found in binarizer.inverse_transform(pipeline.predict(texts))],
             _pickled_size(pipeline))
-
-
-def _label_lists(column) -> list[list[str]]:
-    return [[str(label) for label in labels] for labels in column]
 
 
 def fit_majority(task: TaskConfig, fold: Fold, seed: int, quick: bool):
@@ -315,9 +316,9 @@ def score(task: TaskConfig, fold: Fold, y_pred) -> dict:
         y_true = task_truth(task, fold.test[task.name])
         return {"accuracy": accuracy_score(y_true, y_pred),
                 "f1_macro": f1_score(y_true, y_pred, average="macro", zero_division=0)}
-    y_true = _label_lists(fold.test[task.name])
+    y_true = label_lists(fold.test[task.name])
     seen = pd.concat([fold.train, fold.validation, fold.test])[task.name]
-    binarizer = MultiLabelBinarizer(classes=sorted({label for row in _label_lists(seen) for label in row}))
+    binarizer = MultiLabelBinarizer(classes=sorted({label for row in label_lists(seen) for label in row}))
     return multilabel_scores(binarizer.fit_transform(y_true), binarizer.transform(y_pred))
 
 

@@ -252,7 +252,7 @@ def task_predictions(bundle: dict, tests: dict) -> dict:
         test, texts = tests[task], tests[task]["text"].tolist()
         if multilabel.is_multilabel(pipeline):
             clf = pipeline.named_steps["clf"]
-            truth = clf.binarize(multilabel._lists(test[task]))
+            truth = clf.binarize(multilabel.label_lists(test[task]))
             found[task] = (id(test), clf.labels, truth.astype(bool), pipeline.predict(texts).astype(bool))
             continue
         truth = truth_for(pipeline, test[task].tolist())

@@ -144,8 +144,7 @@ def _calibrate_stream(task: TaskConfig, pipeline, sample) -> tuple:
     if len(set(labels)) < len(pipeline.classes_):
         log.warning("%s: the validation sample lacks some labels; scores stay uncalibrated", task.name)
         return pipeline, {"method": "none", "reason": "the validation sample lacks some labels"}
-    calibration = choose_on_validation(pipeline, "auto" if task.calibration == "auto" else
-                                       task.calibration, texts, labels)
+    calibration = choose_on_validation(pipeline, task.calibration, texts, labels)
     if calibration["method"] == "none":  # the learner's own probabilities won on log-loss
         return pipeline, {**calibration, "fitted_on": len(texts)}
     vect, clf = pipeline.named_steps["vect"], pipeline.named_steps["clf"]

@@ -25,6 +25,8 @@ from newstag.models.pipelines import CLASSIFIER_NAMES, build_pipeline
 from newstag.predict import Record, predict_records, write_table
 from newstag.train import fit_task
 
+from ..conftest import SAMPLE
+
 TEXTS = ["goal scored in the final", "the striker scored twice", "the keeper saved a penalty",
          "shares fell on the market", "the market rallied as shares rose", "profits beat forecasts",
          "parliament passed the bill", "the minister resigned today", "voters went to the polls"] * 2
@@ -109,7 +111,7 @@ def test_classifier_auto_is_calibrated_without_changing_a_decision():
 
     from newstag.models.calibrate import KEEPING
 
-    rows = pd.read_json("data/sample/articles.jsonl", lines=True)
+    rows = pd.read_json(SAMPLE, lines=True)
     train, validation = rows.iloc[::2], rows.iloc[1::2]
     for name in ("topic", "tone"):
         result = fit_task(TaskConfig(name=name, column=name, classifier="auto"), train, validation, seed=0)

@@ -350,8 +350,8 @@ def fit_task(task, train_df, validation_df, seed: int):
 
     from newstag.train import TaskResult
 
-    X_train, y_train = train_df["text"].tolist(), _lists(train_df[task.name])
-    X_val, y_val = validation_df["text"].tolist(), _lists(validation_df[task.name])
+    X_train, y_train = train_df["text"].tolist(), label_lists(train_df[task.name])
+    X_val, y_val = validation_df["text"].tolist(), label_lists(validation_df[task.name])
     labels = tuple(sorted(set(task.labels or ()) | {label for row in y_train + y_val for label in row}))
     candidates = []
     for params in list(ParameterGrid(task.grid)) or [{}]:
@@ -376,7 +376,8 @@ def fit_task(task, train_df, validation_df, seed: int):
     )
 
 
-def _lists(column) -> list[list[str]]:
+def label_lists(column) -> list[list[str]]:
+    """A column of label lists (lists, or the arrays a Parquet list column gives) as lists of str."""
     return [[str(label) for label in labels] for labels in column]
 
 
@@ -413,7 +414,7 @@ def score_task(task: str, pipeline, test, out) -> dict:
     from newstag.plots import save_figure
 
     clf = pipeline.named_steps["clf"]
-    truth = clf.binarize(_lists(test[task]))
+    truth = clf.binarize(label_lists(test[task]))
     predicted = pipeline.predict(test["text"].tolist())
     precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, zero_division=0)
     per_label = {str(label): {"precision": float(p), "recall": float(r), "f1-score": float(f),
