@@ -114,7 +114,9 @@ def _metrics_section(sidecar: dict) -> list[str]:
                      f"{_calibration(calibration)} |")
     lines += ["", "Calibration: the classifier is wrapped in scikit-learn's `CalibratedClassifierCV` "
               "(one model fitted on all rows, a sigmoid, isotonic or temperature calibrator fitted "
-              "on its held-out fold scores), the method chosen by validation log-loss; a task's "
+              "on its held-out fold scores), the method chosen by validation log-loss (\"none\": the "
+              "model's own probabilities did best; with classifier auto, only methods that keep its "
+              "decisions compete); a task's "
               "probability is then meant to match how often such a tag is right. `min_confidence` per task: "
               + ", ".join(f"{task} {_threshold(info.get('min_confidence'))}"
                           for task, info in sidecar.get("tasks", {}).items()) + ".", ""]

@@ -151,10 +151,13 @@ def _held_out_calibrated(fitted, method: str, X_val, y_val) -> tuple[np.ndarray,
 
 
 def _log_loss(y_true, proba: np.ndarray, classes) -> float:
+    """Log-loss of probabilities renormalised in float64: an isotonic 0 would be an infinite
+    loss, and float32 scores (a model fitted on float32 features) miss a sum of 1 by 1e-7, which
+    scikit-learn warns about."""
     from sklearn.metrics import log_loss
 
-    clipped = np.clip(proba, 1e-15, 1)  # an isotonic 0 would be an infinite loss
-    return float(log_loss(y_true, clipped / clipped.sum(axis=1, keepdims=True), labels=classes))
+    clipped = np.clip(np.asarray(proba, dtype=np.float64), 1e-15, 1)
+    return float(log_loss(y_true, clipped / clipped.sum(axis=1, keepdims=True), labels=list(classes)))
 
 
 # ---- scores -------------------------------------------------------------------------------------
@@ -233,9 +236,7 @@ def top_label(y_true, classes, proba: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def calibration_metrics(y_true, classes, proba: np.ndarray) -> dict:
-    from sklearn.metrics import log_loss
-
-    return {"log_loss": float(log_loss(y_true, proba, labels=list(classes))),
+    return {"log_loss": _log_loss(y_true, proba, classes),
             "brier": brier_score(y_true, classes, proba),
             "ece": expected_calibration_error(y_true, classes, proba)}
 
