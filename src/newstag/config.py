@@ -281,11 +281,14 @@ class TaskSettings:
     grid: dict[Str, Candidates] = Field(default_factory=dict, description=(
         "Candidate values per pipeline parameter, every combination scored on the validation split."))
     search: SearchConfig | None = Field(None, description="A search over parameters and classifiers.")
-    calibration: Literal["auto", "sigmoid", "isotonic", "temperature", "none"] = Field("auto", description=(
-        "How scores become probabilities: the classifier is wrapped in CalibratedClassifierCV "
-        "(held-out folds); auto picks sigmoid, isotonic, temperature or (for a model with "
-        "probabilities) none on the validation split by log-loss, and with classifier auto only "
-        "temperature or none, which never change a decision; none keeps the raw scores."))
+    calibration: Literal["auto", "sigmoid", "isotonic", "temperature", "top-label", "none"] = Field(
+        "auto", description=(
+            "How scores become probabilities: the classifier is wrapped in CalibratedClassifierCV "
+            "(held-out folds); top-label is temperature scaling followed by an isotonic map of the "
+            "winning label's probability. auto picks sigmoid, isotonic, temperature, top-label or "
+            "(for a model with probabilities) none on the validation split by log-loss, and with "
+            "classifier auto only temperature, top-label or none, which never change a decision; "
+            "none keeps the raw scores."))
     min_confidence: Number | None = Field(None, gt=0, lt=1, description=(
         "Below this probability `newstag predict` answers \"uncertain\" for the task (and gives the "
         "best label as <task>_candidate). `newstag evaluate --target-precision` suggests one."))

@@ -132,11 +132,10 @@ def fit_streaming_task(task: TaskConfig, config: ExperimentConfig, manifest: dic
 def _calibrate_stream(task: TaskConfig, pipeline, sample) -> tuple:
     """The learner frozen, a calibrator fitted on the validation sample (method chosen there by
     held-out log-loss when `auto`). The pipeline keeps its vect -> clf shape."""
-    from sklearn.calibration import CalibratedClassifierCV
     from sklearn.frozen import FrozenEstimator
     from sklearn.pipeline import Pipeline
 
-    from newstag.models.calibrate import choose_on_validation
+    from newstag.models.calibrate import calibrator, choose_on_validation
 
     if task.calibration == "none":
         return pipeline, {"method": "none"}
@@ -148,11 +147,10 @@ def _calibrate_stream(task: TaskConfig, pipeline, sample) -> tuple:
     if calibration["method"] == "none":  # the learner's own probabilities won on log-loss
         return pipeline, {**calibration, "fitted_on": len(texts)}
     vect, clf = pipeline.named_steps["vect"], pipeline.named_steps["clf"]
-    calibrator = CalibratedClassifierCV(FrozenEstimator(clf), method=calibration["method"])
-    calibrator.fit(vect.transform(texts), labels)
+    frozen = calibrator(FrozenEstimator(clf), calibration["method"]).fit(vect.transform(texts), labels)
     log.info("%s: calibrated by %s on %d validation articles", task.name, calibration["method"],
              len(texts))
-    return Pipeline([("vect", vect), ("clf", calibrator)]), {**calibration, "fitted_on": len(texts)}
+    return Pipeline([("vect", vect), ("clf", frozen)]), {**calibration, "fitted_on": len(texts)}
 
 
 def _task_metadata(task: TaskConfig, result: TaskResult) -> dict:

@@ -3,6 +3,7 @@
 import io
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.calibration import CalibratedClassifierCV
 
@@ -20,6 +21,7 @@ from newstag.models.calibrate import (
     reliability_table,
     softmax_margins,
     threshold_for_precision,
+    top_label_map,
 )
 from newstag.models.pipelines import CLASSIFIER_NAMES, build_pipeline
 from newstag.predict import Record, predict_records, write_table
@@ -34,10 +36,11 @@ LABELS = ["sport"] * 3 + ["business"] * 3 + ["politics"] * 3
 LABELS = LABELS * 2
 
 
+@pytest.mark.parametrize("method", ["sigmoid", "top-label"])
 @pytest.mark.parametrize("classifier", CLASSIFIER_NAMES)
-def test_every_classifier_calibrates_and_saves_in_both_formats(tmp_path, classifier):
+def test_every_classifier_calibrates_and_saves_in_both_formats(tmp_path, classifier, method):
     task = TaskConfig(name="topic", column="topic", classifier=classifier)
-    pipeline = calibrated(build_pipeline(task, seed=0), "sigmoid", 2).fit(TEXTS, LABELS)
+    pipeline = calibrated(build_pipeline(task, seed=0), method, 2).fit(TEXTS, LABELS)
     assert list(pipeline.named_steps) == ["vect", "clf"]
     assert isinstance(pipeline.named_steps["clf"], CalibratedClassifierCV)
     assert len(pipeline.named_steps["clf"].calibrated_classifiers_) == 1  # ensemble=False
@@ -80,7 +83,7 @@ def test_fit_task_chooses_a_method_on_validation_and_records_it():
     validation = pd.DataFrame({"text": TEXTS[:9], "topic": LABELS[:9]})
     result = fit_task(task, train, validation, seed=0)
     assert result.calibration["method"] in ("sigmoid", "isotonic")
-    assert set(result.calibration["validation_log_loss"]) == {"sigmoid", "isotonic", "temperature"}
+    assert set(result.calibration["validation_log_loss"]) == {"sigmoid", "isotonic", "temperature", "top-label"}
     assert sum(row[1] for row in result.calibration["validation_confidence"]) == 9
     assert isinstance(result.pipeline.named_steps["clf"], CalibratedClassifierCV)
     opted_out = fit_task(TaskConfig(name="topic", column="topic", classifier="linear_svm",
@@ -98,10 +101,11 @@ def test_a_model_with_probabilities_competes_uncalibrated():
     validation = pd.DataFrame({"text": TEXTS[:9], "topic": LABELS[:9]})
     logreg = fit_task(TaskConfig(name="topic", column="topic", classifier="logreg"), train,
                       validation, seed=0)
-    assert set(logreg.calibration["validation_log_loss"]) == {"sigmoid", "isotonic", "temperature", "none"}
+    assert set(logreg.calibration["validation_log_loss"]) == {"sigmoid", "isotonic", "temperature",
+                                                              "top-label", "none"}
     svm = fit_task(TaskConfig(name="topic", column="topic", classifier="linear_svm"), train,
                    validation, seed=0)
-    assert set(svm.calibration["validation_log_loss"]) == {"sigmoid", "isotonic", "temperature"}
+    assert set(svm.calibration["validation_log_loss"]) == {"sigmoid", "isotonic", "temperature", "top-label"}
 
 
 def test_classifier_auto_is_calibrated_without_changing_a_decision():
@@ -192,7 +196,7 @@ def test_unknown_calibration_lists_the_choices(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text("data: {path: x.csv}\ntasks:\n  topic: {calibration: platt}\n")
     with pytest.raises(NewstagError, match="'tasks.topic.calibration' is 'platt'; choose one of: auto, "
-                                           "sigmoid, isotonic, temperature, none"):
+                                           "sigmoid, isotonic, temperature, top-label, none"):
         load_config(path)
 
 
@@ -206,3 +210,40 @@ def test_temperature_scaling_keeps_the_classifiers_own_top_label():
     proba = pipeline.predict_proba(TEXTS)
     assert np.allclose(proba.sum(axis=1), 1) and not np.allclose(proba, softmax_margins(margins))
     assert set(top_terms(pipeline)) == set(LABELS)  # its base model is fitted on label codes
+
+
+def test_top_label_map_on_a_hand_example():
+    """The winner's probability goes through the map; the others keep their proportions; a map
+    that would push the winner under the runner-up is stopped just above it."""
+    x, y = np.array([0.5, 0.9]), np.array([0.6, 0.8])  # 0.7 -> 0.7, 0.5 -> 0.6, >= 0.9 -> 0.8
+    proba = np.array([[0.7, 0.2, 0.1], [0.1, 0.5, 0.4], [0.0, 0.0, 1.0]])
+    mapped = top_label_map(proba, x, y)
+    np.testing.assert_allclose(mapped[0], [0.7, 0.2, 0.1])
+    np.testing.assert_allclose(mapped[1], [0.1 * 0.8, 0.6, 0.4 * 0.8])
+    np.testing.assert_allclose(mapped[2], [0.1, 0.1, 0.8])  # nothing to share by: equal shares
+    low = top_label_map(np.array([[0.45, 0.44, 0.11]]), np.array([0.0, 1.0]), np.array([0.34, 0.34]))
+    assert low.argmax() == 0 and low[0, 0] > low[0, 1] == pytest.approx(low[0, 0], rel=1e-6)
+    np.testing.assert_allclose(low.sum(), 1.0)
+
+
+def test_top_label_calibration_keeps_decisions_and_is_fitted_on_held_out_articles():
+    """Top-label: temperature, then an isotonic map learnt from the base model's cross-validated
+    predictions. Decisions are the base model's; rows sum to 1."""
+    from newstag.models.toplabel import TopLabelCalibratedClassifierCV
+
+    rows = pd.read_json(SAMPLE, lines=True)
+    texts, labels = rows["text"].tolist(), rows["topic"].tolist()
+    task = TaskConfig(name="topic", column="topic", classifier="linear_svm")
+    pipeline = calibrated(build_pipeline(task, seed=0), "top-label", 3).fit(texts, labels)
+    clf = pipeline.named_steps["clf"]
+    assert isinstance(clf, TopLabelCalibratedClassifierCV) and clf.method == "temperature"
+    base = base_classifier(pipeline)
+    codes = base.decision_function(pipeline.named_steps["vect"].transform(texts)).argmax(axis=1)
+    assert pipeline.predict(texts).tolist() == pipeline.classes_[codes].tolist()
+    proba = pipeline.predict_proba(texts)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    # in-sample, the base model is nearly always right; the map was learnt on held-out folds,
+    # where it was not, so it holds the training articles' confidence below temperature's
+    temperature = calibrated(build_pipeline(task, seed=0), "temperature", 3).fit(texts, labels)
+    assert proba.max(axis=1).mean() < temperature.predict_proba(texts).max(axis=1).mean()
+    assert np.all(np.diff(clf.top_label_y_) >= 0) and clf.top_label_y_.max() < 1

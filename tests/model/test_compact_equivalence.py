@@ -119,7 +119,7 @@ def sample_models(tmp_path_factory):
              ("ridge", "word+char", "sigmoid"), ("complement_nb", "word", "isotonic"),
              ("nbsvm", "word", "sigmoid"), ("sgd", "word", "isotonic"), ("linear_svm", "word", "none"),
              ("logreg", "word", "none"), ("complement_nb", "word", "none"), ("nbsvm", "char", "none")]
-    kinds += [(classifier, "word", "temperature") for classifier in CLASSIFIERS]
+    kinds += [(classifier, "word", method) for classifier in CLASSIFIERS for method in ("temperature", "top-label")]
     binary = ["sport" if label == "sport" else "other" for label in labels]
     models = {}
     for classifier, features, calibration in kinds:
@@ -128,8 +128,9 @@ def sample_models(tmp_path_factory):
             pipeline = calibrated(pipeline, calibration, 3)
         models[(classifier, features, calibration)] = pipeline.fit(texts, labels)
     for classifier in CLASSIFIERS:  # two labels: one margin or one probability per article
-        pipeline = calibrated(build_pipeline(replace(base, classifier=classifier), 0), "temperature", 3)
-        models[(classifier, "binary", "temperature")] = pipeline.fit(texts, binary)
+        for method in ("temperature", "top-label"):
+            pipeline = calibrated(build_pipeline(replace(base, classifier=classifier), 0), method, 3)
+            models[(classifier, "binary", method)] = pipeline.fit(texts, binary)
     odd_settings = {"vect__ngram_range": (1, 2), "vect__stop_words": "english", "vect__binary": True,
                     "vect__strip_accents": "unicode", "vect__sublinear_tf": False, "vect__norm": "l1"}
     tone = replace(config.tasks[1], grid={}, labels=None, params=odd_settings, classifier="logreg",
@@ -213,7 +214,8 @@ def test_generated_text_matches_scikit_learn(sample_models, texts):
                  ("logreg", "binary tone", "auto"), ("linear_svm", "word", "multi-label"),
                  ("logreg", "default tone", "auto"), ("sgd", "word+char+negation", "temperature"),
                  ("linear_svm", "word+negation unweighted", "sigmoid"), ("logreg", "word", "temperature"),
-                 ("complement_nb", "binary", "temperature")]:
+                 ("complement_nb", "binary", "temperature"), ("linear_svm", "word", "top-label"),
+                 ("complement_nb", "binary", "top-label")]:
         compare(models[kind], exported[kind], texts)
 
 

@@ -201,6 +201,7 @@ SKOPS_TRUSTED = {"numpy.float32", "numpy.float64", "numpy.dtype", "builtins.None
                  # CalibratedClassifierCV's fitted parts (IsotonicRegression is trusted already)
                  "sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration",
                  "sklearn.calibration._TemperatureScaling",
+                 "newstag.models.toplabel.TopLabelCalibratedClassifierCV",
                  # the tone features and models (newstag.models.features, newstag.models.ordinal)
                  "newstag.models.features.NegationMarker", "newstag.models.features.LexiconCounts",
                  "newstag.models.features.SentenceTone", "newstag.models.features.OutOfFoldScores",

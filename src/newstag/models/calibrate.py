@@ -30,8 +30,8 @@ import numpy as np
 from newstag.errors import NewstagError
 
 log = logging.getLogger(__name__)
-METHODS = ("sigmoid", "isotonic", "temperature", "none")  # in this order on a tie
-KEEPING = ("temperature", "none")  # the methods that never change the top label
+METHODS = ("sigmoid", "isotonic", "temperature", "top-label", "none")  # in this order on a tie
+KEEPING = ("temperature", "top-label", "none")  # the methods that never change the top label
 MAX_FOLDS = 5
 LARGE, LARGE_FOLDS = 5000, 3  # from 5,000 articles on, 3 folds hold out plenty and cost less
 ECE_BINS = 15
@@ -51,12 +51,22 @@ def calibration_folds(labels) -> int:
 def calibrated(pipeline, method: str, folds: int):
     """The pipeline with its classifier step wrapped (unfitted); the shape stays vect -> clf."""
     from sklearn.base import clone
-    from sklearn.calibration import CalibratedClassifierCV
     from sklearn.pipeline import Pipeline
 
-    base = clone(pipeline.named_steps["clf"])
-    clf = CalibratedClassifierCV(base, method=method, cv=folds, ensemble=False)
+    clf = calibrator(clone(pipeline.named_steps["clf"]), method, cv=folds)
     return Pipeline([("vect", clone(pipeline.named_steps["vect"])), ("clf", clf)])
+
+
+def calibrator(estimator, method: str, cv=None):
+    """An unfitted CalibratedClassifierCV(ensemble=False) of `method` around `estimator`
+    (top-label: newstag.models.toplabel's subclass of it)."""
+    if method == "top-label":
+        from newstag.models.toplabel import TopLabelCalibratedClassifierCV
+
+        return TopLabelCalibratedClassifierCV(estimator, cv=cv)
+    from sklearn.calibration import CalibratedClassifierCV
+
+    return CalibratedClassifierCV(estimator, method=method, cv=cv, ensemble=False)
 
 
 def base_classifier(pipeline):
@@ -129,7 +139,6 @@ def _held_out_calibrated(fitted, method: str, X_val, y_val) -> tuple[np.ndarray,
     other validation folds over the frozen, train-fitted pipeline (none: the fitted scores)."""
     if method == "none":
         return fitted.classes_, class_scores(fitted, list(X_val))
-    from sklearn.calibration import CalibratedClassifierCV
     from sklearn.frozen import FrozenEstimator
     from sklearn.model_selection import StratifiedKFold
 
@@ -142,9 +151,8 @@ def _held_out_calibrated(fitted, method: str, X_val, y_val) -> tuple[np.ndarray,
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
     try:
         for fit_rows, held_out in splitter.split(texts, labels):
-            calibrator = CalibratedClassifierCV(FrozenEstimator(fitted), method=method)
-            calibrator.fit(texts[fit_rows], labels[fit_rows])
-            proba[held_out] = calibrator.predict_proba(texts[held_out])
+            frozen = calibrator(FrozenEstimator(fitted), method).fit(texts[fit_rows], labels[fit_rows])
+            proba[held_out] = frozen.predict_proba(texts[held_out])
     except (ValueError, IndexError):  # too few articles of a label in a fold: uncalibrated scores
         return classes, class_scores(fitted, list(X_val))
     return classes, proba
@@ -168,6 +176,58 @@ def softmax_margins(margins: np.ndarray) -> np.ndarray:
         margins = np.column_stack([-margins, margins])
     scores = np.exp(margins - margins.max(axis=1, keepdims=True))
     return scores / scores.sum(axis=1, keepdims=True)
+
+
+def temperature_probabilities(predictions: np.ndarray, beta, probabilities: bool = False) -> np.ndarray:
+    """What CalibratedClassifierCV's temperature calibrator gives for the base model's
+    predictions: softmax(beta * logits). A binary model's one column becomes two (margins:
+    [-m, m]; a probability p: [1 - p, p]); the result is added to float64 zeros, as there."""
+    if predictions.shape[1] == 1 and probabilities:
+        predictions = np.concatenate([1 - predictions, predictions], axis=1)
+    scores = _softmax(beta * _logits(predictions))
+    return np.zeros(scores.shape) + scores
+
+
+def _logits(values: np.ndarray) -> np.ndarray:
+    """calibration._convert_to_logits: one column -> [-x, x]; a batch whose every entry is in
+    [0, 1] and whose rows sum to 1 is taken for probabilities (log(p + 1e-12)), else kept."""
+    if values.shape[1] == 1:
+        return np.concatenate([-values, values], axis=1)
+    if np.all((values >= 0) & (values <= 1)) and np.all(np.isclose(values.sum(axis=1),
+                                                                    np.asarray(1.0, dtype=values.dtype))):
+        return np.log(values + 1e-12)
+    return values
+
+
+def _softmax(values: np.ndarray) -> np.ndarray:
+    """sklearn.utils.extmath.softmax, step by step (the same float operations)."""
+    values = values - values.max(axis=1).reshape(-1, 1)
+    np.exp(values, out=values)
+    values /= values.sum(axis=1).reshape(-1, 1)
+    return values
+
+
+def top_label_map(proba: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Top-label calibration (newstag.models.toplabel): the winning label's probability through
+    an isotonic map (thresholds x -> y, clipped at both ends); the other labels share the rest in
+    their old proportions (equally, when they had nothing). The winner is kept above the
+    runner-up, so no decision changes."""
+    proba = np.asarray(proba, dtype=np.float64)
+    rows, best = np.arange(len(proba)), proba.argmax(axis=1)
+    first = proba[rows, best]
+    second = np.sort(proba, axis=1)[:, -2] if proba.shape[1] > 1 else np.zeros(len(proba))
+    others = proba.copy()
+    others[rows, best] = 0.0
+    rest = others.sum(axis=1)  # summed, not 1 - first: float32 scores miss 1 by 1e-7, and 1 - 0.999...
+    # the runner-up after rescaling is second * (1 - top) / rest; top above it when top > floor
+    floor = np.divide(second, rest + second, out=np.zeros_like(second), where=rest + second > 0)
+    top = np.minimum(np.maximum(np.interp(first, x, y), floor * (1 + 1e-9)), 1.0)
+    scale = np.divide(1.0 - top, rest, out=np.zeros_like(rest), where=rest > 0)
+    mapped = others * scale[:, None]
+    if proba.shape[1] > 1:  # a winner that had everything: the others share the rest equally
+        mapped[rest <= 0] = ((1.0 - top[rest <= 0]) / (proba.shape[1] - 1))[:, None]
+    mapped[rows, best] = top
+    return mapped
 
 
 def class_scores(pipeline, texts: list[str]) -> np.ndarray:

@@ -29,14 +29,15 @@ from itertools import repeat
 import numpy as np
 
 from newstag.errors import NewstagError
-from newstag.models.calibrate import softmax_margins
+from newstag.models.calibrate import softmax_margins, temperature_probabilities, top_label_map
 from newstag.models.negation import mark_negation
 
 FORMAT = "newstag-compact"
 # 2 added negation members, union weights and temperature calibration: a version 1 reader would
 # ignore them and predict wrongly, so it refuses these files; version 1 files read as before.
-VERSION = 2
-READABLE = (1, 2)
+# 3 added the top-label map after temperature scaling.
+VERSION = 3
+READABLE = (1, 2, 3)
 WORD_CACHE = 200_000  # words whose char_wb n-gram columns a vectoriser remembers
 BLOCK = 1 << 20  # at most this many products (nonzero features x labels) in memory at once
 WHITE_SPACES = re.compile(r"\s\s+")  # scikit-learn's whitespace normalisation for char n-grams
@@ -298,25 +299,6 @@ def _isotonic_map(scores: np.ndarray, x: np.ndarray, y: np.ndarray, low: float, 
     return slope * (scores - x[below]) + y[below]
 
 
-def _logits(values: np.ndarray) -> np.ndarray:
-    """calibration._convert_to_logits: one column -> [-x, x]; a batch whose every entry is in
-    [0, 1] and whose rows sum to 1 is taken for probabilities (log(p + 1e-12)), else kept."""
-    if values.shape[1] == 1:
-        return np.concatenate([-values, values], axis=1)
-    if np.all((values >= 0) & (values <= 1)) and np.all(np.isclose(values.sum(axis=1),
-                                                                    np.asarray(1.0, dtype=values.dtype))):
-        return np.log(values + 1e-12)
-    return values
-
-
-def _softmax(values: np.ndarray) -> np.ndarray:
-    """sklearn.utils.extmath.softmax, step by step (the same float operations)."""
-    values = values - values.max(axis=1).reshape(-1, 1)
-    np.exp(values, out=values)
-    values /= values.sum(axis=1).reshape(-1, 1)
-    return values
-
-
 def _log_softmax_rows(jll: np.ndarray) -> np.ndarray:
     top = jll.max(axis=1, keepdims=True)
     return jll - (np.log(np.exp(jll - top).sum(axis=1, keepdims=True)) + top)
@@ -385,14 +367,12 @@ class Task:
         return proba
 
     def _temperature(self, predictions: np.ndarray) -> np.ndarray:
-        """_TemperatureScaling.predict: softmax(beta * logits). A binary model's one column
-        becomes two (margins: [-m, m]; probabilities: [1 - p, p]); probabilities become logits
-        by log(p + 1e-12). The result is added to float64 zeros, as CalibratedClassifierCV does."""
-        if predictions.shape[1] == 1 and self.meta["response"] == "cnb":
-            predictions = np.concatenate([1 - predictions, predictions], axis=1)
+        """_TemperatureScaling.predict (calibrate.temperature_probabilities), then the top-label
+        map when the task was calibrated by top-label."""
         beta = self.arrays["temperature"][0]  # a NumPy scalar of the calibrator's own dtype
-        proba = np.zeros((len(predictions), len(self.classes)))
-        proba += _softmax(beta * _logits(predictions))
+        proba = temperature_probabilities(predictions, beta, probabilities=self.meta["response"] == "cnb")
+        if "top_label_x" in self.arrays:
+            return top_label_map(proba, self.arrays["top_label_x"], self.arrays["top_label_y"])
         return proba
 
     def _one_vs_rest(self, predictions: np.ndarray) -> np.ndarray:
@@ -602,7 +582,9 @@ def _export_single(clf, meta: dict, arrays: dict) -> None:
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.naive_bayes import ComplementNB
 
-    calibrated = type(clf) is CalibratedClassifierCV
+    from newstag.models.toplabel import TopLabelCalibratedClassifierCV
+
+    calibrated = type(clf) in (CalibratedClassifierCV, TopLabelCalibratedClassifierCV)
     if calibrated:
         if len(clf.calibrated_classifiers_) != 1 or clf.method not in ("sigmoid", "isotonic", "temperature"):
             raise NotCompact("a calibration ensemble or method other than sigmoid, isotonic or temperature")
@@ -648,6 +630,8 @@ def _export_calibration(clf, inner, base, meta: dict, arrays: dict) -> None:
         raise NotCompact("calibrated classes in another order")
     if inner.method == "temperature":
         _export_temperature(inner, base, meta, arrays)
+        if hasattr(clf, "top_label_x_"):
+            arrays["top_label_x"], arrays["top_label_y"] = clf.top_label_x_, clf.top_label_y_
         return
     encoder = LabelEncoder().fit(inner.classes)
     meta["positions"] = [int(i) for i in encoder.transform(base.classes_)]
