@@ -221,10 +221,8 @@ def calibrate_task(task: TaskConfig, result: TaskResult, train, validation, seed
     `keep_decisions` (classifier auto): only methods that keep the chosen model's decisions."""
     (X_train, y_train), (X_val, y_val) = train, validation
     _require_two_labels(y_train, task)
-    # An ordinal task's labels are scores that its regressor cuts into classes, and a transfer
-    # task's pipeline holds a fitted sentence model that cloning would drop: both keep their own
-    # outputs uncalibrated.
-    setting = "none" if task.ordinal is not None or task.transfer is not None else task.calibration
+    # An ordinal task's labels are scores that its regressor cuts into classes: it keeps them.
+    setting = "none" if task.ordinal is not None else task.calibration
     try:
         calibration = choose_method(result.pipeline, setting, train, validation, keep_decisions)
     except NewstagError as exc:

@@ -280,6 +280,28 @@ def test_a_stacked_model_is_logistic_regression_over_article_scores_and_sentence
         build_pipeline(wrong_task, seed=0)
 
 
+def test_a_transfer_task_is_calibrated_and_its_clones_share_the_sentence_model(tmp_path):
+    """Calibration clones the pipeline; a clone of SentenceTone keeps the fitted sentence model
+    (scikit-learn's clone would copy it unfitted), so transfer tasks are calibrated like others."""
+    import pandas as pd
+    from sklearn.base import clone
+
+    from newstag.train import fit_task
+
+    sentence_bundle = tmp_path / "sentences.joblib"
+    save_bundle(sentence_bundle, {"tone": _sentence_model()}, {"experiment": "s"})
+    task = TaskConfig(name="tone", column="tone", classifier="logreg",
+                      transfer={"model": str(sentence_bundle)}, params={"vect__min_df": 1})
+    tones = SentenceTone(_sentence_model())
+    assert clone(tones).model is tones.model
+    train = pd.DataFrame({"text": TEXTS * 2, "tone": TONES * 2})
+    validation = pd.DataFrame({"text": TEXTS, "tone": TONES})
+    result = fit_task(task, train, validation, seed=0)
+    assert len(result.calibration["validation_log_loss"]) == 5  # every method competed
+    proba = result.pipeline.predict_proba(TEXTS)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+
+
 def test_a_search_can_switch_the_tone_features_off_by_weight():
     from newstag.config import Distribution, SearchConfig
     from newstag.search import check_search, run_search

@@ -157,6 +157,11 @@ class SentenceTone(TransformerMixin, BaseEstimator):
         self.model = model
         self.max_sentences = max_sentences
 
+    def __sklearn_clone__(self):
+        """A clone shares the fitted sentence model (as FrozenEstimator does): scikit-learn's
+        clone would copy it unfitted, and calibration's cross-validation clones this step."""
+        return type(self)(model=self.model, max_sentences=self.max_sentences)
+
     def fit(self, X=None, y=None):
         classes = [str(c) for c in getattr(self.model, "classes_", [])]
         if "positive" not in classes or "negative" not in classes:
