@@ -113,8 +113,8 @@ def _metrics_section(sidecar: dict) -> list[str]:
                      f"{_score(validation.get('accuracy'))} | {_score(validation.get('f1_macro'))} | "
                      f"{_calibration(calibration)} |")
     lines += ["", "Calibration: the classifier is wrapped in scikit-learn's `CalibratedClassifierCV` "
-              "(one model fitted on all rows, a sigmoid, isotonic or temperature calibrator fitted "
-              "on its held-out fold scores), the method chosen by validation log-loss (\"none\": the "
+              "(one model fitted on all rows, a sigmoid, isotonic, temperature or top-label calibrator "
+              "fitted on its held-out fold scores), the method chosen by validation log-loss (\"none\": the "
               "model's own probabilities did best; with classifier auto, only methods that keep its "
               "decisions compete); a task's "
               "probability is then meant to match how often such a tag is right. `min_confidence` per task: "

@@ -83,7 +83,8 @@ def test_fit_task_chooses_a_method_on_validation_and_records_it():
     validation = pd.DataFrame({"text": TEXTS[:9], "topic": LABELS[:9]})
     result = fit_task(task, train, validation, seed=0)
     assert result.calibration["method"] in ("sigmoid", "isotonic")
-    assert set(result.calibration["validation_log_loss"]) == {"sigmoid", "isotonic", "temperature", "top-label"}
+    assert set(result.calibration["validation_log_loss"]) == {"sigmoid", "isotonic", "temperature",
+                                                              "top-label"}
     assert sum(row[1] for row in result.calibration["validation_confidence"]) == 9
     assert isinstance(result.pipeline.named_steps["clf"], CalibratedClassifierCV)
     opted_out = fit_task(TaskConfig(name="topic", column="topic", classifier="linear_svm",

@@ -119,7 +119,8 @@ def sample_models(tmp_path_factory):
              ("ridge", "word+char", "sigmoid"), ("complement_nb", "word", "isotonic"),
              ("nbsvm", "word", "sigmoid"), ("sgd", "word", "isotonic"), ("linear_svm", "word", "none"),
              ("logreg", "word", "none"), ("complement_nb", "word", "none"), ("nbsvm", "char", "none")]
-    kinds += [(classifier, "word", method) for classifier in CLASSIFIERS for method in ("temperature", "top-label")]
+    kinds += [(classifier, "word", method) for classifier in CLASSIFIERS
+              for method in ("temperature", "top-label")]
     binary = ["sport" if label == "sport" else "other" for label in labels]
     models = {}
     for classifier, features, calibration in kinds:
