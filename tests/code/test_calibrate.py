@@ -225,6 +225,9 @@ def test_top_label_map_on_a_hand_example():
     low = top_label_map(np.array([[0.45, 0.44, 0.11]]), np.array([0.0, 1.0]), np.array([0.34, 0.34]))
     assert low.argmax() == 0 and low[0, 0] > low[0, 1] == pytest.approx(low[0, 0], rel=1e-6)
     np.testing.assert_allclose(low.sum(), 1.0)
+    tiny = top_label_map(np.array([[1.0, 1e-310, 3e-310]]), x, y)  # (1 - top) / rest would overflow
+    assert np.all(np.isfinite(tiny)) and tiny[0, 0] == pytest.approx(0.8)
+    np.testing.assert_allclose(tiny[0, 1:], [0.05, 0.15])
 
 
 def test_top_label_calibration_keeps_decisions_and_is_fitted_on_held_out_articles():

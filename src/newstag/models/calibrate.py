@@ -222,8 +222,9 @@ def top_label_map(proba: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray
     # the runner-up after rescaling is second * (1 - top) / rest; top above it when top > floor
     floor = np.divide(second, rest + second, out=np.zeros_like(second), where=rest + second > 0)
     top = np.minimum(np.maximum(np.interp(first, x, y), floor * (1 + 1e-9)), 1.0)
-    scale = np.divide(1.0 - top, rest, out=np.zeros_like(rest), where=rest > 0)
-    mapped = others * scale[:, None]
+    # shares of the rest first (each at most 1): (1 - top) / rest overflows when rest is ~1e-310
+    shares = np.divide(others, rest[:, None], out=np.zeros_like(others), where=rest[:, None] > 0)
+    mapped = shares * (1.0 - top)[:, None]
     if proba.shape[1] > 1:  # a winner that had everything: the others share the rest equally
         mapped[rest <= 0] = ((1.0 - top[rest <= 0]) / (proba.shape[1] - 1))[:, None]
     mapped[rows, best] = top
