@@ -114,7 +114,7 @@ def reliability_figure(task: str, tables: dict[str, list[dict]], eces: dict[str,
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("accuracy in the bin")
     ax.set_title(f"{task}: reliability (test split, top-label confidence, {len(table)} bins)")
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="lower right", fontsize=8)  # below the diagonal at the right: a curve rarely goes there
     ax.grid(alpha=0.3)
     counts.set_xlabel("confidence of the chosen label")
     counts.set_ylabel("articles")
