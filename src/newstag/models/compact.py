@@ -9,7 +9,8 @@ rebuilds every score from them with NumPy and the standard library: importing sc
 The code here reproduces scikit-learn 1.x's TfidfVectorizer (word, char and char_wb analyzers,
 lowercase, strip_accents, token_pattern, stop words, n-grams, binary, sublinear tf, idf, l1/l2
 norm, float32 or float64), the decision functions of the linear classifiers and NB-SVM, ComplementNB's
-probabilities, CalibratedClassifierCV(ensemble=False)'s sigmoid, isotonic and temperature maps and newstag's
+probabilities, CalibratedClassifierCV(ensemble=False)'s sigmoid, isotonic and temperature maps (and
+the top-label map newstag puts after temperature) and newstag's
 multi-label thresholds and sigmoids. A FeatureUnion of such vectorisers is reproduced with its
 transformer weights, and so is a NegationMarker before a vectoriser (newstag.models.negation is
 plain Python, shared by both paths). Anything else (lexicon or sentence features, ordinal or
