@@ -15,7 +15,9 @@ Sigmoid and isotonic calibrate each label on its own, so they can change which l
 the economic news tone corpus (train + validation rows, five 80/20 splits) they took macro-F1 from
 0.413 to 0.396 on every split, pulling articles toward the frequent tones. `classifier: auto` is
 chosen by comparing decisions with the baseline's, so its calibration is limited to the methods
-that keep every decision (KEEPING: temperature, or none): what auto compared is what it ships.
+that keep every decision (KEEPING: temperature, top-label, or none): what auto compared is what
+it ships. Top-label (newstag.models.toplabel) is temperature followed by an isotonic map of the
+winning label's probability, which fixes the shape of the confidences as well as their level.
 
 The metrics here (log-loss, Brier, ECE) and the coverage/accuracy of a confidence threshold are
 plain NumPy so that they can be checked by hand. Prediction imports this module, so it imports
@@ -84,7 +86,7 @@ def is_calibrated(pipeline) -> bool:
 
 
 def choose_method(pipeline, setting: str, train, validation, keep_decisions: bool = False) -> dict:
-    """Sigmoid, isotonic, temperature or none, whichever gives the lower log-loss on the validation
+    """Sigmoid, isotonic, temperature, top-label or none, whichever gives the lower log-loss on the validation
     split (`keep_decisions`: only those in KEEPING; none only for a model with probabilities).
 
     Cheap on purpose: the pipeline is fitted once on train, and each method's calibrator is
