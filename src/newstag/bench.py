@@ -31,6 +31,7 @@ from newstag.models.pipelines import task_truth
 log = logging.getLogger(__name__)
 TONES = {"negative", "neutral", "positive"}
 QUICK_ROWS = 1200
+BOOTSTRAP_ROUNDS = 1000  # for the interval of an ECE difference
 
 
 @dataclass
@@ -279,7 +280,7 @@ def run_method(experiment: str, task_name: str, method: str, quick: bool) -> dic
     config = load_config(experiment)
     task = next(t for t in config.tasks if t.name == task_name)
     scores, train_seconds, predict_seconds, predicted_rows, size = [], 0.0, 0.0, 0, 0
-    errors, calibration = [], []
+    errors, confidences = [], []
     for fold in folds(config, task_name, quick):
         start = time.perf_counter()
         predict, size = METHODS[method](task, fold, config.seed, quick)
@@ -293,9 +294,11 @@ def run_method(experiment: str, task_name: str, method: str, quick: bool) -> dic
             errors.append(_ordinal_errors(predict, fold, task_name))
         elif method.startswith("newstag") and not task.multi_label:
             y_true = task_truth(task, fold.test[task_name])
-            calibration.append(_calibration_errors(predict, fold, task, y_true))
-    extra = {key: float(np.mean([e[key] for e in part])) for part in (errors, calibration, scores)
+            confidences.append(_confidences(predict, fold, y_true))
+    extra = {key: float(np.mean([e[key] for e in part])) for part in (errors, scores)
              if part for key in part[0]}
+    if confidences:
+        extra.update(calibration_errors(*(np.concatenate(part) for part in zip(*confidences, strict=True))))
     return {**extra, "experiment": config.name, "task": task_name, "method": method,
             "protocol": config.bench.protocol, "folds": len(scores),
             "accuracy_std": float(np.std([s["accuracy"] for s in scores])),
@@ -337,16 +340,40 @@ def _ordinal_errors(predict, fold: Fold, task: str) -> dict:
     return errors
 
 
-def _calibration_errors(predict, fold: Fold, task: TaskConfig, y_true: list[str]) -> dict:
-    """ECE (15 bins) on the scored rows of the model's calibrated probabilities and of its
-    uncalibrated base scores (a softmax of the margins: what predict gave before calibration)."""
-    from newstag.models.calibrate import base_scores, class_scores, expected_calibration_error
+def _confidences(predict, fold: Fold, y_true: list[str]) -> tuple[np.ndarray, ...]:
+    """Per scored row: the top-label confidence and rightness of the model's calibrated
+    probabilities, then of its uncalibrated base scores (a softmax of the margins: what predict
+    gave before calibration)."""
+    from newstag.models.calibrate import base_scores, class_scores, top_label
 
     pipeline = fitted_pipeline(predict)
     texts = fold.test["text"].tolist()
     classes = list(pipeline.classes_)
-    return {"ece": expected_calibration_error(y_true, classes, class_scores(pipeline, texts)),
-            "ece_uncalibrated": expected_calibration_error(y_true, classes, base_scores(pipeline, texts))}
+    return (*top_label(y_true, classes, class_scores(pipeline, texts)),
+            *top_label(y_true, classes, base_scores(pipeline, texts)))
+
+
+def calibration_errors(confidence, correct, base_confidence, base_correct,
+                       rounds: int = BOOTSTRAP_ROUNDS) -> dict:
+    """ECE (15 bins) of the calibrated and of the uncalibrated scores over every scored row of
+    every fold, and a 95% paired bootstrap interval of their difference (calibrated minus
+    uncalibrated; resampling rows, both scores of a row together).
+
+    Pooled, not a mean of per-fold ECEs: binning error grows as bins / rows, and on a fold of
+    120 articles it is most of the figure (economic tone, binary: a mean of 0.081 over ten folds,
+    0.023 pooled). The interval says whether a difference is more than that noise."""
+    from newstag.models.calibrate import binned_ece
+
+    rng = np.random.default_rng(0)
+    differences = []
+    for _ in range(rounds):
+        rows = rng.integers(0, len(confidence), len(confidence))
+        differences.append(binned_ece(confidence[rows], correct[rows])
+                           - binned_ece(base_confidence[rows], base_correct[rows]))
+    low, high = np.percentile(differences, [2.5, 97.5])
+    return {"ece": binned_ece(confidence, correct),
+            "ece_uncalibrated": binned_ece(base_confidence, base_correct),
+            "ece_difference_low": float(low), "ece_difference_high": float(high)}
 
 
 def run_isolated(experiment: str, task: str, method: str, quick: bool) -> dict:
@@ -477,11 +504,18 @@ def markdown_table(rows: list[dict]) -> str:
                   f"| {r['accuracy']:.4f} |" for r in multi]
     calibrated = [r for r in rows if "ece" in r]
     if calibrated:
-        lines += ["", "| corpus | task | method | ECE, calibrated | ECE, uncalibrated scores |",
-                  "| --- | --- | --- | --- | --- |"]
+        lines += ["", "| corpus | task | method | ECE, calibrated | ECE, uncalibrated scores "
+                  "| difference, 95% interval |", "|" + " --- |" * 6]
         lines += [f"| {r['experiment']} | {r['task']} | {r['method']} | {r['ece']:.3f} "
-                  f"| {r['ece_uncalibrated']:.3f} |" for r in calibrated]
+                  f"| {r['ece_uncalibrated']:.3f} | {_interval(r)} |" for r in calibrated]
     return "\n".join(lines)
+
+
+def _interval(row: dict) -> str:
+    """The bootstrap interval of calibrated minus uncalibrated ECE (rows from before it: blank)."""
+    if "ece_difference_low" not in row:
+        return ""
+    return f"{row['ece_difference_low']:+.3f} to {row['ece_difference_high']:+.3f}"
 
 
 def write_report(rows: list[dict], out: Path, quick: bool) -> str:
@@ -510,6 +544,7 @@ def _log_to_mlflow(rows: list[dict], out: Path, quick: bool) -> None:
             mlflow.log_metrics({metric_name(*prefix, key): float(row[key]) for key in
                                 ("accuracy", "f1_macro", "train_seconds", "predict_per_second",
                                  "peak_memory_mb", "model_mb", "ece", "ece_uncalibrated",
+                                 "ece_difference_low", "ece_difference_high",
                                  "f1_micro", "f1_samples", "hamming_loss")
                                 if key in row})
         mlflow.log_artifact(str(out.with_suffix(".json")))
