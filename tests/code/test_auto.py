@@ -80,6 +80,23 @@ def test_shared_tokenisation_scores_as_each_members_own_pipeline():
         assert shared[member.name]["accuracy"] == pytest.approx(own), member.name
 
 
+def test_members_fitted_in_threads_score_as_one_after_another(monkeypatch):
+    from newstag.models import auto
+
+    rng = np.random.default_rng(0)
+    words = np.array(["goal", "match", "shares", "profit", "vote", "minister", "rain", "the", "a"])
+    texts = [" ".join(rng.choice(words, size=12)) for _ in range(90)]
+    y = np.array(["sport", "biz", "politics"] * 30, dtype=object)
+    train, test = np.arange(0, 90, 3).tolist() + np.arange(1, 90, 3).tolist(), np.arange(2, 90, 3)
+    monkeypatch.setattr(auto, "THREADS", 1)
+    alone = score_fold(TASK, texts, y, np.array(train), test, seed=0)
+    monkeypatch.setattr(auto, "THREADS", 4)
+    threaded = score_fold(TASK, texts, y, np.array(train), test, seed=0)
+    for member in MEMBERS:
+        np.testing.assert_array_equal(alone[member.name].pop("correct"), threaded[member.name].pop("correct"))
+    assert alone == threaded
+
+
 def test_a_rare_label_keeps_the_baseline():
     texts, labels = TEXTS * 3 + ["one odd article"], ["sport", "sport", "biz", "biz"] * 3 + ["odd"]
     assert choose(TASK, texts, labels, seed=0).member.name == "baseline"

@@ -25,8 +25,10 @@ vectoriser on its own), so the search costs a few linear fits, not five vectoris
 """
 
 import logging
+import os
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -74,6 +76,7 @@ INNER_FOLDS = 3
 HOLDOUT_FROM = 5000  # from this many rows, one stratified one-third holdout instead of 3 folds
 MIN_PER_LABEL = 3
 GAIN_SE = 2.0  # a challenger's accuracy gain must be this many paired standard errors
+THREADS = os.cpu_count() or 1  # members fitted at once (score_fold)
 
 
 @dataclass
@@ -167,23 +170,26 @@ def incumbent_rule(scores: dict[str, dict[str, float]]) -> Member:
 
 def score_fold(task: TaskConfig, texts: list[str], y: np.ndarray, train_index, test_index,
                seed: int) -> dict[str, dict[str, float]]:
-    """Every member's accuracy and macro-F1 on one fold, from one shared tokenisation."""
+    """Every member's accuracy and macro-F1 on one fold, from one shared tokenisation. The members
+    are fitted in threads, one per core: liblinear and SGD release the GIL while they fit, and
+    each member's fit is independent, so the scores are the same as one after another (on
+    20 Newsgroups the search took 23 s of auto's 37 s, one member at a time)."""
     counts = CountVectorizer(ngram_range=(1, 2), dtype=np.float32)
     train_counts = counts.fit_transform([texts[i] for i in train_index])
     test_counts = counts.transform([texts[i] for i in test_index])
     unigrams = np.array([" " not in term for term in counts.get_feature_names_out()])
     frequent = np.asarray((train_counts > 0).sum(axis=0)).ravel() >= 2
-    scores = {}
-    for member in MEMBERS:
+
+    def score(member: Member) -> dict[str, float]:
         columns = (frequent if member.min_df == 2 else np.ones_like(unigrams)) if member.bigrams else unigrams
         tfidf = TfidfTransformer(sublinear_tf=member.sublinear)
         X_train = tfidf.fit_transform(train_counts[:, columns])
         X_test = tfidf.transform(test_counts[:, columns])
         clf = build_pipeline(member_task(task, member), seed).named_steps["clf"]
         y_pred = clf.fit(X_train, y[train_index]).predict(X_test)
-        scores[member.name] = {
-            "correct": y_pred == y[test_index],
-            "accuracy": float(accuracy_score(y[test_index], y_pred)),
-            "f1_macro": float(f1_score(y[test_index], y_pred, average="macro", zero_division=0)),
-        }
-    return scores
+        return {"correct": y_pred == y[test_index],
+                "accuracy": float(accuracy_score(y[test_index], y_pred)),
+                "f1_macro": float(f1_score(y[test_index], y_pred, average="macro", zero_division=0))}
+
+    with ThreadPoolExecutor(max_workers=min(len(MEMBERS), THREADS)) as pool:
+        return dict(zip((m.name for m in MEMBERS), pool.map(score, MEMBERS), strict=True))

@@ -5,7 +5,7 @@ Temperature scaling has one number for every article, so it fixes how confident 
 average but not the shape: on 20 Newsgroups (training rows only; the latest fifth of each group's
 posts held out, the date split's shape) its top-label ECE was 0.036. A monotone map of the top
 probability, fitted on held-out articles (Gupta & Ramdas, "Top-label calibration", ICLR 2022),
-took that to 0.024 and the log-loss from 0.394 to 0.335 (scripts/calibration_top_label.py). The
+took that to 0.024 and the log-loss from 0.394 to 0.335 (scripts/calibration_later_posts.py). The
 other labels share what is left in the proportions temperature gave them, and the top label's
 probability never drops below the runner-up's, so no decision changes (this method is in
 calibrate.KEEPING).
