@@ -297,8 +297,9 @@ def run_method(experiment: str, task_name: str, method: str, quick: bool) -> dic
             confidences.append(_confidences(predict, fold, y_true))
     extra = {key: float(np.mean([e[key] for e in part])) for part in (errors, scores)
              if part for key in part[0]}
-    if confidences:
-        extra.update(calibration_errors(*(np.concatenate(part) for part in zip(*confidences, strict=True))))
+    if confidences:  # every fold's rows together, column by column
+        columns = [np.concatenate(column) for column in zip(*confidences, strict=True)]
+        extra.update(calibration_errors(*columns))
     return {**extra, "experiment": config.name, "task": task_name, "method": method,
             "protocol": config.bench.protocol, "folds": len(scores),
             "accuracy_std": float(np.std([s["accuracy"] for s in scores])),

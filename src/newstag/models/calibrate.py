@@ -279,7 +279,7 @@ def binned_ece(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS
     bootstrap can afford a thousand of them."""
     if not len(confidence):
         return 0.0
-    index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    index = bin_index(confidence, bins)
     right = np.bincount(index, weights=correct.astype(np.float64), minlength=bins)
     sure = np.bincount(index, weights=confidence.astype(np.float64), minlength=bins)
     return float(np.abs(right - sure).sum() / len(confidence))
@@ -290,7 +290,7 @@ def reliability_table(y_true, classes, proba: np.ndarray, bins: int = ECE_BINS) 
     A confidence of exactly 1 falls in the last bin; bins are (low, high] except the first.
     An empty bin has None (JSON null) for its confidence and accuracy."""
     confidence, correct = top_label(y_true, classes, proba)
-    index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    index = bin_index(confidence, bins)
     table = []
     for b in range(bins):
         members = index == b
@@ -299,6 +299,11 @@ def reliability_table(y_true, classes, proba: np.ndarray, bins: int = ECE_BINS) 
                       "confidence": float(confidence[members].mean()) if count else None,
                       "accuracy": float(correct[members].mean()) if count else None})
     return table
+
+
+def bin_index(confidence: np.ndarray, bins: int) -> np.ndarray:
+    """Each confidence's equal-width bin: (low, high], the first from 0 inclusive, 1 in the last."""
+    return np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
 
 
 def top_label(y_true, classes, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
