@@ -111,13 +111,15 @@ def reliability_figure(task: str, tables: dict[str, list[dict]], eces: dict[str,
                 counts.annotate(str(row["count"]), ((row["low"] + row["high"]) / 2 + shift, row["count"]),
                                 xytext=(0, 2), textcoords="offset points", ha="center", fontsize=6)
     ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(-0.05, 1.08)  # a bin all right or all wrong keeps its whole marker and value
     ax.set_ylabel("accuracy in the bin")
-    ax.set_title(f"{task}: reliability (test split, top-label confidence, {len(table)} bins)")
-    ax.legend(loc="lower right", fontsize=8)  # below the diagonal at the right: a curve rarely goes there
+    ax.set_title(f"{task}: reliability (test split, top-label confidence, {len(table)} bins)", pad=24)
+    # above the plot, under the title: inside, any corner can hide a point (a wrong bin sits at 0)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False)
     ax.grid(alpha=0.3)
     counts.set_xlabel("confidence of the chosen label")
     counts.set_ylabel("articles")
+    counts.margins(y=0.15)  # room above the tallest bar for its count
     counts.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
