@@ -5,44 +5,33 @@ import logging
 import math
 from pathlib import Path
 
-import pandas as pd
-from sklearn.metrics import classification_report
-
-from newstag.config import ExperimentConfig
+from newstag.config import ExperimentConfig, task_source
 from newstag.data.files import atomic_path, write_json, write_yaml
 from newstag.data.safe_yaml import load_yaml
-from newstag.data.splits import load_task_splits
+from newstag.data.splits import split_chunks
 from newstag.errors import NewstagError
-from newstag.explain import NotExplainable, leaks, top_terms
+from newstag.explain import NotExplainable, TermShares, leaks
 from newstag.models import multilabel
 from newstag.models.bundle import load_bundle, sidecar_path
-from newstag.models.calibrate import (
-    base_scores,
-    calibration_metrics,
-    class_scores,
-    coverage_accuracy,
-    coverage_curve,
-    is_calibrated,
-    reliability_table,
-    threshold_for_precision,
-    top_label,
-)
-from newstag.models.ordinal import truth_for
+from newstag.models.calibrate import is_calibrated, threshold_for_precision
+from newstag.models.tally import FrameTally, TaskTally
 from newstag.plots import confusion_figure, coverage_figure, reliability_figure, save_figure
-from newstag.report import write_report
+from newstag.report import MISTAKES_NAME, mistake_rows, write_report
 from newstag.train import bundle_path
 
 log = logging.getLogger(__name__)
-MISCLASSIFIED_SAMPLE = 25
+CHUNK_ROWS = 20000  # test articles scored at a time: what bounds evaluate's memory
 
 
 def evaluate(config: ExperimentConfig, tracking: bool = True, target_precision: dict | None = None,
              write_experiment: bool = False) -> dict:
     """Write reports/<experiment>/ (metrics.json last, as the stage's target) and log to MLflow.
 
-    `target_precision` ({task: precision}, or {"*": precision} for every task) picks each task's
-    lowest confidence threshold reaching it on the validation split; `write_experiment` then
-    writes experiments/<name>.threshold.yaml with those min_confidence values.
+    The test split is read a chunk at a time and only counts and sums are kept (TaskTally), so
+    memory stays bounded whatever its size. `target_precision` ({task: precision}, or
+    {"*": precision} for every task) picks each task's lowest confidence threshold reaching it on
+    the validation split; `write_experiment` then writes experiments/<name>.threshold.yaml with
+    those min_confidence values.
     """
     saved = [bundle_path(config, fmt) for fmt in ("joblib", "skops")]
     path = next((path for path in saved if path.exists()), saved[0])
@@ -53,23 +42,23 @@ def evaluate(config: ExperimentConfig, tracking: bool = True, target_precision: 
     if write_experiment:
         check_threshold_yaml(config)
     thresholds = {task: pick_threshold(task, bundle["metadata"], target) for task, target in targets.items()}
-    tests = load_task_splits(config, "test")
     out = config.report_dir
     out.mkdir(parents=True, exist_ok=True)
     tasks_meta = bundle["metadata"].get("tasks", {})
-    results = {task: multilabel.score_task(task, pipeline, tests[task], out)  # multi-label hook
-               if multilabel.is_multilabel(pipeline) else
-               score_task(task, pipeline, tests[task], out, tasks_meta.get(task) or {},
-                          thresholds.get(task))
-               for task, pipeline in bundle["pipelines"].items()}
-    _write_terms(out, bundle["pipelines"], tests)
-    _write_misclassified(out / "misclassified.jsonl", tests, results)
-    metrics = {task: {**result["metrics"], "test_rows": len(tests[task])}
-               for task, result in results.items()}
+    tallies = tally_test(config, bundle["pipelines"], tasks_meta, thresholds)
+    results = {task: multilabel.score_task(task, tally.pipeline, tally.frame(), out)  # multi-label hook
+               if isinstance(tally, FrameTally) else
+               score_task(tally, out, tasks_meta.get(task) or {}, thresholds.get(task))
+               for task, tally in tallies.items()}
+    _write_terms(out, tallies)
+    _write_misclassified(out / "misclassified.jsonl", results)
+    write_json(out / MISTAKES_NAME, {task: mistake_rows(tally.pipeline, tally.most_confident_mistakes())
+                                     for task, tally in tallies.items() if isinstance(tally, TaskTally)})
+    metrics = {task: {**result["metrics"], "test_rows": result["rows"]} for task, result in results.items()}
     summary = {"experiment": config.name, "tasks": metrics}
     if write_experiment:
         summary["threshold_experiment"] = str(write_threshold_yaml(config, thresholds))
-    write_report(config, bundle, tests, summary)  # report.html, logged with the other files
+    write_report(config, bundle, summary)  # report.html, logged with the other files
     if tracking:
         from newstag.tracking import log_evaluation
 
@@ -80,57 +69,80 @@ def evaluate(config: ExperimentConfig, tracking: bool = True, target_precision: 
     return summary
 
 
-def score_task(task: str, pipeline, test: pd.DataFrame, out, meta: dict | None = None,
-               target: dict | None = None) -> dict:
-    """Metrics, a confusion-matrix PNG, calibration and abstention figures and metrics, and the
-    misclassified rows for one task. `meta` is the bundle's metadata for the task; `target` a
-    threshold picked for a target precision."""
-    y_true = truth_for(pipeline, test[task].tolist())  # an ordinal task's scores -> its classes
-    texts = test["text"].tolist()
-    y_pred = pipeline.predict(texts).tolist()
-    labels = sorted(set(pipeline.classes_) | set(y_true))
-    report = classification_report(y_true, y_pred, labels=labels, output_dict=True,
-                                   zero_division=0)
-    save_figure(confusion_figure(task, y_true, y_pred, labels), out / f"confusion_{task}.png")
-    wrong = [i for i, (t, p) in enumerate(zip(y_true, y_pred, strict=True)) if t != p]
+def tally_test(config: ExperimentConfig, pipelines: dict, tasks_meta: dict, thresholds: dict) -> dict:
+    """Every task's tally over its test split, each source's split read once, chunk by chunk."""
+    from tqdm.auto import tqdm
+
+    tallies = {task: new_tally(task, pipeline, tasks_meta.get(task) or {}, thresholds.get(task))
+               for task, pipeline in pipelines.items()}
+    sources = {}
+    for task in tallies:
+        source = task_source(config, task)
+        sources.setdefault(source.processed_dir, (source, []))[1].append(task)
+    for source, tasks in sources.values():
+        chunks = split_chunks(source, "test", CHUNK_ROWS)
+        for chunk in tqdm(chunks.in_order(), desc=f"evaluate {', '.join(tasks)}", unit="chunk",
+                          total=-(-chunks.groups // chunks.groups_per_chunk), disable=None):
+            for task in tasks:
+                tallies[task].add(chunk)
+    return tallies
+
+
+def new_tally(task: str, pipeline, meta: dict, target: dict | None) -> TaskTally | FrameTally:
+    try:
+        shares = TermShares(pipeline)
+    except NotExplainable as exc:  # a model newstag cannot read gets no terms, not a failure
+        log.warning("task %s: no top terms: %s", task, exc)
+        shares = None
+    if multilabel.is_multilabel(pipeline):
+        return FrameTally(task, pipeline, shares)
+    thresholds = [value for value in (meta.get("min_confidence"), (target or {}).get("threshold"))
+                  if value is not None]
+    return TaskTally(task, pipeline, thresholds, shares)
+
+
+def score_task(tally: TaskTally, out, meta: dict | None = None, target: dict | None = None) -> dict:
+    """Metrics, a confusion-matrix PNG, and calibration and abstention figures and metrics for one
+    task. `meta` is the bundle's metadata for the task; `target` a threshold picked for a target
+    precision."""
+    task, labels = tally.task, tally.labels()
+    report = tally.classification()
+    save_figure(confusion_figure(task, tally.confusion(), labels), out / f"confusion_{task}.png")
     return {
         "metrics": {
             "accuracy": report["accuracy"],
             "f1_macro": report["macro avg"]["f1-score"],
             "per_class": {label: report[label] for label in labels},
-            **confidence_metrics(task, pipeline, texts, y_true, out, meta or {}, target),
+            **confidence_metrics(tally, out, meta or {}, target),
         },
-        "wrong": [(i, y_true[i], y_pred[i]) for i in wrong],
+        "rows": tally.rows,
+        "misclassified": tally.misclassified,
     }
 
 
-def confidence_metrics(task: str, pipeline, texts: list[str], y_true: list[str], out, meta: dict,
-                       target: dict | None) -> dict:
+def confidence_metrics(tally: TaskTally, out, meta: dict, target: dict | None) -> dict:
     """Calibration (log-loss, Brier, ECE) of the bundle's scores and of the uncalibrated base
     model's, a reliability diagram, and coverage/accuracy at the task's threshold(s)."""
-    classes = [str(label) for label in pipeline.classes_]
-    scores = {"calibrated": class_scores(pipeline, texts), "uncalibrated": base_scores(pipeline, texts)}
-    calibration = {name: calibration_metrics(y_true, classes, proba) for name, proba in scores.items()}
-    calibration["method"] = (meta.get("calibration") or {}).get("method", "none" if not
-                                                                  is_calibrated(pipeline) else "unknown")
-    tables = {name: reliability_table(y_true, classes, proba) for name, proba in scores.items()}
+    task, scores = tally.task, tally.scores
+    calibration = {name: sums.metrics() for name, sums in scores.items()}
+    fallback = "unknown" if is_calibrated(tally.pipeline) else "none"
+    calibration["method"] = (meta.get("calibration") or {}).get("method", fallback)
+    tables = {name: sums.reliability() for name, sums in scores.items()}
     save_figure(reliability_figure(task, tables, {n: calibration[n]["ece"] for n in tables}),
                 out / f"reliability_{task}.png")
     calibration["reliability"] = tables["calibrated"]
-    confidence, correct = top_label(y_true, classes, scores["calibrated"])
     result = {"calibration": calibration}
     marks = {}
     if meta.get("min_confidence") is not None:
-        result["abstention"] = coverage_accuracy(confidence, correct, meta["min_confidence"])
+        result["abstention"] = scores["calibrated"].answered(meta["min_confidence"])
         marks[f"min_confidence {meta['min_confidence']:g}"] = _point(result["abstention"])
     if target is not None:
-        result["target_precision"] = {**target, **_on_test(coverage_accuracy(confidence, correct,
-                                                                               target["threshold"]))}
+        answered = scores["calibrated"].answered(target["threshold"])
+        result["target_precision"] = {**target, **_on_test(answered)}
         marks[f"target {target['target']:g} (threshold {target['threshold']:g})"] = \
             _point(result["target_precision"], "test_")
-    base_confidence, base_correct = top_label(y_true, classes, scores["uncalibrated"])
-    curves = {"calibrated scores": coverage_curve(confidence, correct),
-              "uncalibrated scores": coverage_curve(base_confidence, base_correct)}
+    curves = {"calibrated scores": scores["calibrated"].curve(),
+              "uncalibrated scores": scores["uncalibrated"].curve()}
     save_figure(coverage_figure(task, curves, marks), out / f"coverage_{task}.png")
     return result
 
@@ -247,18 +259,11 @@ def flat_metrics(metrics: dict) -> dict[str, float]:
     return flat
 
 
-def _write_terms(out, pipelines: dict, tests: dict[str, pd.DataFrame]) -> None:
+def _write_terms(out, tallies: dict) -> None:
     """top_terms.json: each label's strongest terms, with how often they appear in the test split
     and a leak flag; leaks.json: the flagged ones (a byline or agency name, say, that the model
-    learned in place of the topic). A model newstag cannot read gets no terms, not a failure."""
-    terms = {}
-    for task, pipeline in pipelines.items():
-        test = tests[task]
-        try:
-            terms[task] = top_terms(pipeline, texts=test["text"].tolist(),
-                                    labels=test[task].astype(str).tolist())
-        except NotExplainable as exc:
-            log.warning("task %s: no top terms: %s", task, exc)
+    learned in place of the topic)."""
+    terms = {task: tally.shares.report() for task, tally in tallies.items() if tally.shares is not None}
     write_json(out / "top_terms.json", terms)
     write_json(out / "leaks.json", {task: leaks(report) for task, report in terms.items()})
     for task, report in terms.items():
@@ -268,14 +273,12 @@ def _write_terms(out, pipelines: dict, tests: dict[str, pd.DataFrame]) -> None:
                         ", ".join(entry["term"] for entry in flagged))
 
 
-def _write_misclassified(path, tests: dict[str, pd.DataFrame], results: dict) -> None:
+def _write_misclassified(path, results: dict) -> None:
+    """The first misclassified test articles of each task, in file order."""
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
-        for task, result in results.items():
-            test = tests[task]
-            for index, true, predicted in result["wrong"][:MISCLASSIFIED_SAMPLE]:
-                row = {"task": task, "id": test["id"].iloc[index], "true": true,
-                       "predicted": predicted, "text": test["text"].iloc[index][:400]}
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        for result in results.values():
+            for row in result["misclassified"]:
+                handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
 
 
 def _figure(value) -> str:

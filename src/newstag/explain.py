@@ -313,50 +313,68 @@ def _chosen_label(row: dict, task: str, known: dict) -> str | None:
 
 def top_terms(pipeline, count: int = TERMS_PER_LABEL, texts: list[str] | None = None,
               labels: list[str] | None = None) -> dict[str, list[dict]]:
-    """Each label's strongest terms: {label: [{"term", "weight"}, ...]}, strongest first.
-
-    Given articles and their true labels, each term also gets the share of its label's articles
-    (`in_label`) and of the others' (`in_others`) it appears in, and `leak`: true when it appears
-    in more than half of its label's articles and under 1% of the others', the mark of a byline,
-    an agency name, a mail header or a URL rather than of the topic (judged only with at least
-    LEAK_MIN_IN_LABEL articles of the label and LEAK_MIN_OTHERS of the others).
-    """
-    from scipy import sparse
-
-    explainer = Explainer(pipeline)
-    strongest = explainer.strongest_terms(count)
-    report = {label: [{"term": term, "weight": round(weight, 4)} for _, term, weight in terms]
-              for label, terms in strongest.items()}
+    """Each label's strongest terms: {label: [{"term", "weight"}, ...]}, strongest first; given
+    articles and their true labels, with the shares and leak flag of TermShares."""
+    shares = TermShares(pipeline, count)
     if texts is not None:
-        X = sparse.csr_matrix(explainer.vectorizer.transform(texts))
+        shares.add(texts, labels)
+    return shares.report(with_shares=texts is not None)
+
+
+class TermShares:
+    """Each label's strongest terms and, fed articles a chunk at a time, the share of its label's
+    articles (`in_label`) and of the others' (`in_others`) each term appears in, and `leak`: true
+    when it appears in more than half of its label's articles and under 1% of the others', the
+    mark of a byline, an agency name, a mail header or a URL rather than of the topic (judged only
+    with at least LEAK_MIN_IN_LABEL articles of the label and LEAK_MIN_OTHERS of the others).
+    Only counts are kept: a test split of any size takes the same memory."""
+
+    def __init__(self, pipeline, count: int = TERMS_PER_LABEL):
+        explainer = Explainer(pipeline)
+        self.vectorizer = explainer.vectorizer
+        self.strongest = explainer.strongest_terms(count)
+        self.rows = 0
+        self.label_rows = dict.fromkeys(self.strongest, 0)
+        self.in_label = {label: np.zeros(len(terms)) for label, terms in self.strongest.items()}
+        self.anywhere = {label: np.zeros(len(terms)) for label, terms in self.strongest.items()}
+
+    def add(self, texts: list[str], labels: list) -> None:
+        from scipy import sparse
+
+        X = sparse.csr_matrix(self.vectorizer.transform(texts))
         truth = [{str(one) for one in label} if _is_list(label) else {str(label)} for label in labels]
-        for label, terms in strongest.items():
+        self.rows += len(truth)
+        for label, terms in self.strongest.items():
+            present = X[:, [column for column, _, _ in terms]] != 0
             mine = np.array([label in row for row in truth], dtype=bool)
-            _add_shares(report[label], X, mine, [column for column, _, _ in terms])
-    return report
+            self.label_rows[label] += int(mine.sum())
+            self.in_label[label] += np.asarray(present[mine].sum(axis=0)).ravel()
+            self.anywhere[label] += np.asarray(present.sum(axis=0)).ravel()
+
+    def report(self, with_shares: bool = True) -> dict[str, list[dict]]:
+        report = {}
+        for label, terms in self.strongest.items():
+            entries = [{"term": term, "weight": round(weight, 4)} for _, term, weight in terms]
+            if with_shares:
+                self._add_shares(label, entries)
+            report[label] = entries
+        return report
+
+    def _add_shares(self, label: str, entries: list[dict]) -> None:
+        mine, others = self.label_rows[label], self.rows - self.label_rows[label]
+        in_others = self.anywhere[label] - self.in_label[label]
+        enough = mine >= LEAK_MIN_IN_LABEL and others >= LEAK_MIN_OTHERS
+        for entry, inside, outside in zip(entries, self.in_label[label], in_others, strict=True):
+            inside = float(inside / mine) if mine else None
+            outside = float(outside / others) if others else None
+            entry["in_label"] = None if inside is None else round(inside, 4)
+            entry["in_others"] = None if outside is None else round(outside, 4)
+            entry["leak"] = bool(enough and inside > LEAK_IN_LABEL and outside < LEAK_IN_OTHERS)
 
 
 def _is_list(value) -> bool:
     """A multi-label row's labels (a list, or the array a Parquet list column gives)."""
     return isinstance(value, (list, tuple, np.ndarray))
-
-
-def _add_shares(entries: list[dict], X, mine: np.ndarray, columns: list[int]) -> None:
-    present = (X[:, columns] != 0).astype(float)
-    in_label = _share(present, mine)
-    in_others = _share(present, ~mine)
-    enough = mine.sum() >= LEAK_MIN_IN_LABEL and (~mine).sum() >= LEAK_MIN_OTHERS
-    for entry, inside, outside in zip(entries, in_label, in_others, strict=True):
-        entry["in_label"] = None if inside is None else round(inside, 4)
-        entry["in_others"] = None if outside is None else round(outside, 4)
-        entry["leak"] = bool(enough and inside > LEAK_IN_LABEL and outside < LEAK_IN_OTHERS)
-
-
-def _share(present, rows: np.ndarray) -> list[float | None]:
-    """Per column, the share of `rows` in which it appears; None when there are no such rows."""
-    if not rows.any():
-        return [None] * present.shape[1]
-    return np.asarray(present[rows].mean(axis=0)).ravel().tolist()
 
 
 def leaks(report: dict[str, list[dict]]) -> dict[str, list[dict]]:

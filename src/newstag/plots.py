@@ -29,12 +29,12 @@ def grid_figure(task: str, candidates: list[dict]):
     return fig
 
 
-def confusion_figure(task: str, y_true, y_pred, labels: list[str]):
-    """Confusion matrix with counts; rows are the true labels."""
+def confusion_figure(task: str, confusion, labels: list[str]):
+    """Confusion matrix with counts (rows are the true labels, in the order of `labels`)."""
     size = max(4.5, 0.8 * len(labels) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
-    ConfusionMatrixDisplay.from_predictions(y_true, y_pred, labels=labels, ax=ax,
-                                            colorbar=False, xticks_rotation=45)
+    ConfusionMatrixDisplay(confusion, display_labels=labels).plot(ax=ax, colorbar=False,
+                                                                  xticks_rotation=45)
     ax.set_title(f"{task}: confusion matrix (test split)")
     fig.tight_layout()
     return fig

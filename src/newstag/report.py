@@ -21,20 +21,20 @@ from newstag.errors import NewstagError
 
 log = logging.getLogger(__name__)
 REPORT_NAME = "report.html"
+MISTAKES_NAME = "mistakes.json"
 ISSUES_NAME = "label_issues.jsonl"
 FIGURES = (("confusion", "Confusion matrix"), ("reliability", "Reliability diagram"),
            ("coverage", "Coverage and accuracy"))
-CONFIDENT_MISTAKES = 10
 EXCERPT_CHARS = 300
 EXPLAIN_TERMS = 5
 MAX_JSON_BYTES = 64 << 20  # top_terms.json / leaks.json larger than this are not read
 MAX_ISSUE_ROWS = 1000
 
 
-def write_report(config, bundle: dict, tests: dict, summary: dict) -> Path:
+def write_report(config, bundle: dict, summary: dict) -> Path:
     """Render the page from what evaluate has in hand and the files it wrote; atomic."""
     out = Path(config.report_dir)
-    context = report_context(config, bundle, tests, summary, out)
+    context = report_context(config, bundle, summary, out)
     html = render(context)
     path = out / REPORT_NAME
     with atomic_path(path) as tmp:
@@ -45,7 +45,6 @@ def write_report(config, bundle: dict, tests: dict, summary: dict) -> Path:
 def refresh_report(config) -> Path | None:
     """Rebuild the page of an experiment already evaluated (after `newstag review` adds label
     issues); None when there is no evaluation to rebuild from."""
-    from newstag.data.splits import load_task_splits
     from newstag.models.bundle import load_bundle
     from newstag.train import bundle_path
 
@@ -56,7 +55,7 @@ def refresh_report(config) -> Path | None:
     summary = _read_json(metrics)
     if not isinstance(summary, dict):
         return None
-    return write_report(config, load_bundle(model), load_task_splits(config, "test"), summary)
+    return write_report(config, load_bundle(model), summary)
 
 
 def render(context: dict) -> str:
@@ -70,21 +69,22 @@ def render(context: dict) -> str:
     return env.get_template("report.html.j2").render(**context)
 
 
-def report_context(config, bundle: dict, tests: dict, summary: dict, out: Path) -> dict:
+def report_context(config, bundle: dict, summary: dict, out: Path) -> dict:
     """Everything the template shows, as plain values."""
     top_terms = _by_task(_read_json(out / "top_terms.json"))
+    mistakes = _by_task(_read_json(out / MISTAKES_NAME))
     leaks = leak_flags(_read_json(out / "leaks.json"))
     issues = read_issues(out / ISSUES_NAME)
     metrics = summary.get("tasks", {}) if isinstance(summary, dict) else {}
     tasks = []
-    for task, pipeline in bundle["pipelines"].items():
+    for task in bundle["pipelines"]:
         tasks.append({
             "name": task,
             "metrics": metrics.get(task) or {},
             "figures": [{"title": title, "src": image_uri(out / f"{kind}_{task}.png")}
                         for kind, title in FIGURES],
             "terms": term_table(top_terms.get(task), (leaks or {}).get(task), leaks is not None),
-            "mistakes": confident_mistakes(pipeline, tests.get(task), task),
+            "mistakes": mistakes.get(task) if isinstance(mistakes.get(task), list) else None,
             "issues": issues.get(task) if issues is not None else None,
             "distribution": label_distribution(config, task),
         })
@@ -245,30 +245,12 @@ def model_summary(config, metadata: dict) -> dict:
 
 # ---- the most confident mistakes ----------------------------------------------------------------
 
-def confident_mistakes(pipeline, test, task: str, count: int = CONFIDENT_MISTAKES) -> list[dict] | None:
-    """The test articles the model got wrong with the highest probability, most confident first.
-    None for a task whose labels are not single classes (the page says "not available")."""
-    from newstag.models.calibrate import class_scores
-    from newstag.models.ordinal import truth_for
-
-    if test is None or not len(test) or task not in test:
-        return None
-    raw = test[task].tolist()
-    if any(isinstance(label, list | tuple | set | np.ndarray) for label in raw):
-        return None  # multi-label rows: a mistake is not one label
-    texts = test["text"].tolist()
-    y_true = truth_for(pipeline, raw)
-    proba = class_scores(pipeline, texts)
-    classes = np.asarray(pipeline.classes_)
-    best = proba.argmax(axis=1)
-    confidence = proba[np.arange(len(best)), best]
-    wrong = [i for i in np.argsort(-confidence, kind="stable")
-             if str(classes[best[i]]) != str(y_true[i])][:count]
-    explained = explanations(pipeline, [texts[i] for i in wrong])
-    return [{"id": str(test["id"].iloc[i]) if "id" in test else str(i),
-             "text": excerpt(texts[i]), "true": str(y_true[i]), "predicted": str(classes[best[i]]),
-             "probability": float(confidence[i]), "terms": explained[n] if explained else None}
-            for n, i in enumerate(wrong)]
+def mistake_rows(pipeline, mistakes: list[dict]) -> list[dict]:
+    """The most confident mistakes (newstag.models.tally) as the page shows them: an excerpt of
+    each article and the terms that pushed it toward the wrong label."""
+    explained = explanations(pipeline, [row["text"] for row in mistakes])
+    return [{**row, "text": excerpt(row["text"]), "terms": explained[n] if explained else None}
+            for n, row in enumerate(mistakes)]
 
 
 def explanations(pipeline, texts: list[str]) -> list[list] | None:

@@ -90,7 +90,7 @@ def _example_texts(config: ExperimentConfig, validation_splits: dict) -> list[st
     every task streams, so the split is never loaded whole)."""
     if validation_splits:
         return next(iter(validation_splits.values()))["text"].head(3).tolist()
-    from newstag.models.streaming import SplitChunks
+    from newstag.data.splits import SplitChunks
 
     return SplitChunks(config.processed_dir / "validation.parquet", ["text"], 3).head(3)["text"].tolist()
 
@@ -99,7 +99,8 @@ def fit_streaming_task(task: TaskConfig, config: ExperimentConfig, manifest: dic
     """Out of core (newstag.models.streaming): hashed features, SGD by partial_fit over shuffled
     chunks of the training split, scored per epoch on a validation sample and at the end on the
     whole validation split, calibrated on the sample."""
-    from newstag.models.streaming import SplitChunks, score_split, streaming_pipeline, train_stream
+    from newstag.data.splits import SplitChunks
+    from newstag.models.streaming import score_split, streaming_pipeline, train_stream
 
     settings, folder = task.stream, config.processed_dir
     columns = ["text", task.name]

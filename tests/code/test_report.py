@@ -11,7 +11,8 @@ import pytest
 
 from newstag.cli import main
 from newstag.config import load_config
-from newstag.report import confident_mistakes, leak_flags, render, report_context, write_report
+from newstag.models.tally import FrameTally, TaskTally
+from newstag.report import MISTAKES_NAME, leak_flags, mistake_rows, render, report_context, write_report
 from newstag.review import confident_learning
 from tests.code.test_bad_input import fails
 
@@ -141,7 +142,8 @@ def test_info_bad_input(project, capsys):
 # ---- report.html ------------------------------------------------------------------------------
 
 def toy_evaluation(project, bundle):
-    """A config, test split and summary shaped as evaluate gives them, for the toy bundle."""
+    """A config, test split and summary shaped as evaluate gives them, for the toy bundle, and
+    the topic task's most confident mistakes written as evaluate writes them."""
     (project / "exp.yaml").write_text("data: {path: x.csv}\ntasks: {topic: {}, tone: {}}\n")
     config = load_config(project / "exp.yaml")
     test = pd.DataFrame({"id": ["<b>id1</b>", "a2", "a3"],
@@ -151,12 +153,22 @@ def toy_evaluation(project, bundle):
     summary = {"tasks": {"topic": {"accuracy": 0.5, "f1_macro": 0.4, "test_rows": 3,
                                    "per_class": {"biz": {"precision": 1.0, "recall": 0.5,
                                                          "f1-score": 0.667, "support": 2}}}}}
-    return config, {"topic": test, "tone": test}, summary
+    write_mistakes(project, bundle, test)
+    return config, test, summary
+
+
+def write_mistakes(project, bundle, test) -> None:
+    tally = TaskTally("topic", bundle["pipelines"]["topic"])
+    tally.add(test)
+    out = project / "reports/exp"
+    out.mkdir(parents=True, exist_ok=True)
+    mistakes = mistake_rows(tally.pipeline, tally.most_confident_mistakes())
+    (out / MISTAKES_NAME).write_text(json.dumps({"topic": mistakes}))
 
 
 def test_report_escapes_text_and_says_what_is_missing(project, bundle):
-    config, tests, summary = toy_evaluation(project, bundle)
-    page = write_report(config, bundle, tests, summary).read_text()
+    config, _, summary = toy_evaluation(project, bundle)
+    page = write_report(config, bundle, summary).read_text()
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<b>id1</b>" not in page and "&lt;b&gt;id1&lt;/b&gt;" in page  # the mistake's id, escaped
     assert page.count("not available (evaluate wrote no figure)") == 6
@@ -166,32 +178,38 @@ def test_report_escapes_text_and_says_what_is_missing(project, bundle):
     assert list(project.glob("reports/exp/.*")) == []  # written atomically: no temporary left
 
 
-def test_no_confident_mistakes_for_multi_label_rows(bundle):
-    test = pd.DataFrame({"id": ["a"], "text": ["goal scored"], "topic": [["sport", "biz"]]})
-    assert confident_mistakes(bundle["pipelines"]["topic"], test, "topic") is None
+def test_no_confident_mistakes_for_multi_label_rows(project, bundle):
+    """A multi-label task is tallied whole (a mistake is not one label): evaluate writes no
+    mistakes for it, and the page says they are not available."""
+    config, _, summary = toy_evaluation(project, bundle)
+    tally = FrameTally("topic", bundle["pipelines"]["topic"])
+    tally.add(pd.DataFrame({"id": ["a"], "text": ["goal scored"], "topic": [["sport", "biz"]]}))
+    assert not hasattr(tally, "most_confident_mistakes")
+    context = report_context(config, bundle, summary, project / "reports/exp")
+    assert [task["mistakes"] is None for task in context["tasks"]] == [False, True]  # tone: none written
 
 
 def test_report_flags_leaks_in_either_file_shape(project, bundle):
-    config, tests, summary = toy_evaluation(project, bundle)
+    config, _, summary = toy_evaluation(project, bundle)
     out = project / "reports/exp"
-    out.mkdir(parents=True)
     (out / "top_terms.json").write_text(json.dumps(
         {"topic": {"sport": ["scored", ["reuters", 0.9]], "biz": [{"term": "shares", "weight": 0.5}]}}))
     (out / "leaks.json").write_text(json.dumps(
         {"topic": [{"label": "sport", "term": "reuters", "share_in_label": 0.8, "share_elsewhere": 0.0}]}))
-    page = write_report(config, bundle, tests, summary).read_text()
+    page = write_report(config, bundle, summary).read_text()
     assert 'class="term leak"' in page and "reuters" in page and "share_in_label 0.800" in page
     assert "Leak check not available" not in page
     assert leak_flags({"topic": {"sport": ["reuters"]}}) == {"topic": {"sport": {"reuters": ""}}}
 
 
 def test_report_shows_explanations_when_explain_offers_them(project, bundle, monkeypatch):
-    config, tests, summary = toy_evaluation(project, bundle)
     explain = types.ModuleType("newstag.explain")
     explain.explain_texts = lambda pipeline, texts, top: [[["striker", 0.41]] for _ in texts]
     monkeypatch.setitem(sys.modules, "newstag.explain", explain)
-    page = render(report_context(config, bundle, tests, summary, project / "reports/exp"))
+    config, test, summary = toy_evaluation(project, bundle)
+    page = render(report_context(config, bundle, summary, project / "reports/exp"))
     assert "striker 0.410" in page
     explain.explain_texts = lambda pipeline, texts: []  # another signature: the page still builds
-    page = render(report_context(config, bundle, tests, summary, project / "reports/exp"))
+    write_mistakes(project, bundle, test)
+    page = render(report_context(config, bundle, summary, project / "reports/exp"))
     assert "Most confident mistakes" in page and "striker 0.410" not in page

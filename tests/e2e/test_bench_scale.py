@@ -16,7 +16,7 @@ def test_bench_scale_measures_each_size_and_compares_with_the_in_memory_model(tm
     result = bench_scale([0.002], data_dir, epochs=1, chunk_rows=1000, in_memory_gb=0.002)
     row = result["sizes"][0]
     assert row["articles"] > 1000 and row["duplicates_removed"] > 0  # one article in 50 is a twin
-    assert row["preprocess"]["peak_mb"] > 0 and row["train"]["peak_mb"] > 0
+    assert row["preprocess"]["peak_mb"] > 0 and row["train"]["peak_mb"] > 0 and row["evaluate"]["peak_mb"] > 0
     assert 0.3 < row["test_accuracy"] <= 1 and 0.3 < result["comparison"]["in_memory"]["accuracy"] <= 1
     assert "| 0.002 |" in table(result)
     corpus = build_corpus(0.002, data_dir)  # built once, then reused

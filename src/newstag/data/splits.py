@@ -9,6 +9,7 @@ into training.
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from newstag.config import ExperimentConfig, task_source
@@ -68,3 +69,49 @@ def _check_split(config: ExperimentConfig, name: str) -> Path:
         raise NewstagError(f"{path}: does not match {config.processed_dir / 'manifest.json'} (an "
                            f"interrupted or concurrent preprocess?); run `newstag preprocess` again")
     return path
+
+
+def split_chunks(config: ExperimentConfig, name: str, chunk_rows: int) -> "SplitChunks":
+    """A processed split, checked against its manifest, to be read a chunk at a time."""
+    return SplitChunks(_check_split(config, name), None, chunk_rows)
+
+
+class SplitChunks:
+    """A processed split (Parquet) read as chunks of about `chunk_rows` rows."""
+
+    def __init__(self, path, columns: list[str] | None, chunk_rows: int):
+        import pyarrow.parquet as pq
+
+        self.file = pq.ParquetFile(path)
+        self.path, self.columns = path, columns if columns is not None else self.file.schema_arrow.names
+        self.groups = self.file.num_row_groups
+        rows_per_group = max(1, self.file.metadata.num_rows // max(1, self.groups))
+        self.groups_per_chunk = max(1, round(chunk_rows / rows_per_group))
+        self.text_bytes = 0
+
+    def in_order(self):
+        """Chunks in file order (IDF pass, scoring)."""
+        for start in range(0, self.groups, self.groups_per_chunk):
+            yield self._read(list(range(start, min(start + self.groups_per_chunk, self.groups))))
+
+    def shuffled(self, rng: np.random.Generator):
+        """Chunks of row groups drawn from across the file in a random order, rows shuffled."""
+        order = rng.permutation(self.groups)
+        for start in range(0, self.groups, self.groups_per_chunk):
+            frame = self._read(sorted(order[start:start + self.groups_per_chunk].tolist()))
+            yield frame.iloc[rng.permutation(len(frame))]
+
+    def head(self, rows: int):
+        """The first `rows` rows (at most), read group by group."""
+        frames, taken = [], 0
+        for group in range(self.groups):
+            if taken >= rows:
+                break
+            frame = self.file.read_row_group(group, columns=self.columns).to_pandas()
+            frames.append(frame.iloc[:rows - taken])
+            taken += len(frames[-1])
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=self.columns)
+
+    def _read(self, groups: list[int]):
+        frame = self.file.read_row_groups(groups, columns=self.columns).to_pandas()
+        return frame

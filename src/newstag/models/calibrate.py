@@ -279,26 +279,23 @@ def binned_ece(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS
     bootstrap can afford a thousand of them."""
     if not len(confidence):
         return 0.0
-    index = bin_index(confidence, bins)
-    right = np.bincount(index, weights=correct.astype(np.float64), minlength=bins)
-    sure = np.bincount(index, weights=confidence.astype(np.float64), minlength=bins)
+    _, right, sure = bin_sums(confidence, correct, bins)
     return float(np.abs(right - sure).sum() / len(confidence))
+
+
+def bin_sums(confidence: np.ndarray, correct: np.ndarray, bins: int) -> tuple[np.ndarray, ...]:
+    """Per equal-width confidence bin: articles, right answers and summed confidence."""
+    index = bin_index(confidence, bins)
+    return (np.bincount(index, minlength=bins),
+            np.bincount(index, weights=correct.astype(np.float64), minlength=bins),
+            np.bincount(index, weights=confidence.astype(np.float64), minlength=bins))
 
 
 def reliability_table(y_true, classes, proba: np.ndarray, bins: int = ECE_BINS) -> list[dict]:
     """Per equal-width bin of top-label confidence: count, mean confidence, accuracy.
     A confidence of exactly 1 falls in the last bin; bins are (low, high] except the first.
     An empty bin has None (JSON null) for its confidence and accuracy."""
-    confidence, correct = top_label(y_true, classes, proba)
-    index = bin_index(confidence, bins)
-    table = []
-    for b in range(bins):
-        members = index == b
-        count = int(members.sum())
-        table.append({"low": b / bins, "high": (b + 1) / bins, "count": count,
-                      "confidence": float(confidence[members].mean()) if count else None,
-                      "accuracy": float(correct[members].mean()) if count else None})
-    return table
+    return ScoreSums(bins=bins).add(y_true, classes, proba).reliability()
 
 
 def bin_index(confidence: np.ndarray, bins: int) -> np.ndarray:
@@ -317,6 +314,59 @@ def calibration_metrics(y_true, classes, proba: np.ndarray) -> dict:
     return {"log_loss": _log_loss(y_true, proba, classes),
             "brier": brier_score(y_true, classes, proba),
             "ece": expected_calibration_error(y_true, classes, proba)}
+
+
+class ScoreSums:
+    """Log-loss, Brier score, ECE, the reliability table and the coverage of confidence thresholds
+    of scores seen a chunk at a time. Only sums are kept (per bin, and the answered articles of
+    each threshold given up front), so a test split of any size takes the same memory."""
+
+    def __init__(self, thresholds=(), bins: int = ECE_BINS):
+        self.rows, self.log_loss, self.brier = 0, 0.0, 0.0
+        self.bins = np.zeros((3, bins))  # articles, right answers, summed confidence
+        self.fine = np.zeros((2, THRESHOLD_BINS))  # articles, right answers: the coverage curve
+        self.thresholds = {float(t): [0, 0] for t in thresholds}  # answered, right
+
+    def add(self, y_true, classes, proba: np.ndarray) -> "ScoreSums":
+        if not len(proba):
+            return self
+        self.rows += len(proba)
+        self.log_loss += _log_loss(y_true, proba, classes) * len(proba)
+        self.brier += brier_score(y_true, classes, proba) * len(proba)
+        confidence, correct = top_label(y_true, classes, proba)
+        self.bins += np.vstack(bin_sums(confidence, correct, self.bins.shape[1]))
+        self.fine += np.vstack(bin_sums(confidence, correct, THRESHOLD_BINS)[:2])
+        for threshold, counts in self.thresholds.items():
+            answered = confidence >= threshold
+            counts[0] += int(answered.sum())
+            counts[1] += int(correct[answered].sum())
+        return self
+
+    def metrics(self) -> dict:
+        """Mean log-loss and Brier score, and the ECE, over every article added."""
+        rows = max(self.rows, 1)
+        articles, right, sure = self.bins
+        return {"log_loss": self.log_loss / rows, "brier": self.brier / rows,
+                "ece": float(np.abs(right - sure).sum() / rows)}
+
+    def reliability(self) -> list[dict]:
+        width = self.bins.shape[1]
+        return [{"low": b / width, "high": (b + 1) / width, "count": int(count),
+                 "confidence": float(sure / count) if count else None,
+                 "accuracy": float(right / count) if count else None}
+                for b, (count, right, sure) in enumerate(self.bins.T)]
+
+    def answered(self, threshold: float) -> dict:
+        """coverage_accuracy at a threshold given when the sums were made."""
+        count, right = self.thresholds[float(threshold)]
+        return {"threshold": float(threshold), "coverage": count / self.rows if self.rows else 0.0,
+                "accuracy": right / count if count else None, "answered": count}
+
+    def curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """(coverage, accuracy) answering the most confident first, a 0.001-wide bin at a time."""
+        articles, right = self.fine[:, ::-1][:, self.fine[0, ::-1] > 0]
+        answered = np.cumsum(articles)
+        return answered / max(self.rows, 1), np.cumsum(right) / np.maximum(answered, 1)
 
 
 # ---- abstention ---------------------------------------------------------------------------------

@@ -411,6 +411,7 @@ def score_task(task: str, pipeline, test, out) -> dict:
     accuracy, per-label P/R/F1, and a per-label F1 bar chart (no confusion matrix)."""
     from sklearn.metrics import precision_recall_fscore_support
 
+    from newstag.models.tally import MISCLASSIFIED_CHARS, MISCLASSIFIED_SAMPLE
     from newstag.plots import save_figure
 
     clf = pipeline.named_steps["clf"]
@@ -422,10 +423,12 @@ def score_task(task: str, pipeline, test, out) -> dict:
                  for label, p, r, f, s in zip(clf.labels, precision, recall, f1, support, strict=True)}
     save_figure(label_f1_figure(task, per_label), out / f"label_f1_{task}.png")
     names = np.asarray(clf.labels, dtype=object)
-    wrong = [(i, names[truth[i] == 1].tolist(), names[predicted[i] == 1].tolist())
-             for i in np.flatnonzero((truth != predicted).any(axis=1))]
+    wrong = np.flatnonzero((truth != predicted).any(axis=1))[:MISCLASSIFIED_SAMPLE]
+    misclassified = [{"task": task, "id": test["id"].iloc[i] if "id" in test else int(i),
+                      "true": names[truth[i] == 1].tolist(), "predicted": names[predicted[i] == 1].tolist(),
+                      "text": test["text"].iloc[i][:MISCLASSIFIED_CHARS]} for i in wrong]
     return {"metrics": {**multilabel_scores(truth, predicted), "multi_label": True,
-                        "per_class": per_label}, "wrong": wrong}
+                        "per_class": per_label}, "rows": len(test), "misclassified": misclassified}
 
 
 def label_f1_figure(task: str, per_label: dict):

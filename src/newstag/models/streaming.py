@@ -31,10 +31,11 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.preprocessing import normalize
 
+from newstag.data.splits import SplitChunks
+
 log = logging.getLogger(__name__)
 MAX_TERMS = 50000
 TERM_SAMPLE_TEXTS = 5000  # the term sample is counted on the first texts only
-ROW_GROUPS_PER_CHUNK_MIN = 1
 
 
 class HashedFeatures(TransformerMixin, BaseEstimator):
@@ -141,51 +142,6 @@ def streaming_pipeline(task, seed: int):
     pipeline = Pipeline([("vect", HashedFeatures()), ("clf", make_classifier("sgd", seed))])
     set_params(pipeline, task.params, f"tasks.{task.name}.params")
     return pipeline
-
-
-# ---- reading a split in chunks ----------------------------------------------------------------
-
-class SplitChunks:
-    """A processed split (Parquet) read as chunks of about `chunk_rows` rows."""
-
-    def __init__(self, path, columns: list[str], chunk_rows: int):
-        import pyarrow.parquet as pq
-
-        self.path, self.columns = path, columns
-        self.file = pq.ParquetFile(path)
-        self.groups = self.file.num_row_groups
-        rows_per_group = max(1, self.file.metadata.num_rows // max(1, self.groups))
-        self.groups_per_chunk = max(ROW_GROUPS_PER_CHUNK_MIN, round(chunk_rows / rows_per_group))
-        self.text_bytes = 0
-
-    def in_order(self):
-        """Chunks in file order (IDF pass, scoring)."""
-        for start in range(0, self.groups, self.groups_per_chunk):
-            yield self._read(list(range(start, min(start + self.groups_per_chunk, self.groups))))
-
-    def shuffled(self, rng: np.random.Generator):
-        """Chunks of row groups drawn from across the file in a random order, rows shuffled."""
-        order = rng.permutation(self.groups)
-        for start in range(0, self.groups, self.groups_per_chunk):
-            frame = self._read(sorted(order[start:start + self.groups_per_chunk].tolist()))
-            yield frame.iloc[rng.permutation(len(frame))]
-
-    def head(self, rows: int):
-        """The first `rows` rows (at most), read group by group."""
-        frames, taken = [], 0
-        for group in range(self.groups):
-            if taken >= rows:
-                break
-            frame = self.file.read_row_group(group, columns=self.columns).to_pandas()
-            frames.append(frame.iloc[:rows - taken])
-            taken += len(frames[-1])
-        import pandas as pd
-
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=self.columns)
-
-    def _read(self, groups: list[int]):
-        frame = self.file.read_row_groups(groups, columns=self.columns).to_pandas()
-        return frame
 
 
 # ---- training -----------------------------------------------------------------------------------

@@ -1,0 +1,104 @@
+"""evaluate's chunked tally gives the numbers the whole test split at once gives."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import classification_report
+
+from newstag.config import TaskConfig
+from newstag.explain import TermShares, top_terms
+from newstag.models.calibrate import (
+    ScoreSums,
+    _log_loss,
+    base_scores,
+    brier_score,
+    calibrated,
+    class_scores,
+    coverage_accuracy,
+    coverage_curve,
+    expected_calibration_error,
+    reliability_table,
+    top_label,
+)
+from newstag.models.pipelines import build_pipeline
+from newstag.models.tally import MISCLASSIFIED_SAMPLE, TaskTally
+from tests.code.test_report import toy_corpus
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """A calibrated linear SVM on the toy corpus's first 60 rows; the other 60 are its test."""
+    corpus = toy_corpus()
+    train, test = corpus.iloc[:60], corpus.iloc[60:].reset_index(drop=True)
+    task = TaskConfig(name="label", column="label", classifier="linear_svm")
+    pipeline = calibrated(build_pipeline(task, seed=0), "sigmoid", 3)
+    pipeline.fit(train["text"].tolist(), train["label"].tolist())
+    return pipeline, test
+
+
+def tallied(pipeline, test: pd.DataFrame, chunk: int, thresholds=()) -> TaskTally:
+    tally = TaskTally("label", pipeline, thresholds, TermShares(pipeline, 5), mistakes=4)
+    for start in range(0, len(test), chunk):
+        tally.add(test.iloc[start:start + chunk])
+    return tally
+
+
+def test_chunks_give_the_whole_split_numbers(fitted):
+    pipeline, test = fitted
+    texts, y_true = test["text"].tolist(), test["label"].tolist()
+    y_pred = pipeline.predict(texts)
+    proba, base = class_scores(pipeline, texts), base_scores(pipeline, texts)
+    classes = list(pipeline.classes_)
+    tally = tallied(pipeline, test, chunk=7, thresholds=[0.6])
+
+    labels = sorted(set(classes) | set(y_true))
+    whole = classification_report(y_true, y_pred, labels=labels, output_dict=True, zero_division=0)
+    mine = tally.classification()
+    assert mine.keys() == whole.keys()
+    for key, values in whole.items():
+        assert mine[key] == pytest.approx(values), key
+    assert tally.rows == len(test)
+    for name, scores in (("calibrated", proba), ("uncalibrated", base)):
+        metrics = tally.scores[name].metrics()
+        assert metrics["log_loss"] == pytest.approx(_log_loss(y_true, scores, classes))
+        assert metrics["brier"] == pytest.approx(brier_score(y_true, classes, scores))
+        assert metrics["ece"] == pytest.approx(expected_calibration_error(y_true, classes, scores))
+        for mine, theirs in zip(tally.scores[name].reliability(), reliability_table(y_true, classes, scores),
+                                strict=True):
+            assert mine == pytest.approx(theirs)
+    confidence, correct = top_label(y_true, classes, proba)
+    exact = coverage_accuracy(confidence, correct, 0.6)
+    assert tally.scores["calibrated"].answered(0.6) == pytest.approx(exact)
+    assert top_terms(pipeline, 5, texts, y_true) == tally.shares.report()
+
+
+def test_mistakes_and_misclassified_are_those_of_the_whole_split(fitted):
+    pipeline, test = fitted
+    texts, y_true = test["text"].tolist(), test["label"].tolist()
+    proba = class_scores(pipeline, texts)
+    best = proba.argmax(axis=1)
+    confidence = proba[np.arange(len(best)), best]
+    wrong = [i for i in np.argsort(-confidence, kind="stable") if pipeline.classes_[best[i]] != y_true[i]]
+    tally = tallied(pipeline, test, chunk=5)
+    assert [row["id"] for row in tally.most_confident_mistakes()] == [test["id"][i] for i in wrong[:4]]
+    predicted = pipeline.predict(texts)
+    first = [test["id"][i] for i in range(len(test)) if predicted[i] != y_true[i]][:MISCLASSIFIED_SAMPLE]
+    assert [row["id"] for row in tally.misclassified] == first
+    assert wrong, "the toy test split has mistakes to keep"
+
+
+def test_coverage_curve_at_0_001_resolution_follows_the_exact_curve():
+    rng = np.random.default_rng(0)
+    confidence = rng.uniform(0.5, 1, 5000)  # column a wins every row
+    correct = rng.uniform(size=5000) < confidence
+    classes = ["a", "b"]
+    proba = np.column_stack([confidence, 1 - confidence])
+    y_true = np.where(correct, "a", "b")
+    sums = ScoreSums().add(y_true, classes, proba)
+    coverage, accuracy = sums.curve()
+    exact_coverage, exact_accuracy = coverage_curve(confidence, correct)
+    assert coverage[-1] == 1 and accuracy[-1] == pytest.approx(correct.mean())
+    # each binned point is on the exact curve at the same coverage
+    at = np.searchsorted(exact_coverage, coverage - 1e-12)
+    assert np.abs(exact_accuracy[at] - accuracy).max() < 1e-9
+    assert len(coverage) <= 1000
