@@ -13,6 +13,10 @@ the same decisions as in a local run: with `--jobs 1` the candidates, their scor
 winner are those of `newstag search --jobs 1` (a pruned candidate's later folds were computed
 and are discarded). A worker lost mid-search: Dask reruns its folds on the others; a fold that
 loses workers repeatedly stops the search with a one-line error, never a missing candidate.
+The rows are scattered, so Dask cannot recompute them, and its active memory manager keeps a
+single copy of them while no fold is waiting (between candidates): when the worker holding that
+copy dies, Dask cancels the folds needing it, and the rows are scattered again and the folds
+resubmitted, up to FOLD_RETRIES times per candidate.
 """
 
 import json
@@ -68,7 +72,9 @@ class DaskFolds:
     def __init__(self, client, texts: list[str], y: np.ndarray, splits: list):
         self.client = client
         self.token = uuid.uuid4().hex
-        self.data = client.scatter((list(texts), np.asarray(y, dtype=object), splits), broadcast=True)
+        self.rows = (list(texts), np.asarray(y, dtype=object), splits)
+        self.lock = threading.Lock()
+        self.data = self.scatter()
         self.folds = len(splits)
         # Fold k goes to the same worker for every candidate (while it lives), so its vectorised
         # fold is cached there; allow_other_workers lets the others take it when it is gone.
@@ -77,23 +83,50 @@ class DaskFolds:
     def score_candidate(self, candidate, trial, task, scoring: str, seed: int, stop: threading.Event):
         """Submit the k folds, wait for all, then replay them into Optuna in fold order."""
         from distributed import KilledWorker
+        from distributed.client import FutureCancelledError
 
-        futures = [self.client.submit(fold_score, task, candidate.classifier, candidate.features,
-                                      candidate.params, fold, self.data, self.token, seed,
-                                      pure=False, retries=FOLD_RETRIES,
-                                      workers=[self.workers[fold % len(self.workers)]],
-                                      allow_other_workers=True)
-                   for fold in range(self.folds)]
-        try:
-            results = self.client.gather(futures)
-        except KilledWorker as exc:
-            raise NewstagError(f"the Dask cluster lost the workers running candidate {candidate.number} "
-                               f"of task '{task.name}' {FOLD_RETRIES + 1} times ({exc}); the search "
-                               f"stopped and wrote nothing. Check the workers' memory and logs") from None
-        finally:
-            for future in futures:
-                future.release()
-        return replay(candidate, trial, results, scoring)
+        for _ in range(FOLD_RETRIES + 1):
+            data = self.scattered(task)
+            futures = [self.client.submit(fold_score, task, candidate.classifier, candidate.features,
+                                          candidate.params, fold, data, self.token, seed,
+                                          pure=False, retries=FOLD_RETRIES,
+                                          workers=[self.workers[fold % len(self.workers)]],
+                                          allow_other_workers=True)
+                       for fold in range(self.folds)]
+            try:
+                results = self.client.gather(futures)
+            except KilledWorker as exc:
+                raise NewstagError(f"the Dask cluster lost the workers running candidate {candidate.number} "
+                                   f"of task '{task.name}' {FOLD_RETRIES + 1} times ({exc}); the search "
+                                   f"stopped and wrote nothing. Check the workers' memory and logs") from None
+            except FutureCancelledError as exc:  # the rows' last copy was lost with its worker
+                cancelled = str(exc).splitlines()[0][:160]
+                continue
+            finally:
+                for future in futures:
+                    future.release()
+            return replay(candidate, trial, results, scoring)
+        raise NewstagError(f"the Dask cluster cancelled the folds of candidate {candidate.number} of task "
+                           f"'{task.name}' {FOLD_RETRIES + 1} times ({cancelled}: it lost the workers "
+                           f"holding the training rows, or the scheduler restarted); the search stopped "
+                           f"and wrote nothing. Check the workers' memory and logs")
+
+    def scatter(self):
+        """The rows sent to every worker, under new keys (not those of rows Dask has forgotten)."""
+        return self.client.scatter(self.rows, broadcast=True, hash=False)
+
+    def scattered(self, task):
+        """The futures of the scattered rows, scattered again if the cluster lost them (scattered
+        data cannot be recomputed: when its last copy goes, Dask cancels it and the tasks needing it)."""
+        with self.lock:  # with --jobs > 1, one thread scatters them again
+            if any(future.status != "finished" for future in self.data):
+                try:
+                    self.data = self.scatter()
+                except (TimeoutError, OSError) as exc:
+                    raise NewstagError(f"the Dask cluster lost task '{task.name}''s training rows and has "
+                                       f"no worker to send them to again ({exc}); the search stopped "
+                                       f"and wrote nothing. Check the workers' memory and logs") from None
+            return self.data
 
 
 def replay(candidate, trial, results: list[dict], scoring: str):

@@ -92,18 +92,38 @@ def test_without_an_address_or_without_dask_the_error_says_what_to_do(project, m
         connect("tcp://127.0.0.1:8786")
 
 
-class KillAWorker:
-    """A candidate log that kills one worker's process as the second candidate starts."""
+def sole_copies(dask_scheduler) -> dict:
+    """Run the scheduler's active memory manager once, as it does every 2 s (it drops the replicas
+    of data no task is waiting for, scattered data included, down to one), then map each worker to
+    the scattered keys (the training rows) of which it holds the only copy."""
+    dask_scheduler.extensions["amm"].run_once()
+    sole: dict = {}
+    for ts in dask_scheduler.tasks.values():
+        if ts.run_spec is None and len(ts.who_has or ()) == 1:
+            (holder,) = ts.who_has
+            sole.setdefault(holder.address, []).append(ts.key)
+    return sole
 
-    def __init__(self, cluster):
-        self.cluster, self.killed = cluster, None
+
+class KillAWorker:
+    """A candidate log that, as the second candidate starts, kills the process of a worker that holds
+    the only copy of some of the training rows, so the cluster loses them and not only a worker."""
+
+    def __init__(self, cluster, client):
+        self.cluster, self.client = cluster, client
+        self.killed, self.lost = None, []
 
     def started(self, candidate):
         import os
         import signal
 
         if candidate.number == 1 and self.killed is None:
-            nanny = next(iter(self.cluster.workers.values()))
+            sole = self.client.run_on_scheduler(sole_copies)
+            if not sole:
+                return  # nothing to lose: the test fails on `killer.lost`
+            address = min(sole)
+            self.lost = sole[address]
+            nanny = next(n for n in self.cluster.workers.values() if n.worker_address == address)
             self.killed = nanny.process.process.pid
             os.kill(self.killed, signal.SIGKILL)
 
@@ -121,9 +141,9 @@ def test_a_worker_lost_mid_search_loses_no_candidate(project, cluster, monkeypat
     task = {t.name: t for t in config.tasks}["topic"]
     texts, labels = _training_rows(load_task_splits, config, task)
     local = run_search(task, task.search, texts, labels, config.seed, progress=False)
-    killer = KillAWorker(cluster)
     with distributed.Client(cluster) as client:
+        killer = KillAWorker(cluster, client)
         remote = run_search(task, task.search, texts, labels, config.seed, candidate_log=killer,
                             progress=False, client=client)
-    assert killer.killed is not None
+    assert killer.killed is not None and killer.lost  # a worker died with the only copy of some rows
     assert outcome({"topic": remote}) == outcome({"topic": local})
