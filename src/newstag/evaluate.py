@@ -8,7 +8,7 @@ from pathlib import Path
 from newstag.config import ExperimentConfig, task_source
 from newstag.data.files import atomic_path, write_json, write_yaml
 from newstag.data.safe_yaml import load_yaml
-from newstag.data.splits import split_chunks
+from newstag.data.splits import CHUNK_ROWS, split_chunks
 from newstag.errors import NewstagError
 from newstag.explain import NotExplainable, TermShares, leaks
 from newstag.models import multilabel
@@ -20,7 +20,6 @@ from newstag.report import MISTAKES_NAME, mistake_rows, write_report
 from newstag.train import bundle_path
 
 log = logging.getLogger(__name__)
-CHUNK_ROWS = 20000  # test articles scored at a time: what bounds evaluate's memory
 
 
 def evaluate(config: ExperimentConfig, tracking: bool = True, target_precision: dict | None = None,

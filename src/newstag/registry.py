@@ -214,20 +214,18 @@ def _now() -> str:
 
 def compare(config, name: str, newest: str, champion: str | None, alpha: float, resamples: int) -> dict:
     """Both versions re-scored on the experiment's current test split, paired article by article."""
-    from newstag.data.splits import load_task_splits
-
-    tests = load_task_splits(config, "test")
-    new_bundle = load_registered(f"models:/{name}/{newest}")
+    bundles = {"newest": load_registered(f"models:/{name}/{newest}")}
+    if champion is not None:
+        bundles["champion"] = load_registered(f"models:/{name}/{champion}")
+    predictions = task_predictions(config, bundles)
     if champion is None:
-        score = main_score(task_predictions(new_bundle, tests))
+        score = main_score(predictions["newest"])
         return {"difference": float("inf"), "p_value": 0.0,
                 "numbers": {"newest": newest, MAIN_METRIC: score},
                 "summary": f"no champion yet; version {newest} scores {MAIN_METRIC} {score:.4f} "
                            f"on the current test split"}
-    old_bundle = load_registered(f"models:/{name}/{champion}")
-    result = paired_bootstrap(task_predictions(new_bundle, tests), task_predictions(old_bundle, tests),
-                              resamples)
-    rows = max(len(frame) for frame in tests.values())
+    result = paired_bootstrap(predictions["newest"], predictions["champion"], resamples)
+    rows = max(len(truth) for _, _, truth, _ in predictions["newest"].values())
     verdict = "beats" if result["difference"] > 0 and result["p_value"] < alpha else "does not beat"
     summary = (f"version {newest} {verdict} champion version {champion} on {MAIN_METRIC} over the "
                f"current test split ({rows} articles): {result['newest']:.4f} against "
@@ -239,25 +237,52 @@ def compare(config, name: str, newest: str, champion: str | None, alpha: float, 
                         "test": "paired bootstrap", **{k: round(v, 6) for k, v in result.items()}}}
 
 
-def task_predictions(bundle: dict, tests: dict) -> dict:
-    """{task: (frame id, truth, predicted)} as label-indicator matrices over the task's labels."""
+def task_predictions(config, bundles: dict[str, dict]) -> dict[str, dict]:
+    """{bundle: {task: (split, labels, truth, predicted)}}: each task's test labels and each
+    bundle's predictions (label-indicator matrices for a multi-label task). Each source's test
+    split is read once, a chunk at a time, for every bundle: only the labels are kept."""
+    from newstag.config import task_source
+    from newstag.data.splits import CHUNK_ROWS, split_chunks
+
+    sources: dict = {}
+    for name, bundle in bundles.items():
+        for task in bundle["pipelines"]:
+            if task not in config.task_names:
+                raise NewstagError(f"the model has task {task!r}, which the experiment's test split "
+                                   f"lacks; promote a model of this experiment")
+            source = task_source(config, task)
+            sources.setdefault(source.processed_dir, (source, []))[1].append((name, task))
+    parts: dict = {name: {} for name in bundles}
+    for folder, (source, members) in sources.items():
+        for chunk in split_chunks(source, "test", CHUNK_ROWS).in_order():
+            texts = chunk["text"].tolist()
+            for name, task in members:
+                labels, truth, predicted = _chunk_predictions(bundles[name]["pipelines"][task],
+                                                              chunk[task], texts)
+                entry = parts[name].setdefault(task, (str(folder), labels, [], []))
+                entry[2].append(truth)
+                entry[3].append(predicted)
+    return {name: {task: (split, labels, _joined(truths), _joined(predicted))
+                   for task, (split, labels, truths, predicted) in tasks.items()}
+            for name, tasks in parts.items()}
+
+
+def _chunk_predictions(pipeline, raw, texts: list[str]) -> tuple:
     from newstag.models import multilabel
     from newstag.models.ordinal import truth_for
 
-    found = {}
-    for task, pipeline in bundle["pipelines"].items():
-        if task not in tests:
-            raise NewstagError(f"the model has task {task!r}, which the experiment's test split lacks; "
-                               f"promote a model of this experiment")
-        test, texts = tests[task], tests[task]["text"].tolist()
-        if multilabel.is_multilabel(pipeline):
-            clf = pipeline.named_steps["clf"]
-            truth = clf.binarize(multilabel.label_lists(test[task]))
-            found[task] = (id(test), clf.labels, truth.astype(bool), pipeline.predict(texts).astype(bool))
-            continue
-        truth = truth_for(pipeline, test[task].tolist())
-        found[task] = (id(test), None, truth, [str(label) for label in pipeline.predict(texts)])
-    return found
+    if multilabel.is_multilabel(pipeline):
+        clf = pipeline.named_steps["clf"]
+        truth = clf.binarize(multilabel.label_lists(raw))
+        return clf.labels, truth.astype(bool), pipeline.predict(texts).astype(bool)
+    return None, list(truth_for(pipeline, raw.tolist())), [str(label) for label in pipeline.predict(texts)]
+
+
+def _joined(parts: list):
+    """One split's chunks put back together: rows of a matrix, or items of a list."""
+    if parts and isinstance(parts[0], np.ndarray):
+        return np.vstack(parts)
+    return [item for part in parts for item in part]
 
 
 def paired_bootstrap(new: dict, old: dict, resamples: int, seed: int = 0) -> dict:

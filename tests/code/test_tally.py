@@ -102,3 +102,67 @@ def test_coverage_curve_at_0_001_resolution_follows_the_exact_curve():
     at = np.searchsorted(exact_coverage, coverage - 1e-12)
     assert np.abs(exact_accuracy[at] - accuracy).max() < 1e-9
     assert len(coverage) <= 1000
+
+
+def test_evaluate_and_promote_read_a_split_of_many_chunks_as_one(tmp_path, monkeypatch):
+    """The toy project evaluated on its test split as one chunk, then again with the split
+    rewritten as row groups of 7 articles read one at a time: the same files, the same figures;
+    promotion's predictions likewise."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    import newstag.data.splits as splits
+    import newstag.evaluate as evaluate_module
+    from newstag.cli import main
+    from newstag.config import load_config
+    from newstag.data.files import sha256_file
+    from newstag.models.bundle import load_bundle
+    from newstag.registry import task_predictions
+    from tests.code.test_report import toy_project
+
+    monkeypatch.chdir(tmp_path)
+    experiment = toy_project(tmp_path)
+    config = load_config(experiment)
+    assert main(["train", "--no-tracking", str(experiment)]) == 0
+    bundle = load_bundle(next(tmp_path.glob("models/toy/model.*")))
+
+    def scored() -> tuple[dict, dict]:
+        assert main(["evaluate", "--no-tracking", str(experiment)]) == 0
+        out = tmp_path / "reports/toy"
+        files = {name: (out / name).read_text() for name in ("mistakes.json", "top_terms.json",
+                                                               "misclassified.jsonl")}
+        metrics = json.loads((out / "metrics.json").read_text())
+        return metrics, files, task_predictions(config, {"m": bundle})
+
+    whole = scored()
+    test = tmp_path / "data/processed/toy/test.parquet"
+    pq.write_table(pq.read_table(test), test, row_group_size=7)
+    manifest = tmp_path / "data/processed/toy/manifest.json"
+    data = json.loads(manifest.read_text())
+    data["splits"]["test"]["sha256"] = sha256_file(test)
+    manifest.write_text(json.dumps(data))
+    monkeypatch.setattr(evaluate_module, "CHUNK_ROWS", 7)
+    monkeypatch.setattr(splits, "CHUNK_ROWS", 7)
+    assert pq.ParquetFile(test).num_row_groups > 2
+    chunked = scored()
+    assert_close(chunked[0], whole[0])
+    assert chunked[1] == whole[1]
+    for task, (_, _, truth, predicted) in whole[2]["m"].items():
+        assert chunked[2]["m"][task][2:] == (truth, predicted)
+
+
+def assert_close(mine, theirs, where: str = "") -> None:
+    """Equal, floats to 1e-9, however nested."""
+    if isinstance(theirs, dict):
+        assert mine.keys() == theirs.keys(), where
+        for key in theirs:
+            assert_close(mine[key], theirs[key], f"{where}/{key}")
+    elif isinstance(theirs, list):
+        assert len(mine) == len(theirs), where
+        for n, (a, b) in enumerate(zip(mine, theirs, strict=True)):
+            assert_close(a, b, f"{where}[{n}]")
+    elif isinstance(theirs, float):
+        assert mine == pytest.approx(theirs, abs=1e-9), where
+    else:
+        assert mine == theirs, where

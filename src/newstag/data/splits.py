@@ -17,6 +17,7 @@ from newstag.data.files import read_capped, sha256_file
 from newstag.errors import NewstagError
 
 MANIFEST_LIMIT = 16 << 20
+CHUNK_ROWS = 20000  # test articles scored at a time (evaluate, promote): what bounds their memory
 
 
 def read_manifest(config: ExperimentConfig) -> dict:
