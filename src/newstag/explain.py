@@ -338,10 +338,12 @@ class TermShares:
         self.in_label = {label: np.zeros(len(terms)) for label, terms in self.strongest.items()}
         self.anywhere = {label: np.zeros(len(terms)) for label, terms in self.strongest.items()}
 
-    def add(self, texts: list[str], labels: list) -> None:
+    def add(self, texts: list[str], labels: list, features=None) -> None:
+        """Count a chunk of articles; `features`, the pipeline's vect step's output for them,
+        saves vectorising them again."""
         from scipy import sparse
 
-        X = sparse.csr_matrix(self.vectorizer.transform(texts))
+        X = sparse.csr_matrix(self.vectorizer.transform(texts) if features is None else features)
         truth = [{str(one) for one in label} if _is_list(label) else {str(label)} for label in labels]
         self.rows += len(truth)
         for label, terms in self.strongest.items():

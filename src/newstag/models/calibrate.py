@@ -240,10 +240,12 @@ def class_scores(pipeline, texts: list[str]) -> np.ndarray:
     return softmax_margins(pipeline.decision_function(texts))
 
 
-def base_scores(pipeline, texts: list[str]) -> np.ndarray:
-    """The uncalibrated base model's scores (what predict gave before calibration)."""
+def base_scores(pipeline, texts: list[str] | None, features=None) -> np.ndarray:
+    """The uncalibrated base model's scores (what predict gave before calibration), from the
+    texts or from their features when the caller has them already."""
     base = base_classifier(pipeline)
-    features = pipeline.named_steps["vect"].transform(texts)
+    if features is None:
+        features = pipeline.named_steps["vect"].transform(texts)
     if hasattr(base, "predict_proba"):
         return base.predict_proba(features)
     return softmax_margins(base.decision_function(features))

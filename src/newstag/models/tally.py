@@ -42,17 +42,31 @@ class TaskTally:
         texts = chunk["text"].tolist()
         raw = chunk[self.task].tolist()
         y_true = truth_for(self.pipeline, raw)  # an ordinal task's scores -> its classes
-        y_pred = self.pipeline.predict(texts).tolist()
-        proba = class_scores(self.pipeline, texts)
+        features, y_pred, proba, base = self._scores(texts)
         self.scores["calibrated"].add(y_true, self.classes, proba)
-        self.scores["uncalibrated"].add(y_true, self.classes, base_scores(self.pipeline, texts))
+        self.scores["uncalibrated"].add(y_true, self.classes, base)
         self.pairs.update(zip(y_true, y_pred, strict=True))
         ids = chunk["id"].tolist() if "id" in chunk else list(range(self.rows, self.rows + len(texts)))
         self._note_misclassified(ids, texts, y_true, y_pred)
         self._note_mistakes(ids, texts, y_true, proba)
         if self.shares is not None:
-            self.shares.add(texts, [str(label) for label in raw])
+            self.shares.add(texts, [str(label) for label in raw], features)
         self.rows += len(texts)
+
+    def _scores(self, texts: list[str]) -> tuple:
+        """(features, predicted labels, calibrated scores, uncalibrated scores). A vect -> clf
+        pipeline turns the texts into features once for all three: vectorising (hashing, or a
+        sentence encoder) is most of the time, and the clf step on the features is exactly what
+        the pipeline does."""
+        from sklearn.pipeline import Pipeline
+
+        if isinstance(self.pipeline, Pipeline) and list(self.pipeline.named_steps) == ["vect", "clf"]:
+            features = self.pipeline.named_steps["vect"].transform(texts)
+            clf = self.pipeline.named_steps["clf"]
+            return (features, clf.predict(features).tolist(), class_scores(clf, features),
+                    base_scores(self.pipeline, None, features))
+        return (None, self.pipeline.predict(texts).tolist(), class_scores(self.pipeline, texts),
+                base_scores(self.pipeline, texts))
 
     def _note_misclassified(self, ids, texts, y_true, y_pred) -> None:
         for i, (true, predicted) in enumerate(zip(y_true, y_pred, strict=True)):
