@@ -5,10 +5,10 @@ import logging
 import math
 from pathlib import Path
 
-from newstag.config import ExperimentConfig, task_source
+from newstag.config import ExperimentConfig
 from newstag.data.files import atomic_path, write_json, write_yaml
 from newstag.data.safe_yaml import load_yaml
-from newstag.data.splits import CHUNK_ROWS, split_chunks
+from newstag.data.splits import CHUNK_ROWS, by_source, split_chunks
 from newstag.errors import NewstagError
 from newstag.explain import NotExplainable, TermShares, leaks
 from newstag.models import multilabel
@@ -74,11 +74,7 @@ def tally_test(config: ExperimentConfig, pipelines: dict, tasks_meta: dict, thre
 
     tallies = {task: new_tally(task, pipeline, tasks_meta.get(task) or {}, thresholds.get(task))
                for task, pipeline in pipelines.items()}
-    sources = {}
-    for task in tallies:
-        source = task_source(config, task)
-        sources.setdefault(source.processed_dir, (source, []))[1].append(task)
-    for source, tasks in sources.values():
+    for source, tasks in by_source(config, tallies):
         chunks = split_chunks(source, "test", CHUNK_ROWS)
         for chunk in tqdm(chunks.in_order(), desc=f"evaluate {', '.join(tasks)}", unit="chunk",
                           total=-(-chunks.groups // chunks.groups_per_chunk), disable=None):

@@ -241,25 +241,23 @@ def task_predictions(config, bundles: dict[str, dict]) -> dict[str, dict]:
     """{bundle: {task: (split, labels, truth, predicted)}}: each task's test labels and each
     bundle's predictions (label-indicator matrices for a multi-label task). Each source's test
     split is read once, a chunk at a time, for every bundle: only the labels are kept."""
-    from newstag.config import task_source
-    from newstag.data.splits import CHUNK_ROWS, split_chunks
+    from newstag.data.splits import CHUNK_ROWS, by_source, split_chunks
 
-    sources: dict = {}
-    for name, bundle in bundles.items():
-        for task in bundle["pipelines"]:
-            if task not in config.task_names:
-                raise NewstagError(f"the model has task {task!r}, which the experiment's test split "
-                                   f"lacks; promote a model of this experiment")
-            source = task_source(config, task)
-            sources.setdefault(source.processed_dir, (source, []))[1].append((name, task))
+    tasks = list(dict.fromkeys(task for bundle in bundles.values() for task in bundle["pipelines"]))
+    for task in tasks:
+        if task not in config.task_names:
+            raise NewstagError(f"the model has task {task!r}, which the experiment's test split "
+                               f"lacks; promote a model of this experiment")
     parts: dict = {name: {} for name in bundles}
-    for folder, (source, members) in sources.items():
+    for source, members in by_source(config, tasks):
+        pairs = [(name, task) for name, bundle in bundles.items() for task in members
+                 if task in bundle["pipelines"]]
         for chunk in split_chunks(source, "test", CHUNK_ROWS).in_order():
             texts = chunk["text"].tolist()
-            for name, task in members:
+            for name, task in pairs:
                 labels, truth, predicted = _chunk_predictions(bundles[name]["pipelines"][task],
                                                               chunk[task], texts)
-                entry = parts[name].setdefault(task, (str(folder), labels, [], []))
+                entry = parts[name].setdefault(task, (str(source.processed_dir), labels, [], []))
                 entry[2].append(truth)
                 entry[3].append(predicted)
     return {name: {task: (split, labels, _joined(truths), _joined(predicted))

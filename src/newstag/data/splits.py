@@ -72,6 +72,16 @@ def _check_split(config: ExperimentConfig, name: str) -> Path:
     return path
 
 
+def by_source(config: ExperimentConfig, tasks) -> list[tuple[ExperimentConfig, list[str]]]:
+    """The experiments whose splits the tasks read (a transfer task reads another's), each with
+    its tasks in the order given: a split read once serves all of them."""
+    sources: dict[Path, tuple[ExperimentConfig, list[str]]] = {}
+    for task in tasks:
+        source = task_source(config, task)
+        sources.setdefault(source.processed_dir, (source, []))[1].append(task)
+    return list(sources.values())
+
+
 def split_chunks(config: ExperimentConfig, name: str, chunk_rows: int) -> "SplitChunks":
     """A processed split, checked against its manifest, to be read a chunk at a time."""
     return SplitChunks(_check_split(config, name), None, chunk_rows)
@@ -88,7 +98,6 @@ class SplitChunks:
         self.groups = self.file.num_row_groups
         rows_per_group = max(1, self.file.metadata.num_rows // max(1, self.groups))
         self.groups_per_chunk = max(1, round(chunk_rows / rows_per_group))
-        self.text_bytes = 0
 
     def in_order(self):
         """Chunks in file order (IDF pass, scoring)."""
@@ -114,5 +123,4 @@ class SplitChunks:
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=self.columns)
 
     def _read(self, groups: list[int]):
-        frame = self.file.read_row_groups(groups, columns=self.columns).to_pandas()
-        return frame
+        return self.file.read_row_groups(groups, columns=self.columns).to_pandas()

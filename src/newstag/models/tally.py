@@ -54,19 +54,14 @@ class TaskTally:
         self.rows += len(texts)
 
     def _scores(self, texts: list[str]) -> tuple:
-        """(features, predicted labels, calibrated scores, uncalibrated scores). A vect -> clf
-        pipeline turns the texts into features once for all three: vectorising (hashing, or a
-        sentence encoder) is most of the time, and the clf step on the features is exactly what
-        the pipeline does."""
-        from sklearn.pipeline import Pipeline
-
-        if isinstance(self.pipeline, Pipeline) and list(self.pipeline.named_steps) == ["vect", "clf"]:
-            features = self.pipeline.named_steps["vect"].transform(texts)
-            clf = self.pipeline.named_steps["clf"]
-            return (features, clf.predict(features).tolist(), class_scores(clf, features),
-                    base_scores(self.pipeline, None, features))
-        return (None, self.pipeline.predict(texts).tolist(), class_scores(self.pipeline, texts),
-                base_scores(self.pipeline, texts))
+        """(features, predicted labels, calibrated scores, uncalibrated scores). Every task's
+        pipeline is vect -> clf, so the texts become features once for all three: vectorising
+        (hashing, or a sentence encoder) is most of the time, and the clf step on the features
+        is exactly what the pipeline does."""
+        features = self.pipeline.named_steps["vect"].transform(texts)
+        clf = self.pipeline.named_steps["clf"]
+        return (features, clf.predict(features).tolist(), class_scores(clf, features),
+                base_scores(self.pipeline, None, features))
 
     def _note_misclassified(self, ids, texts, y_true, y_pred) -> None:
         for i, (true, predicted) in enumerate(zip(y_true, y_pred, strict=True)):
