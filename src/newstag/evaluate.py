@@ -14,7 +14,7 @@ from newstag.explain import NotExplainable, TermShares, leaks
 from newstag.models import multilabel
 from newstag.models.bundle import load_bundle, sidecar_path
 from newstag.models.calibrate import is_calibrated, threshold_for_precision
-from newstag.models.tally import FrameTally, TaskTally
+from newstag.models.tally import TaskTally
 from newstag.plots import confusion_figure, coverage_figure, reliability_figure, save_figure
 from newstag.report import MISTAKES_NAME, mistake_rows, write_report
 from newstag.train import bundle_path
@@ -45,8 +45,7 @@ def evaluate(config: ExperimentConfig, tracking: bool = True, target_precision: 
     out.mkdir(parents=True, exist_ok=True)
     tasks_meta = bundle["metadata"].get("tasks", {})
     tallies = tally_test(config, bundle["pipelines"], tasks_meta, thresholds)
-    results = {task: multilabel.score_task(task, tally.pipeline, tally.frame(), out)  # multi-label hook
-               if isinstance(tally, FrameTally) else
+    results = {task: tally.result(out) if isinstance(tally, multilabel.LabelSetTally) else
                score_task(tally, out, tasks_meta.get(task) or {}, thresholds.get(task))
                for task, tally in tallies.items()}
     _write_terms(out, tallies)
@@ -83,14 +82,14 @@ def tally_test(config: ExperimentConfig, pipelines: dict, tasks_meta: dict, thre
     return tallies
 
 
-def new_tally(task: str, pipeline, meta: dict, target: dict | None) -> TaskTally | FrameTally:
+def new_tally(task: str, pipeline, meta: dict, target: dict | None) -> TaskTally | multilabel.LabelSetTally:
     try:
         shares = TermShares(pipeline)
     except NotExplainable as exc:  # a model newstag cannot read gets no terms, not a failure
         log.warning("task %s: no top terms: %s", task, exc)
         shares = None
     if multilabel.is_multilabel(pipeline):
-        return FrameTally(task, pipeline, shares)
+        return multilabel.LabelSetTally(task, pipeline, shares)
     thresholds = [value for value in (meta.get("min_confidence"), (target or {}).get("threshold"))
                   if value is not None]
     return TaskTally(task, pipeline, thresholds, shares)

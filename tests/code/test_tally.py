@@ -166,3 +166,43 @@ def assert_close(mine, theirs, where: str = "") -> None:
         assert mine == pytest.approx(theirs, abs=1e-9), where
     else:
         assert mine == theirs, where
+
+
+def test_multi_label_chunks_give_the_whole_split_numbers(tmp_path):
+    """LabelSetTally over chunks of 7 gives multilabel_scores and per-label P/R/F1 of the whole
+    split, with a label never predicted and one no test article has (F1 0, as scikit-learn)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.metrics import precision_recall_fscore_support
+    from sklearn.pipeline import Pipeline
+    from sklearn.svm import LinearSVC
+
+    from newstag.models.multilabel import LabelSetTally, MultiLabelLinear, multilabel_scores
+
+    corpus = toy_corpus()
+    labels = [[label] + (["tone:" + tone] if i % 3 == 0 else []) for i, (label, tone)
+              in enumerate(zip(corpus["label"], corpus["tone"], strict=True))]
+    corpus["labels"] = labels
+    names = sorted({label for row in labels for label in row}) + ["never"]
+    train, test = corpus.iloc[:60], corpus.iloc[60:].reset_index(drop=True)
+    pipeline = Pipeline([("vect", TfidfVectorizer()),
+                         ("clf", MultiLabelLinear(LinearSVC(), labels=tuple(names),
+                                                  thresholds=(-0.3,) * (len(names) - 1) + (1.0,)))])
+    pipeline.fit(train["text"].tolist(), train["labels"].tolist())
+    tally = LabelSetTally("labels", pipeline, TermShares(pipeline, 5))
+    for start in range(0, len(test), 7):
+        tally.add(test.iloc[start:start + 7])
+
+    clf = pipeline.named_steps["clf"]
+    truth, predicted = clf.binarize(test["labels"].tolist()), pipeline.predict(test["text"].tolist())
+    assert 0 < (truth != predicted).any(axis=1).sum() < len(test)  # some right, some wrong
+    assert tally.scores() == pytest.approx(multilabel_scores(truth, predicted))
+    precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, zero_division=0)
+    per_label = tally.per_label()
+    assert list(per_label) == names and per_label["never"]["support"] == 0
+    for i, name in enumerate(names):
+        assert [per_label[name][key] for key in ("precision", "recall", "f1-score", "support")] == \
+            pytest.approx([precision[i], recall[i], f1[i], support[i]]), name
+    wrong = np.flatnonzero((truth != predicted).any(axis=1))[:MISCLASSIFIED_SAMPLE]
+    assert [row["id"] for row in tally.misclassified] == test["id"].iloc[wrong].tolist()
+    result = tally.result(tmp_path)
+    assert result["rows"] == len(test) and (tmp_path / "label_f1_labels.png").stat().st_size > 0

@@ -406,29 +406,83 @@ def multilabel_scores(truth: np.ndarray, predicted: np.ndarray) -> dict:
             "accuracy": float(accuracy_score(truth, predicted))}  # exact match of the label set
 
 
-def score_task(task: str, pipeline, test, out) -> dict:
-    """evaluate's result for a multi-label task: micro/macro/samples F1, Hamming loss, subset
-    accuracy, per-label P/R/F1, and a per-label F1 bar chart (no confusion matrix)."""
-    from sklearn.metrics import precision_recall_fscore_support
+class LabelSetTally:
+    """A multi-label task's test scores, a chunk of articles at a time (`add`), then `result`:
+    only each label's true/false positive and false negative counts and the per-article sums
+    behind samples-F1, Hamming loss and exact-match accuracy are kept (plus the first misclassified
+    articles), so a test split of any size takes the same memory and gives what
+    multilabel_scores and precision_recall_fscore_support give on the whole of it."""
 
-    from newstag.models.tally import MISCLASSIFIED_CHARS, MISCLASSIFIED_SAMPLE
-    from newstag.plots import save_figure
+    def __init__(self, task: str, pipeline, shares=None):
+        self.task, self.pipeline, self.shares = task, pipeline, shares
+        self.labels = [str(label) for label in pipeline.named_steps["clf"].labels]
+        self.true_positives, self.false_positives, self.false_negatives = (
+            np.zeros(len(self.labels), dtype=np.int64) for _ in range(3))
+        self.samples_f1 = 0.0  # summed over articles
+        self.wrong_cells = self.exact = self.rows = 0
+        self.misclassified: list[dict] = []
 
-    clf = pipeline.named_steps["clf"]
-    truth = clf.binarize(label_lists(test[task]))
-    predicted = pipeline.predict(test["text"].tolist())
-    precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, zero_division=0)
-    per_label = {str(label): {"precision": float(p), "recall": float(r), "f1-score": float(f),
-                              "support": int(s)}
-                 for label, p, r, f, s in zip(clf.labels, precision, recall, f1, support, strict=True)}
-    save_figure(label_f1_figure(task, per_label), out / f"label_f1_{task}.png")
-    names = np.asarray(clf.labels, dtype=object)
-    wrong = np.flatnonzero((truth != predicted).any(axis=1))[:MISCLASSIFIED_SAMPLE]
-    misclassified = [{"task": task, "id": test["id"].iloc[i] if "id" in test else int(i),
-                      "true": names[truth[i] == 1].tolist(), "predicted": names[predicted[i] == 1].tolist(),
-                      "text": test["text"].iloc[i][:MISCLASSIFIED_CHARS]} for i in wrong]
-    return {"metrics": {**multilabel_scores(truth, predicted), "multi_label": True,
-                        "per_class": per_label}, "rows": len(test), "misclassified": misclassified}
+    def add(self, chunk) -> None:
+        from sklearn.metrics import f1_score
+
+        texts, raw = chunk["text"].tolist(), label_lists(chunk[self.task])
+        features = self.pipeline.named_steps["vect"].transform(texts)
+        clf = self.pipeline.named_steps["clf"]
+        truth, predicted = clf.binarize(raw).astype(bool), clf.predict(features).astype(bool)
+        self.true_positives += (truth & predicted).sum(axis=0)
+        self.false_positives += (~truth & predicted).sum(axis=0)
+        self.false_negatives += (truth & ~predicted).sum(axis=0)
+        self.samples_f1 += float(f1_score(truth, predicted, average="samples", zero_division=0)) * len(texts)
+        wrong = (truth != predicted).any(axis=1)
+        self.wrong_cells += int((truth != predicted).sum())
+        self.exact += int((~wrong).sum())
+        ids = chunk["id"].tolist() if "id" in chunk else list(range(self.rows, self.rows + len(texts)))
+        self._note_misclassified(ids, texts, truth, predicted, np.flatnonzero(wrong))
+        if self.shares is not None:
+            self.shares.add(texts, raw, features)
+        self.rows += len(texts)
+
+    def _note_misclassified(self, ids, texts, truth, predicted, wrong) -> None:
+        from newstag.models.tally import MISCLASSIFIED_CHARS, MISCLASSIFIED_SAMPLE
+
+        names = np.asarray(self.labels, dtype=object)
+        for i in wrong[:max(0, MISCLASSIFIED_SAMPLE - len(self.misclassified))]:
+            self.misclassified.append({"task": self.task, "id": ids[i], "true": names[truth[i]].tolist(),
+                                       "predicted": names[predicted[i]].tolist(),
+                                       "text": texts[i][:MISCLASSIFIED_CHARS]})
+
+    def per_label(self) -> dict[str, dict]:
+        """Each label's precision, recall, F1 (0 where undefined) and test article count."""
+        tp, fp, fn = self.true_positives, self.false_positives, self.false_negatives
+        return {label: {"precision": _ratio(t, t + p), "recall": _ratio(t, t + n),
+                        "f1-score": _ratio(2 * t, 2 * t + p + n), "support": int(t + n)}
+                for label, t, p, n in zip(self.labels, tp, fp, fn, strict=True)}
+
+    def scores(self) -> dict:
+        """multilabel_scores of every article added."""
+        tp, fp, fn = (int(counts.sum()) for counts in
+                      (self.true_positives, self.false_positives, self.false_negatives))
+        per_label = self.per_label()
+        rows = max(self.rows, 1)
+        return {"f1_micro": _ratio(2 * tp, 2 * tp + fp + fn),
+                "f1_macro": float(np.mean([values["f1-score"] for values in per_label.values()])),
+                "f1_samples": self.samples_f1 / rows,
+                "hamming_loss": self.wrong_cells / (rows * len(self.labels)),
+                "accuracy": self.exact / rows}
+
+    def result(self, out) -> dict:
+        """evaluate's result for the task: micro/macro/samples F1, Hamming loss, subset accuracy,
+        per-label P/R/F1, and a per-label F1 bar chart (no confusion matrix)."""
+        from newstag.plots import save_figure
+
+        per_label = self.per_label()
+        save_figure(label_f1_figure(self.task, per_label), out / f"label_f1_{self.task}.png")
+        return {"metrics": {**self.scores(), "multi_label": True, "per_class": per_label},
+                "rows": self.rows, "misclassified": self.misclassified}
+
+
+def _ratio(numerator, denominator) -> float:
+    return float(numerator / denominator) if denominator else 0.0
 
 
 def label_f1_figure(task: str, per_label: dict):

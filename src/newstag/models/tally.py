@@ -7,8 +7,7 @@ term shares) and a bounded handful of articles (the first misclassified ones, th
 mistakes), so evaluate needs the model and one chunk, whatever the split's size, and reports the
 numbers the whole split at once gives.
 
-A multi-label task is scored by newstag.models.multilabel on the whole split (FrameTally): it is
-trained in memory too.
+A multi-label task's counterpart is newstag.models.multilabel.LabelSetTally.
 """
 
 import heapq
@@ -115,20 +114,3 @@ class TaskTally:
         pairs = sorted(self.pairs.items(), key=str)
         return [t for (t, _), _ in pairs], [p for (_, p), _ in pairs], [n for _, n in pairs]
 
-
-class FrameTally:
-    """A multi-label task's test split, kept whole for newstag.models.multilabel.score_task."""
-
-    def __init__(self, task: str, pipeline, shares=None):
-        self.task, self.pipeline, self.shares = task, pipeline, shares
-        self.chunks: list = []
-
-    def add(self, chunk) -> None:
-        self.chunks.append(chunk)
-        if self.shares is not None:
-            self.shares.add(chunk["text"].tolist(), chunk[self.task].tolist())
-
-    def frame(self):
-        import pandas as pd
-
-        return pd.concat(self.chunks, ignore_index=True)
