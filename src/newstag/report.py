@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 REPORT_NAME = "report.html"
 MISTAKES_NAME = "mistakes.json"
 ISSUES_NAME = "label_issues.jsonl"
+REVIEWED_NAME = "label_issues.tasks.json"  # the tasks reviewed, with or without issues
 FIGURES = (("confusion", "Confusion matrix"), ("reliability", "Reliability diagram"),
            ("coverage", "Coverage and accuracy"))
 EXCERPT_CHARS = 300
@@ -192,14 +193,16 @@ def term_table(terms, leaks: dict | None, have_leaks: bool) -> list[dict] | None
     return rows
 
 
-def read_issues(path: Path) -> dict | None:
-    """label_issues.jsonl (written by `newstag review`) grouped by task; None when absent."""
+def read_issues(path: Path, limit: int | None = MAX_ISSUE_ROWS) -> dict | None:
+    """label_issues.jsonl (written by `newstag review`) grouped by task, a reviewed task without
+    issues as an empty list (from label_issues.tasks.json beside it); None when absent. The page
+    shows the first `limit` rows; review rewrites the file from all of them."""
     if not path.is_file():
         return None
-    grouped: dict = {}
+    grouped: dict = {str(task): [] for task in reviewed_tasks(path)}
     with open(path, encoding="utf-8", errors="replace") as handle:
         for number, line in enumerate(handle):
-            if number >= MAX_ISSUE_ROWS:
+            if limit is not None and number >= limit:
                 break
             try:
                 row = json.loads(line)
@@ -208,6 +211,15 @@ def read_issues(path: Path) -> dict | None:
             if isinstance(row, dict):
                 grouped.setdefault(str(row.get("task")), []).append(row)
     return grouped
+
+
+def reviewed_tasks(issues: Path) -> list:
+    """The tasks `newstag review` has written into `issues` (label_issues.jsonl)."""
+    try:
+        reviewed = json.loads((issues.parent / REVIEWED_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return list(reviewed) if isinstance(reviewed, dict) else []
 
 
 def label_distribution(config, task: str) -> dict | None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from newstag.data.files import atomic_path
+from newstag.data.files import atomic_path, write_json
 from newstag.errors import NewstagError
 
 log = logging.getLogger(__name__)
@@ -137,13 +137,16 @@ def confident_learning(given: np.ndarray, proba: np.ndarray) -> list[int]:
 def write_issues(config, task: str, rows: list[dict]) -> Path:
     """reports/<exp>/label_issues.jsonl with this task's rows replaced (other tasks' kept), then
     report.html rebuilt if the experiment was evaluated, so its section shows them."""
-    from newstag.report import ISSUES_NAME, read_issues, refresh_report
+    from newstag.report import ISSUES_NAME, REVIEWED_NAME, read_issues, refresh_report
 
     path = Path(config.report_dir) / ISSUES_NAME
-    kept = [row for name, found in (read_issues(path) or {}).items() if name != task for row in found]
+    found = read_issues(path, limit=None) or {}
+    kept = [row for name, issues in found.items() if name != task for row in issues]
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
         for row in kept + rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    counts = {name: len(issues) for name, issues in found.items()} | {task: len(rows)}
+    write_json(path.with_name(REVIEWED_NAME), counts)  # so that a task with no issue shows as reviewed
     try:
         refresh_report(config)
     except NewstagError as exc:  # the issues are written; an old model is no reason to fail

@@ -9,6 +9,7 @@ error paths stay fast.
 import json
 import logging
 import os
+import re
 import subprocess
 import time
 import urllib.request
@@ -299,7 +300,7 @@ class TrainingRun:
         with tempfile.TemporaryDirectory(prefix="newstag-model-") as folder:
             files = serving.bundle_folder(bundle, Path(folder) / "bundle")
             return self.mlflow.pyfunc.log_model(
-                name=f"newstag-{self.config.name}", python_model=serving.MODEL_CODE,
+                name=logged_model_name(self.config.name), python_model=serving.MODEL_CODE,
                 artifacts={serving.BUNDLE_ARTIFACT: str(files)},
                 signature=serving.signature(loaded),
                 input_example=serving.input_example(example_texts),
@@ -310,6 +311,13 @@ class TrainingRun:
     def reference(self) -> dict:
         return {"tracking_uri": self.uri, "run_id": self.run.info.run_id,
                 "experiment_id": self.run.info.experiment_id}
+
+
+def logged_model_name(experiment: str) -> str:
+    """The run's model's name: newstag-<experiment> with the characters MLflow refuses in a logged
+    model's name ("/", ":", ".", "%" and quotes) made "-", so that `default.threshold.yaml` or
+    `news.best.yaml` (what evaluate and search write) train like any other experiment."""
+    return "newstag-" + re.sub(r"[/:.%\"']", "-", experiment)
 
 
 MAIN_METRIC = "test/mean/f1_macro"  # the mean over tasks of the test macro-F1: what promote compares

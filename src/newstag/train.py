@@ -8,13 +8,13 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import ParameterGrid
 from tqdm.auto import tqdm
 
-from newstag.card import write_model_card
+from newstag.card import card_path, write_model_card
 from newstag.config import ExperimentConfig, TaskConfig
-from newstag.data.files import exclusive_lock, remove_orphans
+from newstag.data.files import exclusive_lock, remove_orphans, restored_on_failure
 from newstag.data.splits import load_task_splits, read_manifest, verify_splits
 from newstag.errors import NewstagError
 from newstag.models import auto
-from newstag.models.bundle import save_bundle
+from newstag.models.bundle import compact_path, save_bundle, sidecar_path
 from newstag.models.calibrate import calibrated, calibration_folds, choose_method
 from newstag.models.pipelines import build_pipeline, task_truth
 from newstag.search import auto_folds, check_auto, run_search
@@ -60,7 +60,9 @@ def train(config: ExperimentConfig, tracking: bool = True, fmt: str = "joblib",
 
 def _train(config: ExperimentConfig, tracking: bool, fmt: str) -> dict:
     """Fit, save, then log: the bundle is saved inside the run, before any model is registered,
-    so a failed save leaves a FAILED run and no new registered version."""
+    so a failed save leaves a FAILED run and no new registered version; and a failed log (or
+    registration) puts the previous bundle back, so Make trains again rather than taking a bundle
+    without its run for done."""
     manifest = read_manifest(config)
     in_memory = any(not task.streaming for task in config.tasks)  # streaming tasks read chunks
     train_splits = load_task_splits(config, "train") if in_memory else {}  # verified already
@@ -78,10 +80,11 @@ def _train(config: ExperimentConfig, tracking: bool, fmt: str) -> dict:
             "mlflow": run.reference(),
         }
         pipelines = {name: result.pipeline for name, result in results.items()}
-        sidecar = save_bundle(bundle_path(config, fmt), pipelines, metadata)
-        write_model_card(config, sidecar, pipelines, bundle_path(config, fmt))
-        examples = _example_texts(config, validation_splits)
-        run.log_training(results, bundle_path(config, fmt), sidecar, example_texts=examples)
+        path = bundle_path(config, fmt)
+        with restored_on_failure([path, compact_path(path), sidecar_path(path), card_path(path)]):
+            sidecar = save_bundle(path, pipelines, metadata)
+            write_model_card(config, sidecar, pipelines, path)
+            run.log_training(results, path, sidecar, example_texts=_example_texts(config, validation_splits))
     return sidecar
 
 

@@ -133,6 +133,8 @@ def test_lowest_threshold_reaching_the_target():
     assert threshold_for_precision(table, 1.0)["threshold"] == 0.95
     chosen = threshold_for_precision(table, 0.75)
     assert chosen == {"threshold": 0.8, "validation_precision": 0.75, "validation_coverage": 0.8}
+    everything = threshold_for_precision(table, 0.6)  # every validation article: nothing held back
+    assert everything == {"threshold": 0.001, "validation_precision": 0.6, "validation_coverage": 1.0}
     with pytest.raises(NewstagError, match="not reachable.*best reachable is 1.0000"):
         threshold_for_precision([[900, 1, 0], [950, 1, 1]], 1.01)
     with pytest.raises(NewstagError, match="best reachable is 0.5000"):

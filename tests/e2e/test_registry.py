@@ -291,3 +291,23 @@ def test_a_worse_challenger_is_promoted_only_by_force(project, client):
     tagged = run_newstag("predict", "--model", f"models:/{NAME}@champion", "Shares jumped.",
                          cwd=work, env=env)
     assert json.loads(tagged.stdout)["topic"] == "business"
+
+
+def test_thresholds_written_by_evaluate_train_and_register(project, client):
+    """The documented threshold workflow: evaluate --write-experiment writes
+    <name>.threshold.yaml, and that experiment (a dot in its name, which MLflow refuses in a
+    logged model's name) trains, registers as its own model and keeps the threshold."""
+    import yaml
+
+    work, env, experiment = project["dir"], project["env"], project["experiment"]
+    run_newstag("evaluate", str(experiment), "--target-precision", "topic=0.99", "--write-experiment",
+                cwd=work, env=env)
+    written = experiment.with_name(f"{experiment.stem}.threshold.yaml")
+    threshold = yaml.safe_load(written.read_text())["tasks"]["topic"]["min_confidence"]
+    assert 0 < threshold < 1
+    run_in_one_process([["preprocess", str(written)], ["train", str(written)]], cwd=work, env=env)
+    versions = client.search_model_versions(f"name='newstag-{written.stem}'")
+    assert [str(v.version) for v in versions] == ["1"]
+    shown = run_newstag("info", str(work / "models" / written.stem / "model.joblib"), cwd=work,
+                        env=env).stdout
+    assert re.search(rf"task topic: .*min_confidence {threshold:g}\n", shown), shown[-2000:]

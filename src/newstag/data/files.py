@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import shutil
 import stat
 import tempfile
 from contextlib import contextmanager
@@ -107,6 +108,35 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+@contextmanager
+def restored_on_failure(paths):
+    """The files as they were if the block fails (an error or Ctrl-C): each existing one is
+    hard-linked aside first (no copy; a copy where links are not supported), put back on failure,
+    and a file the block created is removed; on success the links are dropped. A killed process
+    leaves them as temporary files, which remove_orphans deletes."""
+    paths, aside = [Path(path) for path in paths], {}
+    for path in paths:
+        if path.is_file():
+            aside[path] = path.with_name(f".{path.name}.previous{TEMP_SUFFIX}")
+            aside[path].unlink(missing_ok=True)
+            try:
+                os.link(path, aside[path])
+            except OSError:
+                shutil.copy2(path, aside[path])
+    try:
+        yield
+    except BaseException:
+        for path in paths:
+            if path in aside:
+                os.replace(aside[path], path)
+            else:
+                path.unlink(missing_ok=True)
+        raise
+    finally:
+        for kept in aside.values():
+            kept.unlink(missing_ok=True)
 
 
 def remove_orphans(folder: str | Path) -> int:

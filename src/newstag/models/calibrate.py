@@ -403,7 +403,11 @@ def confidence_table(y_true, classes, proba: np.ndarray) -> list[list[int]]:
 
 def threshold_for_precision(table: list[list[int]], target: float) -> dict:
     """The lowest threshold (a multiple of 0.001) whose answered validation articles reach
-    `target` accuracy; raise naming the best reachable precision when none does."""
+    `target` accuracy: the confidence of the least confident of them, as in selective
+    classification; raise naming the best reachable precision when none does. When every
+    validation article can be answered it is 0.001, so that nothing is held back: a new article
+    less confident than any validation one is not evidence against answering it (the shipped
+    model's confidences are not exactly the held-out ones the table has)."""
     if not table:
         raise NewstagError("no validation confidences in the bundle")
     rows = sorted(table, reverse=True)  # most confident bins first
@@ -420,4 +424,6 @@ def threshold_for_precision(table: list[list[int]], target: float) -> dict:
     if chosen is None:
         raise NewstagError(f"target precision {target:g} is not reachable on the validation split; "
                            f"the best reachable is {best:.4f}")
+    if chosen["validation_coverage"] == 1:
+        chosen["threshold"] = 1 / THRESHOLD_BINS
     return chosen
