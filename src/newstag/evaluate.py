@@ -32,14 +32,16 @@ def evaluate(config: ExperimentConfig, tracking: bool = True, target_precision: 
     the validation split; `write_experiment` then writes experiments/<name>.threshold.yaml with
     those min_confidence values.
     """
-    saved = [bundle_path(config, fmt) for fmt in ("joblib", "skops")]
-    path = next((path for path in saved if path.exists()), saved[0])
-    bundle = load_bundle(path)
-    targets = task_targets(target_precision or {}, list(bundle["pipelines"]))
-    if write_experiment and not targets:
+    if write_experiment and not target_precision:
         raise NewstagError("--write-experiment needs --target-precision (e.g. --target-precision 0.95)")
     if write_experiment:
         check_threshold_yaml(config)
+    saved = [bundle_path(config, fmt) for fmt in ("joblib", "skops")]
+    path = next((path for path in saved if path.exists()), saved[0])
+    bundle = load_bundle(path)
+    check_tasks(config, path, list(bundle["pipelines"]))
+    multi = [task for task, pipeline in bundle["pipelines"].items() if multilabel.is_multilabel(pipeline)]
+    targets = task_targets(target_precision or {}, list(bundle["pipelines"]), multi)
     thresholds = {task: pick_threshold(task, bundle["metadata"], target) for task, target in targets.items()}
     out = config.report_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -65,6 +67,14 @@ def evaluate(config: ExperimentConfig, tracking: bool = True, target_precision: 
         summary["mlflow_run_id"] = log_evaluation(config, sidecar, flat_metrics(metrics), out)
     write_json(out / "metrics.json", summary)
     return summary
+
+
+def check_tasks(config: ExperimentConfig, path: Path, saved: list[str]) -> None:
+    """The bundle must have the experiment's tasks: one trained before the file was edited would
+    be scored (and its thresholds written) under the wrong names."""
+    if sorted(saved) != sorted(config.task_names):
+        raise NewstagError(f"{path} has tasks {', '.join(saved)} but {config.path} has "
+                           f"{', '.join(config.task_names)}; retrain it (make train EXP={config.path})")
 
 
 def tally_test(config: ExperimentConfig, pipelines: dict, tasks_meta: dict, thresholds: dict) -> dict:
@@ -169,13 +179,24 @@ def parse_target_precision(text: str) -> dict[str, float]:
     return targets
 
 
-def task_targets(targets: dict[str, float], tasks: list[str]) -> dict[str, float]:
+def task_targets(targets: dict[str, float], tasks: list[str], multi_label=()) -> dict[str, float]:
+    """Each single-label task's target ("*": every one). A multi-label task has a threshold per
+    label, tuned on validation at training, so a target cannot name it; "*" passes it by."""
     unknown = sorted(set(targets) - set(tasks) - {"*"})
     if unknown:
         raise NewstagError(f"--target-precision names task(s) {', '.join(unknown)} the model does not "
                            f"have (it has: {', '.join(tasks)})")
-    return {task: targets.get(task, targets.get("*")) for task in tasks
-            if targets.get(task, targets.get("*")) is not None}
+    named = sorted(set(targets) & set(multi_label))
+    if named:
+        raise NewstagError(f"--target-precision: task(s) {', '.join(named)} are multi-label; each of "
+                           f"their labels has its own threshold, tuned on validation at training; "
+                           f"give targets for single-label tasks only")
+    chosen = {task: targets.get(task, targets.get("*")) for task in tasks
+              if task not in multi_label and targets.get(task, targets.get("*")) is not None}
+    if targets and not chosen:
+        raise NewstagError("--target-precision: the model has no single-label task to pick a "
+                           "threshold for (multi-label tasks have theirs per label)")
+    return chosen
 
 
 def pick_threshold(task: str, metadata: dict, target: float) -> dict:
@@ -201,9 +222,14 @@ THRESHOLD_HEADER = "# Written by `newstag evaluate"
 
 
 def check_threshold_yaml(config: ExperimentConfig) -> None:
-    """Refuse before any work to replace a .threshold.yaml that newstag did not write."""
+    """Refuse before any work a composed experiment (its tasks' settings live in other files)
+    and replacing a .threshold.yaml that newstag did not write."""
+    if "compose" in load_yaml(config.path):
+        raise NewstagError(f"{config.path}: a composed experiment; run --write-experiment on the "
+                           f"experiment each task comes from")
     path = threshold_yaml_path(config)
-    if path.exists() and not path.read_text(encoding="utf-8", errors="replace").startswith(THRESHOLD_HEADER):
+    text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else THRESHOLD_HEADER
+    if not text.startswith(THRESHOLD_HEADER) and not text.partition("\n")[2].startswith(THRESHOLD_HEADER):
         raise NewstagError(f"{path}: exists and was not written by newstag; move it away to write "
                            f"the thresholds there")
 
@@ -213,9 +239,6 @@ def write_threshold_yaml(config: ExperimentConfig, thresholds: dict[str, dict]) 
     atomically (the original is never touched)."""
     check_threshold_yaml(config)
     raw = load_yaml(config.path)
-    if "compose" in raw:
-        raise NewstagError(f"{config.path}: a composed experiment; set min_confidence in the "
-                           f"experiment each task comes from")
     for task, chosen in thresholds.items():
         raw["tasks"][task] = {**(raw["tasks"].get(task) or {}), "min_confidence": chosen["threshold"]}
     path = threshold_yaml_path(config)
@@ -223,7 +246,7 @@ def write_threshold_yaml(config: ExperimentConfig, thresholds: dict[str, dict]) 
     header = (f"{THRESHOLD_HEADER} --target-precision` on {config.path}: min_confidence is the lowest\n"
               f"# threshold reaching the target precision ({targets}) on the validation split.\n"
               f"# Train it with `make all EXP={path}`.\n")
-    write_yaml(path, raw, header)
+    write_yaml(path, raw, header, source=config.path)
     return path
 
 

@@ -63,6 +63,9 @@ def _task(config, name: str):
     if task.ordinal is not None or task.transfer is not None:
         raise NewstagError(f"--task {name!r}: an {'ordinal' if task.ordinal else 'transfer'} task "
                            f"cannot be reviewed; review a plain classification task")
+    if task.multi_label:
+        raise NewstagError(f"--task {name!r}: a multi-label task cannot be reviewed yet (review "
+                           f"judges one label per article); review a single-label task")
     return task
 
 

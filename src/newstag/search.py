@@ -519,7 +519,7 @@ def write_best_yaml(config, results: dict[str, SearchResult]) -> Path:
     header = (f"# Written by `newstag search {config.path}`: each searched task's best configuration\n"
               f"# (stratified {_folds(results)}-fold CV on train + validation). Train it with\n"
               f"# `make all EXP={path}`.\n")
-    write_yaml(path, raw, header)
+    write_yaml(path, raw, header, source=config.path)
     return path
 
 

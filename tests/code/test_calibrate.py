@@ -163,6 +163,11 @@ def test_target_precision_per_task_and_for_all():
     assert task_targets({"*": 0.9, "tone": 0.8}, ["topic", "tone"]) == {"topic": 0.9, "tone": 0.8}
     with pytest.raises(NewstagError, match=r"names task\(s\) genre .*\(it has: topic\)"):
         task_targets({"genre": 0.9}, ["topic"])
+    assert task_targets({"*": 0.9}, ["topic", "labels"], multi_label=["labels"]) == {"topic": 0.9}
+    with pytest.raises(NewstagError, match=r"task\(s\) labels are multi-label; each of their labels"):
+        task_targets({"labels": 0.9}, ["topic", "labels"], multi_label=["labels"])
+    with pytest.raises(NewstagError, match=r"no single-label task"):
+        task_targets({"*": 0.9}, ["labels"], multi_label=["labels"])
 
 
 def _bundle(min_confidence):

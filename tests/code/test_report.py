@@ -139,6 +139,21 @@ def test_review_bad_input(project, capsys):
     (project / "fresh.yaml").write_text(experiment.read_text())
     fails(capsys, project, "review", "fresh.yaml", "--task", "topic",
           match=r"data/processed/fresh/manifest\.json: not found; run `newstag preprocess")
+    (project / "many.yaml").write_text("data: {path: toy.csv}\ntasks: {topics: {multi_label: true}}\n")
+    fails(capsys, project, "review", "many.yaml", "--task", "topics",
+          match=r"--task 'topics': a multi-label task cannot be reviewed yet")
+
+
+def test_evaluate_refuses_a_stale_bundle_and_a_composed_threshold_file_before_any_work(project, capsys):
+    experiment = toy_project(project)
+    assert main(["train", str(experiment), "--no-tracking"]) == 0
+    renamed = experiment.read_text().replace("  tone: {classifier: logreg}", "  mood: {column: tone}")
+    experiment.write_text(renamed)
+    fails(capsys, project, "evaluate", str(experiment), "--no-tracking",
+          match=r"models/toy/model\.joblib has tasks topic, tone but \S*toy\.yaml has topic, mood; retrain")
+    (project / "both.yaml").write_text("compose: {topic: toy, mood: toy}\n")  # never trained
+    fails(capsys, project, "evaluate", "both.yaml", "--no-tracking", "--target-precision", "0.9",
+          "--write-experiment", match=r"both\.yaml: a composed experiment; run --write-experiment on")
 
 
 # ---- info -------------------------------------------------------------------------------------

@@ -113,7 +113,8 @@ def current_umask() -> int:
 @contextmanager
 def restored_on_failure(paths):
     """The files as they were if the block fails (an error or Ctrl-C): each existing one is
-    hard-linked aside first (no copy; a copy where links are not supported), put back on failure,
+    hard-linked aside first (no copy; a copy where links are not supported, so the block must
+    replace the files, as every atomic save here does, not write into them), put back on failure,
     and a file the block created is removed; on success the links are dropped. A killed process
     leaves them as temporary files, which remove_orphans deletes."""
     paths, aside = [Path(path) for path in paths], {}
@@ -203,12 +204,19 @@ def iter_jsonl(handle):
         yield number, row, None if isinstance(row, dict) else "not a JSON object"
 
 
-def write_yaml(path: str | Path, data, header: str = "") -> None:
+SCHEMA_MODELINE = "# yaml-language-server:"  # the line that gives editors the experiment schema
+
+
+def write_yaml(path: str | Path, data, header: str = "", source: str | Path | None = None) -> None:
     """Write `data` as YAML after a comment header, atomically: the experiment files newstag derives
-    (`<name>.best.yaml`, `<name>.threshold.yaml`)."""
+    (`<name>.best.yaml`, `<name>.threshold.yaml`) from `source`, whose schema line for editors is
+    kept on top (its other comments are not: the data is written anew)."""
     import yaml
 
-    text = header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=None)
+    first = Path(source).read_text(encoding="utf-8", errors="replace").partition("\n")[0] if source else ""
+    modeline = first + "\n" if first.startswith(SCHEMA_MODELINE) else ""
+    text = modeline + header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True,
+                                              default_flow_style=None)
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
