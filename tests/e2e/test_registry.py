@@ -300,14 +300,16 @@ def test_thresholds_written_by_evaluate_train_and_register(project, client):
     import yaml
 
     work, env, experiment = project["dir"], project["env"], project["experiment"]
-    run_newstag("evaluate", str(experiment), "--target-precision", "topic=0.99", "--write-experiment",
+    run_newstag("evaluate", str(experiment), "--target-precision", "0.95", "--write-experiment",
                 cwd=work, env=env)
     written = experiment.with_name(f"{experiment.stem}.threshold.yaml")
-    threshold = yaml.safe_load(written.read_text())["tasks"]["topic"]["min_confidence"]
-    assert 0 < threshold < 1
+    thresholds = {task: values["min_confidence"] for task, values in
+                  yaml.safe_load(written.read_text())["tasks"].items()}
+    assert set(thresholds) == {"topic", "tone"} and all(0 < value < 1 for value in thresholds.values())
     run_in_one_process([["preprocess", str(written)], ["train", str(written)]], cwd=work, env=env)
     versions = client.search_model_versions(f"name='newstag-{written.stem}'")
     assert [str(v.version) for v in versions] == ["1"]
     shown = run_newstag("info", str(work / "models" / written.stem / "model.joblib"), cwd=work,
                         env=env).stdout
-    assert re.search(rf"task topic: .*min_confidence {threshold:g}\n", shown), shown[-2000:]
+    for task, threshold in thresholds.items():
+        assert re.search(rf"task {task}: .*min_confidence {threshold:g}\n", shown), shown[-2000:]
