@@ -44,14 +44,15 @@ def register(client, config, model, run_id: str, sidecar: dict):
                  "(models:/%s/%s)", name, same.version, name, same.version)
         mlflow.set_tag("registered_version", f"{name}/{same.version} (unchanged, not registered again)")
         return same
-    if not client.search_registered_models(f"name = '{name}'"):
-        client.create_registered_model(name, description=f"newstag taggers of experiments/"
-                                                         f"{config.name}.yaml: {config.description}")
+    first = not client.search_registered_models(f"name = '{name}'")
     tags = {"data_sha256": sidecar["data_sha256"], "config_sha256": settings,
             "git_commit": git_commit(), "run_id": run_id, "experiment_file": config.name,
             "config": json.dumps(config.to_dict(), sort_keys=True, default=str),
             **validation_metrics(sidecar)}
     version = mlflow.register_model(model.model_uri, name, tags=tags)  # also links the logged model
+    if first:  # registered by register_model, so that MLflow does not say it "already exists"
+        client.update_registered_model(name, description=f"newstag taggers of experiments/"
+                                                         f"{config.name}.yaml: {config.description}")
     client.update_model_version(name, version.version, description=version_description(config, sidecar, {}))
     mlflow.set_tag("registered_version", f"{name}/{version.version}")
     log.info("registered %s version %s (models:/%s/%s)", name, version.version, name, version.version)
@@ -178,7 +179,7 @@ def promote(config, force: bool = False, reason: str | None = None, alpha: float
                            "promotion_reason": why, "promotion_forced": str(bool(force and not wins)),
                            "promotion_comparison": json.dumps(comparison["numbers"])}.items():
             client.set_model_version_tag(name, newest.version, key, value)
-        return f"{name}: version {newest.version} is now the champion ({CHAMPION}): {why}"
+        return f"{name}: version {newest.version} is now the champion (models:/{name}@{CHAMPION}): {why}"
 
 
 def champion_uri(config) -> str:
