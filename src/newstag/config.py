@@ -347,13 +347,25 @@ class TaskSettings:
 
 
 def _check_multi_label(task: "TaskSettings") -> None:
-    """Options a multi-label task cannot have: it predicts a set of labels, not one class."""
+    """Options a multi-label task cannot have: it predicts a set of labels, not one class, from
+    single-word TF-IDF alone, each label with its own threshold and Platt sigmoid
+    (newstag.models.multilabel); these would be ignored or break its pipeline at train time."""
     clash = {"ordinal": task.ordinal is not None, "transfer": task.transfer is not None,
              "search": task.search is not None, "min_confidence": task.min_confidence is not None}
     for key, present in clash.items():
         if present:
             raise _BadValue(f"is set, but a multi_label task cannot use it (each label has its own "
                             f"threshold); remove {key} or multi_label", f".{key}")
+    if task.features != "word":
+        raise _BadValue(f"is {task.features!r}, but a multi_label task uses word features only: "
+                        f"remove features or set it to word", ".features")
+    for key in ("negation", "lexicons"):
+        if getattr(task, key):
+            raise _BadValue(f"is set, but a multi_label task uses word features only; remove {key} "
+                            f"or multi_label", f".{key}")
+    if task.calibration != "auto":
+        raise _BadValue(f"is {task.calibration!r}, but a multi_label task calibrates each label by "
+                        f"its own Platt sigmoid; remove calibration or multi_label", ".calibration")
 
 
 def _check_streaming(task: "TaskSettings") -> None:

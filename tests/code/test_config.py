@@ -140,6 +140,15 @@ def test_a_loaded_experiment_cannot_change_but_can_be_copied_with_changes(tmp_pa
     ("tone: {}", "tone: {clasifier: sgd}",
      r"unknown key 'clasifier' in tasks\.tone; valid keys are: calibration, classifier, column, .*search"),
     ("tasks:", "taks:", r"unknown key 'taks' in top level"),
+    # a multi-label task has single-word TF-IDF features and per-label Platt sigmoids only
+    ("tone: {}", "tone: {multi_label: true, negation: true, classifier: logreg}",
+     r"'tasks\.tone\.negation' is set, but a multi_label task uses word features only; remove negation"),
+    ("tone: {}", "tone: {multi_label: true, lexicons: [vader]}",
+     r"'tasks\.tone\.lexicons' is set, but a multi_label task uses word features only"),
+    ("tone: {}", "tone: {multi_label: true, features: word+char}",
+     r"'tasks\.tone\.features' is 'word\+char', but a multi_label task uses word features only"),
+    ("tone: {}", "tone: {multi_label: true, calibration: isotonic}",
+     r"'tasks\.tone\.calibration' is 'isotonic', but a multi_label task calibrates each label"),
 ])
 def test_bad_values_are_named_in_one_line(tmp_path, old, new, match):
     assert old in VALID
