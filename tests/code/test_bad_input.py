@@ -187,6 +187,12 @@ def test_bad_config(project, capsys, extra, task_extra, match):
     fails(capsys, project, "preprocess", str(experiment), match=match)
 
 
+def test_yaml_syntax_error_names_the_line(project, capsys):
+    (project / "exp.yaml").write_text("data: {path: data.csv}\ntasks:\n  topic:\n\tlabels: [a]\n")
+    fails(capsys, project, "train", "--no-tracking", "exp.yaml",
+          match=r"exp\.yaml line 4, column 1: not valid YAML: found character .* indent with spaces$")
+
+
 def test_parameter_the_pipeline_does_not_have(project, capsys):
     corpus().to_csv(project / "data.csv", index=False)
     experiment = write_experiment(project / "exp.yaml", "data.csv",

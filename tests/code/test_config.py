@@ -67,6 +67,20 @@ def test_missing_file_and_bad_yaml(tmp_path):
         load_config(write(tmp_path, "data: [unclosed\n"))
 
 
+@pytest.mark.parametrize(("text", "match"), [
+    ("data: {path: x.csv}\ntasks:\n  topic:\n\tlabels: [a]\n",
+     r"exp\.yaml line 4, column 1: not valid YAML: found character '\\t' that cannot start any "
+     r"token; indent with spaces$"),
+    ("data: [unclosed\n", r"exp\.yaml line 2, column 1: not valid YAML: expected ',' or '\]', but "
+                          r"got '<stream end>' \(while parsing a flow sequence from line 1\)$"),
+    ("data: {path: x.csv}\ntasks: topic: {}\n",
+     r"exp\.yaml line 2, column 13: not valid YAML: mapping values are not allowed here$"),
+])
+def test_yaml_syntax_errors_give_the_line_and_column(tmp_path, text, match):
+    with pytest.raises(NewstagError, match=match):
+        load_config(write(tmp_path, text))
+
+
 def test_split_fractions_are_checked(tmp_path):
     with pytest.raises(NewstagError, match="split.test"):
         load_config(write(tmp_path, VALID + "split: {test: 1.5}\n"))
