@@ -178,6 +178,8 @@ def test_huge_article_and_any_script_are_tagged(project, capsys):
     ("sed: 1\n", "", r"exp\.yaml: unknown key 'sed' in top level; valid keys are: .*seed"),
     ("seed: many\n", "", r"exp\.yaml: 'seed' should be an integer, got str"),
     ("", ", classifier: forest", r"'tasks\.topic\.classifier' is 'forest'; choose one of: auto, logreg"),
+    ("", ", label_separator: '|'", r"exp\.yaml: 'tasks\.topic\.label_separator' is set, but only a "
+                                   r"multi_label task splits its labels"),
     ("", ", multi_label: true, negation: true, classifier: logreg",
      r"exp\.yaml: 'tasks\.topic\.negation' is set, but a multi_label task uses word features only"),
 ])

@@ -146,6 +146,12 @@ def test_a_loaded_experiment_cannot_change_but_can_be_copied_with_changes(tmp_pa
     ("[a, b]", "[a, {b: c}]",
      r"'tasks\.topic\.labels\[1\]' should be text, a number or true/false, got dict"),
     ("[0.5, 1]", "[]", r"'tasks\.topic\.grid\.clf__C' is empty"),
+    ("[a, b]", "[]", r"'tasks\.topic\.labels' is empty; list the allowed labels, or remove labels"),
+    ("[a, b]", "[sport, sport, world]", r"'tasks\.topic\.labels\[1\]' repeats 'sport'; list each label once"),
+    ("[a, b]", "[1, '1']", r"'tasks\.topic\.labels\[1\]' repeats '1'"),
+    ("tone: {}", "tone: {label_separator: '|'}",
+     r"'tasks\.tone\.label_separator' is set, but only a multi_label task splits its labels; remove "
+     r"label_separator or set multi_label: true"),
     ("path: data/x.csv", "path: data/x.csv, max_file_mb: 0",
      r"'data\.max_file_mb' should be greater than 0, got int 0"),
     ("path: data/x.csv", "path: data/x.csv, dataset: bbc_news", r"'data' should set exactly one of path"),
