@@ -195,14 +195,18 @@ def test_yaml_syntax_error_names_the_line(project, capsys):
           match=r"exp\.yaml line 4, column 1: not valid YAML: found character .* indent with spaces$")
 
 
-def test_parameter_the_pipeline_does_not_have(project, capsys):
+@pytest.mark.parametrize("task_extra", [", params: {clf__depth: 3}",
+                                        ", classifier: logreg, params: {clf__depth: 3}",
+                                        ", classifier: logreg, grid: {clf__depth: [3, 4]}"])
+def test_parameter_the_pipeline_does_not_have(project, capsys, task_extra):
     corpus().to_csv(project / "data.csv", index=False)
-    experiment = write_experiment(project / "exp.yaml", "data.csv",
-                                  task_extra=", params: {clf__depth: 3}")
+    experiment = write_experiment(project / "exp.yaml", "data.csv", task_extra=task_extra)
     assert main(["preprocess", str(experiment)]) == 0
-    fails(capsys, project, "train", "--no-tracking", str(experiment),
-          match=r"'tasks\.topic\.params\.clf__depth' is not a parameter of (this|any candidate) "
-                r"pipeline.*valid: .*clf__C")
+    err = fails(capsys, project, "train", "--no-tracking", str(experiment),
+                match=r"exp\.yaml: 'tasks\.topic\.(params|grid)\.clf__depth' is not a parameter of "
+                      r"(this|any candidate) pipeline.*valid: clf__C, ")
+    assert "vect__" not in err  # the names of the step it names, not all 35
+    assert not (project / "models").exists()
 
 
 def test_missing_dataset_file(project, capsys):
