@@ -215,6 +215,18 @@ def test_missing_dataset_file(project, capsys):
           match=r"nowhere/bbc_news/bbc-fulltext\.tar\.gz: not found.*newstag download bbc_news")
 
 
+@pytest.mark.parametrize(("value", "match"), [
+    ("", r"--target-precision is empty; give e\.g\. 0\.95"),
+    (" ", r"--target-precision is empty"),
+    ("topic=0.9,topic=0.2", r"--target-precision gives task 'topic' twice; give one target per task"),
+    ("0.9,0.8", r"--target-precision gives a precision for every task twice"),
+])
+def test_target_precision_that_picks_no_one_target(project, capsys, value, match):
+    corpus().to_csv(project / "data.csv", index=False)
+    write_experiment(project / "exp.yaml", "data.csv")
+    fails(capsys, project, "evaluate", "--no-tracking", "exp.yaml", "--target-precision", value, match=match)
+
+
 # ---- models -----------------------------------------------------------------------------------
 
 @pytest.fixture
