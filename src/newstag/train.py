@@ -1,6 +1,7 @@
 """Stage 2: pick each task's hyperparameters on the validation split, refit, save one bundle."""
 
 import logging
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -56,9 +57,17 @@ def train(config: ExperimentConfig, tracking: bool = True, fmt: str = "joblib",
         from newstag.tracking import check_reachable, tracking_uri
 
         check_reachable(tracking_uri())
-    with exclusive_lock(config.model_dir / ".train.lock", wait, f"a training of {config.name}"):
-        remove_orphans(config.model_dir)  # temp files of a training that was killed
-        return _train(config, tracking, fmt)
+    lock, first = config.model_dir / ".train.lock", not config.model_dir.exists()
+    with exclusive_lock(lock, wait, f"a training of {config.name}"):
+        try:
+            remove_orphans(config.model_dir)  # temp files of a training that was killed
+            return _train(config, tracking, fmt)
+        except BaseException:  # a failed first training leaves no models/<name>/ holding a lock
+            if first:
+                lock.unlink(missing_ok=True)  # while still held: a waiter then locks a new file
+                with suppress(OSError):  # not empty: keep what is there
+                    config.model_dir.rmdir()
+            raise
 
 
 def _train(config: ExperimentConfig, tracking: bool, fmt: str) -> dict:

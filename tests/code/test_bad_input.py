@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import re
+import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +15,7 @@ import pytest
 
 from newstag.cli import main
 from newstag.data.files import exclusive_lock
+from newstag.errors import NewstagError
 
 WORDS = ["harbour", "tariff", "senate", "vaccine", "striker", "server", "budget", "clinic"]
 
@@ -280,6 +283,40 @@ def test_second_training_of_the_same_experiment_is_told_it_is_busy(trained, caps
     with exclusive_lock(trained.parent / ".train.lock"):
         fails(capsys, trained.parents[2], "train", "--no-tracking", "exp.yaml",
               match=r"a training of exp is already running \(lock .*\.train\.lock\).*--wait")
+
+
+def test_failed_first_training_leaves_no_model_folder(project, capsys):
+    corpus().to_csv(project / "data.csv", index=False)
+    experiment = write_experiment(project / "exp.yaml", "data.csv",
+                                  task_extra=", classifier: logreg, params: {clf__C: -1}")
+    assert main(["preprocess", str(experiment)]) == 0
+    fails(capsys, project, "train", "--no-tracking", str(experiment), match=r"task 'topic': .*'C' parameter")
+    assert not (project / "models/exp").exists()
+
+
+def test_a_lock_file_its_holder_deleted_still_excludes(tmp_path):
+    """A failed first training deletes its lock file while holding it; one waiting behind it
+    must then lock the new file, not the deleted one (or a third would run beside it)."""
+    lock, inside, done = tmp_path / "models/exp/.train.lock", threading.Event(), threading.Event()
+
+    def waiter():
+        with exclusive_lock(lock, wait=True):
+            inside.set()
+            done.wait(10)
+
+    thread = threading.Thread(target=waiter)
+    try:
+        with exclusive_lock(lock):
+            thread.start()
+            time.sleep(0.1)  # it is now waiting on this lock file
+            lock.unlink()
+            lock.parent.rmdir()
+        assert inside.wait(10)
+        with pytest.raises(NewstagError, match="already running"), exclusive_lock(lock):
+            pass
+    finally:
+        done.set()
+        thread.join()
 
 
 def test_bad_records_become_error_rows_unless_strict(trained, capsys):
