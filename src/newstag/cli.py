@@ -305,7 +305,7 @@ def run_evaluate(args) -> int:
     from newstag.config import load_config
     from newstag.evaluate import evaluate, format_summary, parse_target_precision
 
-    targets = parse_target_precision(args.target_precision) if args.target_precision else None
+    targets = parse_target_precision(args.target_precision) if args.target_precision is not None else None
     config = load_config(args.experiment)
     summary = evaluate(config, tracking=not args.no_tracking, target_precision=targets,
                        write_experiment=args.write_experiment)

@@ -63,13 +63,21 @@ def _one_or_many(value):
 
 
 def _labels_as_text(value):
-    """YAML reads `1` or `true` as numbers or booleans; a label is text, so keep scalars as strings."""
+    """YAML reads `1` or `true` as numbers or booleans; a label is text, so keep scalars as strings.
+    An empty list would refuse every row, and a repeated label is a typo or a copy-paste slip."""
     if not isinstance(value, list):
         return value
+    if not value:
+        raise _BadValue("is empty; list the allowed labels, or remove labels to take whatever the "
+                        "data holds")
     for index, label in enumerate(value):
         if not isinstance(label, str | int | float | bool):
             raise _BadValue(f"should be text, a number or true/false, got {_shown(label)}", f"[{index}]")
-    return tuple(str(label) for label in value)
+    labels = tuple(str(label) for label in value)
+    for index, label in enumerate(labels):
+        if label in labels[:index]:
+            raise _BadValue(f"repeats {label!r}; list each label once", f"[{index}]")
+    return labels
 
 
 TextColumns = Annotated[
@@ -78,7 +86,8 @@ TextColumns = Annotated[
                               {"type": "array", "items": {"type": "string"}, "minItems": 1}]})]
 Labels = Annotated[
     tuple[Str, ...] | None, BeforeValidator(_labels_as_text),
-    WithJsonSchema({"anyOf": [{"type": "array", "items": {"type": ["string", "number", "boolean"]}},
+    WithJsonSchema({"anyOf": [{"type": "array", "items": {"type": ["string", "number", "boolean"]},
+                               "minItems": 1, "uniqueItems": True},
                               {"type": "null"}]})]
 Candidates = Annotated[list, Field(min_length=1)]
 
@@ -317,6 +326,16 @@ class TaskSettings:
     stream: StreamSettings = Field(default_factory=StreamSettings, description=(
         "Epochs, chunk size, IDF and calibration sample of a streaming task."))
 
+    @model_validator(mode="before")
+    @classmethod
+    def _separator_only_with_multi_label(cls, data):
+        """label_separator has a default, so whether the file sets it shows only in its raw keys
+        (construction from keyword arguments, as `replace` does, passes no dict and is not checked)."""
+        if isinstance(data, dict) and "label_separator" in data and not data.get("multi_label"):
+            raise _BadValue("is set, but only a multi_label task splits its labels; remove "
+                            "label_separator or set multi_label: true", ".label_separator")
+        return data
+
     @field_validator("label_separator")
     @classmethod
     def _separator_not_empty(cls, value: str) -> str:
@@ -347,13 +366,25 @@ class TaskSettings:
 
 
 def _check_multi_label(task: "TaskSettings") -> None:
-    """Options a multi-label task cannot have: it predicts a set of labels, not one class."""
+    """Options a multi-label task cannot have: it predicts a set of labels, not one class, from
+    single-word TF-IDF alone, each label with its own threshold and Platt sigmoid
+    (newstag.models.multilabel); these would be ignored or break its pipeline at train time."""
     clash = {"ordinal": task.ordinal is not None, "transfer": task.transfer is not None,
              "search": task.search is not None, "min_confidence": task.min_confidence is not None}
     for key, present in clash.items():
         if present:
             raise _BadValue(f"is set, but a multi_label task cannot use it (each label has its own "
                             f"threshold); remove {key} or multi_label", f".{key}")
+    if task.features != "word":
+        raise _BadValue(f"is {task.features!r}, but a multi_label task uses word features only: "
+                        f"remove features or set it to word", ".features")
+    for key in ("negation", "lexicons"):
+        if getattr(task, key):
+            raise _BadValue(f"is set, but a multi_label task uses word features only; remove {key} "
+                            f"or multi_label", f".{key}")
+    if task.calibration != "auto":
+        raise _BadValue(f"is {task.calibration!r}, but a multi_label task calibrates each label by "
+                        f"its own Platt sigmoid; remove calibration or multi_label", ".calibration")
 
 
 def _check_streaming(task: "TaskSettings") -> None:

@@ -164,7 +164,10 @@ def _on_test(values: dict) -> dict:
 # ---- target precision ---------------------------------------------------------------------------
 
 def parse_target_precision(text: str) -> dict[str, float]:
-    """`0.95` (every task) or `topic=0.95,tone=0.9` -> {"*": 0.95} or {"topic": 0.95, ...}."""
+    """`0.95` (every task) or `topic=0.95,tone=0.9` -> {"*": 0.95} or {"topic": 0.95, ...}.
+    An empty value or a task given twice is an error: neither should quietly pick a target."""
+    if not text.strip():
+        raise NewstagError("--target-precision is empty; give e.g. 0.95 or topic=0.95,tone=0.9")
     targets = {}
     for part in text.split(","):
         task, _, value = part.strip().rpartition("=")
@@ -175,7 +178,12 @@ def parse_target_precision(text: str) -> dict[str, float]:
         if not 0 < number <= 1:
             raise NewstagError(f"--target-precision: {part.strip()!r} is not a precision in (0, 1]; "
                                f"give e.g. 0.95 or topic=0.95,tone=0.9")
-        targets[task.strip() or "*"] = number
+        name = task.strip() or "*"
+        if name in targets:
+            who = "a precision for every task" if name == "*" else f"task {name!r}"
+            raise NewstagError(f"--target-precision gives {who} twice; give one target per task, "
+                               f"e.g. 0.95 or topic=0.95,tone=0.9")
+        targets[name] = number
     return targets
 
 

@@ -1,6 +1,7 @@
 """Stage 2: pick each task's hyperparameters on the validation split, refit, save one bundle."""
 
 import logging
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -9,7 +10,7 @@ from sklearn.model_selection import ParameterGrid
 from tqdm.auto import tqdm
 
 from newstag.card import card_path, write_model_card
-from newstag.config import ExperimentConfig, TaskConfig
+from newstag.config import ExperimentConfig, TaskConfig, task_source
 from newstag.data.files import exclusive_lock, remove_orphans, restored_on_failure
 from newstag.data.splits import load_task_splits, read_manifest, verify_splits
 from newstag.errors import NewstagError
@@ -47,15 +48,26 @@ def train(config: ExperimentConfig, tracking: bool = True, fmt: str = "joblib",
     A lock per experiment keeps two trainings from racing to write the same bundle.
     """
     for task in config.tasks:  # a config mistake should stop us before anything is created
-        check_task(task, config.seed)
+        try:
+            check_task(task, config.seed)
+        except NewstagError as exc:  # it names the key; name the file that holds it too
+            raise NewstagError(f"{task_source(config, task.name).path}: {exc}") from None
     verify_splits(config)  # and splits that are missing or from two different runs
     if tracking:  # and so should a tracking server that does not answer
         from newstag.tracking import check_reachable, tracking_uri
 
         check_reachable(tracking_uri())
-    with exclusive_lock(config.model_dir / ".train.lock", wait, f"a training of {config.name}"):
-        remove_orphans(config.model_dir)  # temp files of a training that was killed
-        return _train(config, tracking, fmt)
+    lock, first = config.model_dir / ".train.lock", not config.model_dir.exists()
+    with exclusive_lock(lock, wait, f"a training of {config.name}"):
+        try:
+            remove_orphans(config.model_dir)  # temp files of a training that was killed
+            return _train(config, tracking, fmt)
+        except BaseException:  # a failed first training leaves no models/<name>/ holding a lock
+            if first:
+                lock.unlink(missing_ok=True)  # while still held: a waiter then locks a new file
+                with suppress(OSError):  # not empty: keep what is there
+                    config.model_dir.rmdir()
+            raise
 
 
 def _train(config: ExperimentConfig, tracking: bool, fmt: str) -> dict:
@@ -172,7 +184,7 @@ def _tracker(enabled: bool):
 
 
 def check_task(task: TaskConfig, seed: int) -> None:
-    """Raise on a task the config cannot train: a bad param, or a bad search for `auto`."""
+    """Raise on a task the config cannot train: a bad param or grid key, or a bad search for `auto`."""
     if task.streaming:  # hashed features + SGD: newstag.models.streaming
         from newstag.models.streaming import streaming_pipeline
 
@@ -180,13 +192,18 @@ def check_task(task: TaskConfig, seed: int) -> None:
     elif task.multi_label:  # one-vs-rest with thresholds: newstag.models.multilabel
         from newstag.models.multilabel import build
 
-        build(task, seed)
+        build(task, seed, overrides=_first_candidate(task))
     elif task.classifier == "auto" and task.search is not None:
         check_auto(task)
     elif task.classifier == "auto":
         auto.check_params(task)
     else:
-        build_pipeline(task, seed)
+        build_pipeline(task, seed, _first_candidate(task))
+
+
+def _first_candidate(task: TaskConfig) -> dict:
+    """One grid candidate: it has every grid key, so building it checks their names."""
+    return next(iter(ParameterGrid(task.grid)))
 
 
 def fit_task(task: TaskConfig, train_df: pd.DataFrame, validation_df: pd.DataFrame,

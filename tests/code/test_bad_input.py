@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import re
+import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +15,7 @@ import pytest
 
 from newstag.cli import main
 from newstag.data.files import exclusive_lock
+from newstag.errors import NewstagError
 
 WORDS = ["harbour", "tariff", "senate", "vaccine", "striker", "server", "budget", "clinic"]
 
@@ -178,6 +181,10 @@ def test_huge_article_and_any_script_are_tagged(project, capsys):
     ("sed: 1\n", "", r"exp\.yaml: unknown key 'sed' in top level; valid keys are: .*seed"),
     ("seed: many\n", "", r"exp\.yaml: 'seed' should be an integer, got str"),
     ("", ", classifier: forest", r"'tasks\.topic\.classifier' is 'forest'; choose one of: auto, logreg"),
+    ("", ", label_separator: '|'", r"exp\.yaml: 'tasks\.topic\.label_separator' is set, but only a "
+                                   r"multi_label task splits its labels"),
+    ("", ", multi_label: true, negation: true, classifier: logreg",
+     r"exp\.yaml: 'tasks\.topic\.negation' is set, but a multi_label task uses word features only"),
 ])
 def test_bad_config(project, capsys, extra, task_extra, match):
     corpus().to_csv(project / "data.csv", index=False)
@@ -185,20 +192,42 @@ def test_bad_config(project, capsys, extra, task_extra, match):
     fails(capsys, project, "preprocess", str(experiment), match=match)
 
 
-def test_parameter_the_pipeline_does_not_have(project, capsys):
+def test_yaml_syntax_error_names_the_line(project, capsys):
+    (project / "exp.yaml").write_text("data: {path: data.csv}\ntasks:\n  topic:\n\tlabels: [a]\n")
+    fails(capsys, project, "train", "--no-tracking", "exp.yaml",
+          match=r"exp\.yaml line 4, column 1: not valid YAML: found character .* indent with spaces$")
+
+
+@pytest.mark.parametrize("task_extra", [", params: {clf__depth: 3}",
+                                        ", classifier: logreg, params: {clf__depth: 3}",
+                                        ", classifier: logreg, grid: {clf__depth: [3, 4]}"])
+def test_parameter_the_pipeline_does_not_have(project, capsys, task_extra):
     corpus().to_csv(project / "data.csv", index=False)
-    experiment = write_experiment(project / "exp.yaml", "data.csv",
-                                  task_extra=", params: {clf__depth: 3}")
+    experiment = write_experiment(project / "exp.yaml", "data.csv", task_extra=task_extra)
     assert main(["preprocess", str(experiment)]) == 0
-    fails(capsys, project, "train", "--no-tracking", str(experiment),
-          match=r"'tasks\.topic\.params\.clf__depth' is not a parameter of (this|any candidate) "
-                r"pipeline.*valid: .*clf__C")
+    err = fails(capsys, project, "train", "--no-tracking", str(experiment),
+                match=r"exp\.yaml: 'tasks\.topic\.(params|grid)\.clf__depth' is not a parameter of "
+                      r"(this|any candidate) pipeline.*valid: clf__C, ")
+    assert "vect__" not in err  # the names of the step it names, not all 35
+    assert not (project / "models").exists()
 
 
 def test_missing_dataset_file(project, capsys):
     (project / "exp.yaml").write_text("data: {dataset: bbc_news}\ntasks: {topic: {}}\n")
     fails(capsys, project, "preprocess", "exp.yaml", "--data-dir", "nowhere",
           match=r"nowhere/bbc_news/bbc-fulltext\.tar\.gz: not found.*newstag download bbc_news")
+
+
+@pytest.mark.parametrize(("value", "match"), [
+    ("", r"--target-precision is empty; give e\.g\. 0\.95"),
+    (" ", r"--target-precision is empty"),
+    ("topic=0.9,topic=0.2", r"--target-precision gives task 'topic' twice; give one target per task"),
+    ("0.9,0.8", r"--target-precision gives a precision for every task twice"),
+])
+def test_target_precision_that_picks_no_one_target(project, capsys, value, match):
+    corpus().to_csv(project / "data.csv", index=False)
+    write_experiment(project / "exp.yaml", "data.csv")
+    fails(capsys, project, "evaluate", "--no-tracking", "exp.yaml", "--target-precision", value, match=match)
 
 
 # ---- models -----------------------------------------------------------------------------------
@@ -254,6 +283,40 @@ def test_second_training_of_the_same_experiment_is_told_it_is_busy(trained, caps
     with exclusive_lock(trained.parent / ".train.lock"):
         fails(capsys, trained.parents[2], "train", "--no-tracking", "exp.yaml",
               match=r"a training of exp is already running \(lock .*\.train\.lock\).*--wait")
+
+
+def test_failed_first_training_leaves_no_model_folder(project, capsys):
+    corpus().to_csv(project / "data.csv", index=False)
+    experiment = write_experiment(project / "exp.yaml", "data.csv",
+                                  task_extra=", classifier: logreg, params: {clf__C: -1}")
+    assert main(["preprocess", str(experiment)]) == 0
+    fails(capsys, project, "train", "--no-tracking", str(experiment), match=r"task 'topic': .*'C' parameter")
+    assert not (project / "models/exp").exists()
+
+
+def test_a_lock_file_its_holder_deleted_still_excludes(tmp_path):
+    """A failed first training deletes its lock file while holding it; one waiting behind it
+    must then lock the new file, not the deleted one (or a third would run beside it)."""
+    lock, inside, done = tmp_path / "models/exp/.train.lock", threading.Event(), threading.Event()
+
+    def waiter():
+        with exclusive_lock(lock, wait=True):
+            inside.set()
+            done.wait(10)
+
+    thread = threading.Thread(target=waiter)
+    try:
+        with exclusive_lock(lock):
+            thread.start()
+            time.sleep(0.1)  # it is now waiting on this lock file
+            lock.unlink()
+            lock.parent.rmdir()
+        assert inside.wait(10)
+        with pytest.raises(NewstagError, match="already running"), exclusive_lock(lock):
+            pass
+    finally:
+        done.set()
+        thread.join()
 
 
 def test_bad_records_become_error_rows_unless_strict(trained, capsys):

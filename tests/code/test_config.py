@@ -67,6 +67,20 @@ def test_missing_file_and_bad_yaml(tmp_path):
         load_config(write(tmp_path, "data: [unclosed\n"))
 
 
+@pytest.mark.parametrize(("text", "match"), [
+    ("data: {path: x.csv}\ntasks:\n  topic:\n\tlabels: [a]\n",
+     r"exp\.yaml line 4, column 1: not valid YAML: found character '\\t' that cannot start any "
+     r"token; indent with spaces$"),
+    ("data: [unclosed\n", r"exp\.yaml line 2, column 1: not valid YAML: expected ',' or '\]', but "
+                          r"got '<stream end>' \(while parsing a flow sequence from line 1\)$"),
+    ("data: {path: x.csv}\ntasks: topic: {}\n",
+     r"exp\.yaml line 2, column 13: not valid YAML: mapping values are not allowed here$"),
+])
+def test_yaml_syntax_errors_give_the_line_and_column(tmp_path, text, match):
+    with pytest.raises(NewstagError, match=match):
+        load_config(write(tmp_path, text))
+
+
 def test_split_fractions_are_checked(tmp_path):
     with pytest.raises(NewstagError, match="split.test"):
         load_config(write(tmp_path, VALID + "split: {test: 1.5}\n"))
@@ -132,6 +146,12 @@ def test_a_loaded_experiment_cannot_change_but_can_be_copied_with_changes(tmp_pa
     ("[a, b]", "[a, {b: c}]",
      r"'tasks\.topic\.labels\[1\]' should be text, a number or true/false, got dict"),
     ("[0.5, 1]", "[]", r"'tasks\.topic\.grid\.clf__C' is empty"),
+    ("[a, b]", "[]", r"'tasks\.topic\.labels' is empty; list the allowed labels, or remove labels"),
+    ("[a, b]", "[sport, sport, world]", r"'tasks\.topic\.labels\[1\]' repeats 'sport'; list each label once"),
+    ("[a, b]", "[1, '1']", r"'tasks\.topic\.labels\[1\]' repeats '1'"),
+    ("tone: {}", "tone: {label_separator: '|'}",
+     r"'tasks\.tone\.label_separator' is set, but only a multi_label task splits its labels; remove "
+     r"label_separator or set multi_label: true"),
     ("path: data/x.csv", "path: data/x.csv, max_file_mb: 0",
      r"'data\.max_file_mb' should be greater than 0, got int 0"),
     ("path: data/x.csv", "path: data/x.csv, dataset: bbc_news", r"'data' should set exactly one of path"),
@@ -140,6 +160,15 @@ def test_a_loaded_experiment_cannot_change_but_can_be_copied_with_changes(tmp_pa
     ("tone: {}", "tone: {clasifier: sgd}",
      r"unknown key 'clasifier' in tasks\.tone; valid keys are: calibration, classifier, column, .*search"),
     ("tasks:", "taks:", r"unknown key 'taks' in top level"),
+    # a multi-label task has single-word TF-IDF features and per-label Platt sigmoids only
+    ("tone: {}", "tone: {multi_label: true, negation: true, classifier: logreg}",
+     r"'tasks\.tone\.negation' is set, but a multi_label task uses word features only; remove negation"),
+    ("tone: {}", "tone: {multi_label: true, lexicons: [vader]}",
+     r"'tasks\.tone\.lexicons' is set, but a multi_label task uses word features only"),
+    ("tone: {}", "tone: {multi_label: true, features: word+char}",
+     r"'tasks\.tone\.features' is 'word\+char', but a multi_label task uses word features only"),
+    ("tone: {}", "tone: {multi_label: true, calibration: isotonic}",
+     r"'tasks\.tone\.calibration' is 'isotonic', but a multi_label task calibrates each label"),
 ])
 def test_bad_values_are_named_in_one_line(tmp_path, old, new, match):
     assert old in VALID

@@ -55,6 +55,8 @@ def test_schema_and_loader_accept_a_search(capsys, tmp_path):
     {"data": {"path": "x.csv"}, "tasks": {"topic": {}}, "sed": 1},
     {"data": {"path": "x.csv", "dataset": "bbc_news"}, "tasks": {"topic": {}}},
     {"data": {"path": "x.csv"}, "tasks": {"topic": {"labels": ["a", ["b"]]}}},
+    {"data": {"path": "x.csv"}, "tasks": {"topic": {"labels": []}}},
+    {"data": {"path": "x.csv"}, "tasks": {"topic": {"labels": ["a", "b", "a"]}}},
     {"data": {"path": "x.csv"}, "tasks": {"topic": {"search": {"space": {"classifier": ["forest"]}}}}},
     {"data": {"path": "x.csv"}, "tasks": {"topic": {"search": {"n_iter": 0}}}},
     {"compose": {"topic": "ag_news"}, "data": {"path": "x.csv"}},

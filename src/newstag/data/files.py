@@ -177,18 +177,36 @@ def _size(count: int) -> str:
 
 @contextmanager
 def exclusive_lock(path: str | Path, wait: bool = False, what: str = "this"):
-    """Hold an exclusive lock on `path` (released when the process ends, even if killed)."""
+    """Hold an exclusive lock on `path` (released when the process ends, even if killed).
+
+    A holder may delete the lock file (and its folder) before letting go, as a failed first
+    training does; a waiter then holds a file no longer at `path`, so it locks the new one."""
     import fcntl
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
+    while True:
+        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            raise NewstagError(f"{what} is already running (lock {path}); wait for it to "
-                               f"finish, or pass --wait to queue behind it") from None
-        yield
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)
+        except FileNotFoundError:  # the folder was removed between the two lines: make it again
+            continue
+        with os.fdopen(descriptor, "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                raise NewstagError(f"{what} is already running (lock {path}); wait for it to "
+                                   f"finish, or pass --wait to queue behind it") from None
+            if _still_at(handle, path):
+                yield
+                return
+
+
+def _still_at(handle, path: Path) -> bool:
+    """Whether the open lock file is still the one at `path` (its holder may have deleted it)."""
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), path.stat())
+    except FileNotFoundError:
+        return False
 
 
 def iter_jsonl(handle):

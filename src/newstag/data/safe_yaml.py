@@ -33,7 +33,7 @@ def load_yaml(path: str | Path):
         _check_expanded_size(node, path)
         return loader.construct_document(node)
     except yaml.YAMLError as exc:
-        raise NewstagError(f"{path}: not valid YAML ({_first_line(exc)})") from None
+        raise NewstagError(_syntax_error(path, exc)) from None
     except RecursionError:
         raise NewstagError(f"{path}: nested too deeply to be an experiment file") from None
     finally:
@@ -93,6 +93,20 @@ def _check_expanded_size(root, path: Path) -> None:
     if size(root) > MAX_EXPANDED_NODES:
         raise NewstagError(f"{path}: aliases (*name) expand to more than {MAX_EXPANDED_NODES} values; "
                            f"write the values out instead")
+
+
+def _syntax_error(path: Path, exc: yaml.YAMLError) -> str:
+    """Where the parser stopped and why: PyYAML's first line ("while scanning for the next
+    token") names neither, so the line, column and problem come from its marks."""
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+    if mark is None or not problem:
+        return f"{path}: not valid YAML ({_first_line(exc)})"
+    context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and start is not None and start.line != mark.line:
+        problem += f" ({context} from line {start.line + 1})"
+    if "'\\t'" in problem:  # a tab where YAML wants indentation
+        problem += "; indent with spaces"
+    return f"{path} line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {problem}"
 
 
 def _first_line(exc: Exception) -> str:

@@ -38,7 +38,7 @@ from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
 
 from newstag.config import TaskConfig
 from newstag.errors import NewstagError
-from newstag.models.pipelines import build_pipeline
+from newstag.models.pipelines import build_pipeline, valid_names
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +104,8 @@ def check_params(task: TaskConfig) -> None:
     valid = set().union(*(build_pipeline(member_task(task, m), 0).get_params() for m in MEMBERS))
     unknown = sorted(key for key in task.params if key not in valid)
     if unknown:
-        names = ", ".join(sorted(k for k in valid if "__" in k and not k.endswith("__steps")))
-        raise NewstagError(f"'tasks.{task.name}.params.{unknown[0]}' is not a parameter of any "
-                           f"candidate pipeline (of classifier auto); valid: {names}")
+        raise NewstagError(f"'tasks.{task.name}.params.{unknown[0]}' is not a parameter of any candidate "
+                           f"pipeline (of classifier auto); valid: {valid_names(valid, unknown[0])}")
 
 
 def choose(task: TaskConfig, texts: list[str], labels: list[str], seed: int) -> AutoChoice:

@@ -220,10 +220,17 @@ def set_params(pipeline: Pipeline, params: dict, where: str) -> None:
     valid = pipeline.get_params(deep=True)
     for key, value in params.items():
         if key not in valid or "__" not in key:
-            names = ", ".join(sorted(k for k in valid if "__" in k and not k.endswith("__steps")
-                                     and "transformer_list" not in k))
-            raise NewstagError(f"'{where}.{key}' is not a parameter of this pipeline; valid: {names}")
+            raise NewstagError(f"'{where}.{key}' is not a parameter of this pipeline; "
+                               f"valid: {valid_names(valid, key)}")
         try:
             pipeline.set_params(**{key: tuple(value) if isinstance(value, list) else value})
         except (TypeError, ValueError) as exc:
             raise NewstagError(f"'{where}.{key}': {exc}") from None
+
+
+def valid_names(valid, key: str) -> str:
+    """The parameter names to offer for a wrong `key`: those of the step it names (clf__...,
+    vect__...), else all; the whole list is some 40 names, mostly beside the point."""
+    names = sorted(k for k in valid if "__" in k and not k.endswith("__steps")
+                   and "transformer_list" not in k)
+    return ", ".join([k for k in names if k.split("__")[0] == key.split("__")[0]] or names)
