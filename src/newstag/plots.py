@@ -5,6 +5,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
 
@@ -86,23 +87,32 @@ def _short(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
+FEW_ARTICLES = 3  # a reliability bin with fewer articles is drawn hollow, without its value
+MIN_ACCURACY_SPAN = 0.1  # the coverage plot's accuracy axis spans at least this much
+
+
 def reliability_figure(task: str, tables: dict[str, list[dict]], eces: dict[str, float]):
     """Reliability diagram: per confidence bin, accuracy against mean confidence, for the
-    calibrated and the uncalibrated scores; the diagonal is perfect calibration. Below, the
-    number of test articles per bin, so that a far-off point on three articles is seen as such."""
+    calibrated and the uncalibrated scores; the diagonal is perfect calibration. A point's area
+    grows with its bin's articles and the points are not joined, so that a bin of one article
+    (right or wrong: 1.00 or 0.00) reads as the anecdote it is; bins under FEW_ARTICLES are
+    hollow and unlabelled. Below, the number of test articles per bin."""
     fig, (ax, counts) = plt.subplots(2, 1, figsize=(6.5, 7.5), height_ratios=[3, 1.2], sharex=True)
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
     styles = {"calibrated": ("tab:blue", "o"), "uncalibrated": ("tab:orange", "s")}
     width = 1 / max(len(next(iter(tables.values()))), 1)
+    total = max(sum(row["count"] for row in next(iter(tables.values()))), 1)
     for offset, (name, table) in enumerate(tables.items()):
         color, marker = styles.get(name, ("tab:green", "^"))
         filled = [row for row in table if row["count"]]
-        xs = [row["confidence"] for row in filled]
-        ys = [row["accuracy"] for row in filled]
-        ax.plot(xs, ys, marker=marker, color=color, label=f"{name} (ECE {eces[name]:.3f})")
-        for x, y in zip(xs, ys, strict=True):
-            ax.annotate(f"{y:.2f}", (x, y), xytext=(0, 6 if offset == 0 else -12),
-                        textcoords="offset points", ha="center", fontsize=7, color=color)
+        ax.scatter([], [], marker=marker, color=color, label=f"{name} (ECE {eces[name]:.3f})")
+        for row in filled:
+            x, y, few = row["confidence"], row["accuracy"], row["count"] < FEW_ARTICLES
+            ax.scatter([x], [y], s=20 + 400 * row["count"] / total, marker=marker, alpha=0.8,
+                       facecolors="none" if few else color, edgecolors=color, zorder=3)
+            if not few:
+                ax.annotate(f"{y:.2f}", (x, y), xytext=(0, 8 if offset == 0 else -14),
+                            textcoords="offset points", ha="center", fontsize=7, color=color)
         shift = (offset - 0.5) * width / 2
         counts.bar([(row["low"] + row["high"]) / 2 + shift for row in table],
                    [row["count"] for row in table], width=width / 2, color=color, label=name)
@@ -113,7 +123,8 @@ def reliability_figure(task: str, tables: dict[str, list[dict]], eces: dict[str,
     ax.set_xlim(0, 1)
     ax.set_ylim(-0.05, 1.08)  # a bin all right or all wrong keeps its whole marker and value
     ax.set_ylabel("accuracy in the bin")
-    ax.set_title(f"{task}: reliability (test split, top-label confidence, {len(table)} bins)", pad=24)
+    ax.set_title(f"{task}: reliability (test split, top-label confidence, {len(table)} bins;\n"
+                 f"area: articles in the bin, hollow: fewer than {FEW_ARTICLES})", pad=24, fontsize=10)
     # above the plot, under the title: inside, any corner can hide a point (a wrong bin sits at 0)
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False)
     ax.grid(alpha=0.3)
@@ -136,6 +147,10 @@ def coverage_figure(task: str, curves: dict[str, tuple], marks: dict[str, tuple[
         ax.annotate(f"{name}\ncoverage {coverage:.2f}, accuracy {accuracy:.3f}", (coverage, accuracy),
                     xytext=(-10, -28), textcoords="offset points", ha="right", fontsize=8)
     ax.set_xlim(0, 1.02)
+    values = [float(value) for _, accuracy in curves.values() for value in accuracy if value == value]
+    lowest = min(values + [mark[1] for mark in marks.values()], default=0.0)
+    ax.set_ylim(min(lowest - 0.02, 1 - MIN_ACCURACY_SPAN), 1.005)  # 2-decimal ticks, not 0.9825
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%.2f"))
     ax.set_xlabel("coverage (share of test articles answered)")
     ax.set_ylabel("accuracy of the answered articles")
     ax.set_title(f"{task}: coverage and accuracy by confidence threshold (test split)")
