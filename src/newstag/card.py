@@ -190,7 +190,7 @@ def info(bundle: str | Path) -> str:
     """The card beside a bundle and a summary of its sidecar, checking the file's sha256 (without
     loading the pickle, so it is safe on a file you do not trust)."""
     from newstag.data.files import sha256_file
-    from newstag.models.bundle import _read_sidecar
+    from newstag.models.bundle import read_sidecar
 
     path = Path(bundle)
     if not path.exists():
@@ -198,7 +198,7 @@ def info(bundle: str | Path) -> str:
     if not path.is_file():
         raise NewstagError(f"{path}: not a regular file; give the bundle file (e.g. "
                            f"models/default/model.joblib)")
-    sidecar = _read_sidecar(path)
+    sidecar = read_sidecar(path)
     matches = sha256_file(path) == sidecar.get("sha256")
     card = card_path(path)
     if not card.is_file():
