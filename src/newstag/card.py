@@ -227,14 +227,19 @@ def summary(path: Path, sidecar: dict, matches: bool) -> str:
 
 
 def _compact_line(path: Path, compact: dict | None) -> str:
-    """Which tasks `newstag predict` runs on NumPy alone (the fast path) and why any other does not."""
-    from newstag.models.bundle import compact_path
+    """Which tasks `newstag predict` runs on NumPy alone (the fast path) and why any other does not,
+    once the compact form's sha256 is checked as predict checks it (predict refuses a missing or
+    changed one, so info must not call it fine)."""
+    from newstag.data.files import sha256_file
 
     if not isinstance(compact, dict):
         return "- fast prediction: none (saved before the compact form; retrain to get it)"
-    if not compact_path(path).is_file():
-        return f"- fast prediction: {compact_path(path).name} is missing; predict falls back to scikit-learn"
+    target = path.with_name(Path(compact["file"]).name)  # the file predict reads
+    if not target.is_file():
+        return f"- fast prediction: {target.name} is missing; predict will refuse the model: retrain"
+    if sha256_file(target) != compact.get("sha256"):
+        return f"- compact form: sha256 DOES NOT match {target.name}; predict will refuse it: retrain"
     fast = ", ".join(compact.get("tasks") or []) or "no task"
     fallback = (compact.get("fallback") or {}).items()
     slow = "".join(f"; {task} uses scikit-learn ({why})" for task, why in fallback)
-    return f"- fast prediction (NumPy only, {compact_path(path).name}): {fast}{slow}"
+    return f"- fast prediction (NumPy only, {target.name}): {fast}{slow}"

@@ -254,3 +254,30 @@ def test_sidecar_with_a_threshold_in_range_is_read(tagged):
     edit_sidecar(tagged, _set("tasks", "weather", "min_confidence", 0.99))
     bundle = load_for_prediction(tagged)
     assert bundle["metadata"]["tasks"]["weather"]["min_confidence"] == 0.99
+
+
+# ---- newstag info on the compact form ---------------------------------------------------------
+
+def test_info_checks_the_compact_form_as_predict_does(tagged, capsys):
+    from newstag.cli import main
+
+    assert main(["info", str(tagged)]) == 0
+    healthy = capsys.readouterr().out
+    assert "- fast prediction (NumPy only, model.joblib.compact.npz): weather, other" in healthy
+
+    target = compact_path(tagged)
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    target.write_bytes(bytes(data))
+    assert main(["info", str(tagged)]) == 0  # info reports; it does not refuse
+    shown = capsys.readouterr().out
+    assert "- compact form: sha256 DOES NOT match model.joblib.compact.npz; predict will refuse it: " \
+           "retrain" in shown
+    assert "fast prediction (NumPy only" not in shown and "(matches the file)" in shown  # the model is fine
+    with pytest.raises(NewstagError, match="compact.npz: sha256 does not match"):
+        load_for_prediction(tagged)  # what info foretold
+
+    target.unlink()
+    assert main(["info", str(tagged)]) == 0
+    assert "- fast prediction: model.joblib.compact.npz is missing; predict will refuse the model: " \
+           "retrain" in capsys.readouterr().out
