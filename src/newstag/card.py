@@ -60,10 +60,9 @@ def model_card(sidecar: dict, manifests: dict, sources: dict, terms: dict, file_
         lines += [config["description"], ""]
     lines += ["## Intended use", "",
               "Tagging news articles (English prose like the training data) with the labels below, "
-              "to sort, route or monitor articles, with a person checking what matters. Each tag "
-              "comes with a probability; below a task's `min_confidence` the answer is `uncertain`. "
-              "Not for text unlike the training data (other languages, other kinds of writing, "
-              "other periods), nor for decisions about people without review.", ""]
+              "to sort, route or monitor articles, with a person checking what matters. "
+              + _answers(sidecar) + " Not for text unlike the training data (other languages, other "
+              "kinds of writing, other periods), nor for decisions about people without review.", ""]
     lines += _data_section(sidecar, manifests, sources)
     lines += _metrics_section(sidecar)
     lines += _limits_section(sidecar, manifests, terms)
@@ -78,13 +77,50 @@ def model_card(sidecar: dict, manifests: dict, sources: dict, terms: dict, file_
     return "\n".join(lines)
 
 
+def is_multi_label(sidecar: dict, task: str) -> bool:
+    """Whether the sidecar's task is multi-label (labels by per-label thresholds, no min_confidence)."""
+    meta = sidecar.get("tasks", {}).get(task) or {}
+    settings = ((sidecar.get("config") or {}).get("tasks") or {}).get(task)
+    return bool((meta.get("model") or {}).get("multi_label")
+                or (isinstance(settings, dict) and settings.get("multi_label")))
+
+
+def _split_tasks(sidecar: dict) -> tuple[list[str], list[str]]:
+    """The sidecar's tasks: (single-label, multi-label)."""
+    tasks = list(sidecar.get("tasks", {}))
+    multi = [task for task in tasks if is_multi_label(sidecar, task)]
+    return [task for task in tasks if task not in multi], multi
+
+
+def _names(tasks: list[str]) -> str:
+    return ", ".join(tasks)
+
+
+def _answers(sidecar: dict) -> str:
+    """What an answer is: one label or `uncertain` (single-label tasks), or a set of labels chosen
+    by per-label thresholds (multi-label tasks)."""
+    single, multi = _split_tasks(sidecar)
+    text = []
+    if single or not multi:
+        text.append(("Each tag" if not multi else f"Each tag of {_names(single)}") + " comes with a "
+                    "probability; below a task's `min_confidence` the answer is `uncertain`.")
+    if multi:
+        text.append(f"{_names(multi)} {'is' if len(multi) == 1 else 'are'} multi-label: an article "
+                    "gets every label whose score reaches that label's own threshold (tuned on the "
+                    "validation split), and at least one label, each with its probability; "
+                    "`min_confidence` and `uncertain` do not apply.")
+    return " ".join(text)
+
+
 def _data_section(sidecar: dict, manifests: dict, sources: dict) -> list[str]:
     lines = ["## Data", ""]
     for task in sidecar.get("tasks", {}):
         splits = manifests.get(task, {}).get("splits", {})
         rows = ", ".join(f"{name} {info.get('rows', 0):,}" for name, info in splits.items())
         lines += [f"### {task}", "", f"- source: {sources.get(task, 'unknown')}",
-                  f"- rows per split: {rows}", "",
+                  f"- rows per split: {rows}", *(["- multi-label: articles per label below; an "
+                                                  "article can carry several labels"]
+                                                if is_multi_label(sidecar, task) else []), "",
                   "| label | " + " | ".join(splits) + " |", "| --- |" + " --- |" * len(splits)]
         counts = {name: (info.get("labels") or {}).get(task) or {} for name, info in splits.items()}
         for label in sorted({label for values in counts.values() for label in values}):
@@ -104,22 +140,61 @@ def _metrics_section(sidecar: dict) -> list[str]:
              "training never reads: `reports/<experiment>/metrics.json` and `report.html`.", "",
              "| task | model | chosen parameters | validation accuracy | validation macro-F1 | "
              "calibration |", "| --- | --- | --- | --- | --- | --- |"]
+    single, multi = _split_tasks(sidecar)
     for task, info in sidecar.get("tasks", {}).items():
         model = info.get("model") or {}
         validation = info.get("validation") or {}
         calibration = info.get("calibration") or {}
+        accuracy = _score(validation.get("accuracy")) if task not in multi else \
+            f"– (multi-label; micro-F1 {_score(validation.get('f1_micro'))})"
         lines.append(f"| {task} | {model.get('classifier', '?')} on {model.get('features', '?')} "
                      f"features | {_cell(_params(info.get('best_params')))} | "
-                     f"{_score(validation.get('accuracy'))} | {_score(validation.get('f1_macro'))} | "
+                     f"{accuracy} | {_score(validation.get('f1_macro'))} | "
                      f"{_calibration(calibration)} |")
-    lines += ["", "Calibration: the classifier is wrapped in scikit-learn's `CalibratedClassifierCV` "
-              "(one model fitted on all rows, a sigmoid, isotonic, temperature or top-label calibrator "
-              "fitted on its held-out fold scores), the method chosen by validation log-loss (\"none\": the "
-              "model's own probabilities did best; with classifier auto, only methods that keep its "
-              "decisions compete); a task's "
-              "probability is then meant to match how often such a tag is right. `min_confidence` per task: "
-              + ", ".join(f"{task} {_threshold(info.get('min_confidence'))}"
-                          for task, info in sidecar.get("tasks", {}).items()) + ".", ""]
+    lines.append("")
+    if single:
+        lines += _calibration_note(sidecar, single)
+    for task in multi:
+        lines += _multi_label_note(task, sidecar["tasks"][task])
+    return lines
+
+
+def _calibration_note(sidecar: dict, tasks: list[str]) -> list[str]:
+    """How single-label tasks' probabilities are calibrated, and their min_confidence."""
+    return ["Calibration: the classifier is wrapped in scikit-learn's `CalibratedClassifierCV` "
+            "(one model fitted on all rows, a sigmoid, isotonic, temperature or top-label calibrator "
+            "fitted on its held-out fold scores), the method chosen by validation log-loss (\"none\": the "
+            "model's own probabilities did best; with classifier auto, only methods that keep its "
+            "decisions compete); a task's probability is then meant to match how often such a tag is "
+            "right. `min_confidence` per task: "
+            + ", ".join(f"{task} {_threshold((sidecar['tasks'][task] or {}).get('min_confidence'))}"
+                        for task in tasks) + ".", ""]
+
+
+def _multi_label_note(task: str, info: dict) -> list[str]:
+    """How a multi-label task chooses its labels, and each label's threshold tuned on validation."""
+    lines = [f"Multi-label task {task}: one linear model per label (one-vs-rest). Each label's "
+             "threshold on its model's margin was tuned on the validation split (the one giving "
+             "that label's best validation F1; 0, the plain rule, when the label had no validation "
+             "article, when 0 did as well, or when even the best threshold's validation F1 was under "
+             "0.5), and a Platt sigmoid fitted on the "
+             "validation margins turns the margin into the label's probability; both were kept when "
+             "the model was refitted on train + validation. An article gets every label whose margin "
+             "reaches its threshold, and at least one: when none does, the label nearest its "
+             "threshold. `newstag predict` gives the chosen labels with their probabilities. "
+             "`min_confidence` and `uncertain` do not apply to this task.", ""]
+    labels = ((info.get("calibration") or {}).get("labels")) or {}
+    if isinstance(labels, dict) and labels:
+        lines += ["| label | threshold (margin) | validation F1 at it | at 0 | validation articles |",
+                  "| --- | --- | --- | --- | --- |"]
+        for label, tuned in labels.items():
+            tuned = tuned if isinstance(tuned, dict) else {}
+            articles = tuned.get("validation_articles")
+            lines.append(f"| {_cell(label)} | {_score(tuned.get('threshold'))} | "
+                         f"{_score(tuned.get('validation_f1'))} | "
+                         f"{_score(tuned.get('validation_f1_at_0'))} | "
+                         f"{articles if isinstance(articles, int) else '–'} |")
+        lines.append("")
     return lines
 
 
@@ -190,7 +265,7 @@ def info(bundle: str | Path) -> str:
     """The card beside a bundle and a summary of its sidecar, checking the file's sha256 (without
     loading the pickle, so it is safe on a file you do not trust)."""
     from newstag.data.files import sha256_file
-    from newstag.models.bundle import _read_sidecar
+    from newstag.models.bundle import read_sidecar
 
     path = Path(bundle)
     if not path.exists():
@@ -198,7 +273,7 @@ def info(bundle: str | Path) -> str:
     if not path.is_file():
         raise NewstagError(f"{path}: not a regular file; give the bundle file (e.g. "
                            f"models/default/model.joblib)")
-    sidecar = _read_sidecar(path)
+    sidecar = read_sidecar(path)
     matches = sha256_file(path) == sidecar.get("sha256")
     card = card_path(path)
     if not card.is_file():
@@ -219,22 +294,28 @@ def summary(path: Path, sidecar: dict, matches: bool) -> str:
              f"- versions: {json.dumps(sidecar.get('versions', {}), sort_keys=True)}"]
     for task, meta in sidecar.get("tasks", {}).items():
         meta = meta or {}
+        answers = "multi-label: labels by per-label thresholds tuned on validation (no min_confidence)" \
+            if is_multi_label(sidecar, task) else f"min_confidence {_threshold(meta.get('min_confidence'))}"
         lines += [f"- task {task}: labels {', '.join(map(str, meta.get('labels', [])))}; "
                   f"params {_params(meta.get('best_params'))}; "
-                  f"calibration {_calibration(meta.get('calibration') or {})}; "
-                  f"min_confidence {_threshold(meta.get('min_confidence'))}"]
+                  f"calibration {_calibration(meta.get('calibration') or {})}; {answers}"]
     return "\n".join(lines + [_compact_line(path, sidecar.get("compact"))]) + "\n"
 
 
 def _compact_line(path: Path, compact: dict | None) -> str:
-    """Which tasks `newstag predict` runs on NumPy alone (the fast path) and why any other does not."""
-    from newstag.models.bundle import compact_path
+    """Which tasks `newstag predict` runs on NumPy alone (the fast path) and why any other does not,
+    once the compact form's sha256 is checked as predict checks it (predict refuses a missing or
+    changed one, so info must not call it fine)."""
+    from newstag.data.files import sha256_file
 
     if not isinstance(compact, dict):
         return "- fast prediction: none (saved before the compact form; retrain to get it)"
-    if not compact_path(path).is_file():
-        return f"- fast prediction: {compact_path(path).name} is missing; predict falls back to scikit-learn"
+    target = path.with_name(Path(compact["file"]).name)  # the file predict reads
+    if not target.is_file():
+        return f"- fast prediction: {target.name} is missing; predict will refuse the model: retrain"
+    if sha256_file(target) != compact.get("sha256"):
+        return f"- compact form: sha256 DOES NOT match {target.name}; predict will refuse it: retrain"
     fast = ", ".join(compact.get("tasks") or []) or "no task"
     fallback = (compact.get("fallback") or {}).items()
     slow = "".join(f"; {task} uses scikit-learn ({why})" for task, why in fallback)
-    return f"- fast prediction (NumPy only, {compact_path(path).name}): {fast}{slow}"
+    return f"- fast prediction (NumPy only, {target.name}): {fast}{slow}"

@@ -12,7 +12,7 @@ from newstag.data.splits import CHUNK_ROWS, by_source, split_chunks
 from newstag.errors import NewstagError
 from newstag.explain import NotExplainable, TermShares, leaks
 from newstag.models import multilabel
-from newstag.models.bundle import load_bundle, sidecar_path
+from newstag.models.bundle import load_bundle, read_sidecar
 from newstag.models.calibrate import is_calibrated, threshold_for_precision
 from newstag.models.tally import TaskTally
 from newstag.plots import confusion_figure, coverage_figure, reliability_figure, save_figure
@@ -63,7 +63,7 @@ def evaluate(config: ExperimentConfig, tracking: bool = True, target_precision: 
         from newstag.tracking import log_evaluation
 
         write_json(out / "metrics.json", summary)  # logged with the other files
-        sidecar = json.loads(sidecar_path(path).read_text(encoding="utf-8"))  # verified by load_bundle
+        sidecar = read_sidecar(path)  # checked again: the registry reads its fields
         summary["mlflow_run_id"] = log_evaluation(config, sidecar, flat_metrics(metrics), out)
     write_json(out / "metrics.json", summary)
     return summary

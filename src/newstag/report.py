@@ -242,11 +242,14 @@ def label_distribution(config, task: str) -> dict | None:
 
 def model_summary(config, metadata: dict) -> dict:
     """What the bundle says about itself, and the sha256 its sidecar recorded."""
-    from newstag.models.bundle import sidecar_path
+    from newstag.models.bundle import read_sidecar
     from newstag.train import bundle_path
 
-    sidecar = _read_json(sidecar_path(bundle_path(config))) or {}
-    return {"file": str(bundle_path(config)), "sha256": sidecar.get("sha256", "unknown"),
+    try:
+        sha256 = read_sidecar(bundle_path(config))["sha256"]
+    except (NewstagError, OSError):  # missing or damaged: the page says so rather than failing
+        sha256 = "unknown"
+    return {"file": str(bundle_path(config)), "sha256": sha256,
             "versions": metadata.get("versions", {}),
             "run": (metadata.get("mlflow") or {}).get("run_id") or "none",
             "tasks": {task: {"model": (info or {}).get("model", {}),

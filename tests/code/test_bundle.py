@@ -1,5 +1,6 @@
 import json
 import logging
+import re
 
 import pytest
 from sklearn.dummy import DummyClassifier
@@ -176,3 +177,107 @@ def test_an_interrupt_waits_for_a_deferred_block_even_when_another_thread_takes_
         worker.join()
     assert finished == [True]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
+
+
+# ---- the sidecar's shape ----------------------------------------------------------------------
+
+@pytest.fixture
+def tagged(tmp_path):
+    """A bundle of two compact tasks whose sidecar records task metadata as training does."""
+    from sklearn.svm import LinearSVC
+
+    pipeline = Pipeline([("vect", TfidfVectorizer()), ("clf", LinearSVC())])
+    pipeline.fit(["rain falls", "sun shines", "rain again", "sun again"], ["wet", "dry", "wet", "dry"])
+    tasks = {task: {"labels": ["dry", "wet"], "best_params": {}, "min_confidence": None,
+                    "calibration": {"method": "none"}, "model": {"classifier": "linear_svm"},
+                    "validation": {"accuracy": 1.0}} for task in ("weather", "other")}
+    path = tmp_path / "models" / "x" / "model.joblib"
+    save_bundle(path, {"weather": pipeline, "other": pipeline}, {"experiment": "x", "tasks": tasks})
+    return path
+
+
+def edit_sidecar(path, change) -> None:
+    sidecar = json.loads(sidecar_path(path).read_text())
+    change(sidecar)
+    sidecar_path(path).write_text(json.dumps(sidecar))
+
+
+def _set(*keys_and_value):
+    *keys, value = keys_and_value
+
+    def change(sidecar):
+        target = sidecar
+        for key in keys[:-1]:
+            target = target[key]
+        target[keys[-1]] = value
+    return change
+
+
+@pytest.mark.parametrize(("change", "field", "wanted"), [
+    (_set("tasks", 5), "tasks", "not an object"),
+    (_set("tasks", ["weather"]), "tasks", "not an object"),
+    (_set("tasks", "weather", "x"), "tasks.weather", "not an object"),
+    (_set("tasks", "weather", "min_confidence", "high"), "tasks.weather.min_confidence",
+     "not a number between 0 and 1"),
+    (_set("tasks", "weather", "min_confidence", 2.0), "tasks.weather.min_confidence",
+     "not a number between 0 and 1"),
+    (_set("tasks", "weather", "min_confidence", 0), "tasks.weather.min_confidence",
+     "not a number between 0 and 1"),
+    (_set("tasks", "weather", "min_confidence", True), "tasks.weather.min_confidence",
+     "not a number between 0 and 1"),
+    (_set("tasks", "weather", "labels", "dry"), "tasks.weather.labels", "not a list"),
+    (_set("tasks", "weather", "best_params", [1]), "tasks.weather.best_params", "not an object"),
+    (_set("tasks", "weather", "calibration", "method", 3), "tasks.weather.calibration.method",
+     "not a string"),
+    (_set("versions", "1.0"), "versions", "not an object"),
+    (_set("compact", "tasks", "weather"), "compact.tasks", "not a list"),
+    (lambda sidecar: sidecar.pop("sha256"), "sha256", "missing"),
+])
+def test_sidecar_with_wrong_types_is_refused_in_one_line_by_every_reader(tagged, capsys, change, field,
+                                                                          wanted):
+    from newstag.card import info
+    from tests.code.test_bad_input import fails
+
+    edit_sidecar(tagged, change)
+    match = rf"model\.joblib\.json: field '{re.escape(field)}' is .*{wanted}.*Restore it or retrain"
+    for command in (["info", str(tagged)], ["predict", "--model", str(tagged), "rain"],
+                    ["explain", str(tagged)]):
+        fails(capsys, tagged.parent, *command, match=match)
+    from newstag.models.bundle import read_sidecar
+
+    for reader in (load_for_prediction, load_bundle, info, read_sidecar):  # evaluate, serving: load_bundle
+        with pytest.raises(NewstagError, match=match):
+            reader(tagged)
+
+
+def test_sidecar_with_a_threshold_in_range_is_read(tagged):
+    edit_sidecar(tagged, _set("tasks", "weather", "min_confidence", 0.99))
+    bundle = load_for_prediction(tagged)
+    assert bundle["metadata"]["tasks"]["weather"]["min_confidence"] == 0.99
+
+
+# ---- newstag info on the compact form ---------------------------------------------------------
+
+def test_info_checks_the_compact_form_as_predict_does(tagged, capsys):
+    from newstag.cli import main
+
+    assert main(["info", str(tagged)]) == 0
+    healthy = capsys.readouterr().out
+    assert "- fast prediction (NumPy only, model.joblib.compact.npz): weather, other" in healthy
+
+    target = compact_path(tagged)
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    target.write_bytes(bytes(data))
+    assert main(["info", str(tagged)]) == 0  # info reports; it does not refuse
+    shown = capsys.readouterr().out
+    assert "- compact form: sha256 DOES NOT match model.joblib.compact.npz; predict will refuse it: " \
+           "retrain" in shown
+    assert "fast prediction (NumPy only" not in shown and "(matches the file)" in shown  # the model is fine
+    with pytest.raises(NewstagError, match="compact.npz: sha256 does not match"):
+        load_for_prediction(tagged)  # what info foretold
+
+    target.unlink()
+    assert main(["info", str(tagged)]) == 0
+    assert "- fast prediction: model.joblib.compact.npz is missing; predict will refuse the model: " \
+           "retrain" in capsys.readouterr().out

@@ -141,3 +141,33 @@ def test_bad_multi_label_settings_are_one_line_errors(tmp_path, task_extra, mess
     with pytest.raises(NewstagError, match=message) as caught:
         experiment(tmp_path, rows(), task_extra=task_extra)
     assert "\n" not in str(caught.value)
+
+
+def test_card_and_info_describe_a_multi_label_task_by_its_per_label_thresholds(tmp_path, monkeypatch,
+                                                                               capsys):
+    """A bundle with a multi-label task and a single-label one: min_confidence and `uncertain`
+    are described for the single-label task only."""
+    from newstag.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    data = [{**row, "kind": "x" if i % 2 else "y"} for i, row in enumerate(rows(80))]
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(row) + "\n" for row in data))
+    (tmp_path / "ml.yaml").write_text("data: {path: data.jsonl, id_column: id}\n"
+                                      "tasks:\n  tags: {multi_label: true, labels: [a, b, c]}\n"
+                                      "  kind: {min_confidence: 0.6}\n")
+    assert main(["preprocess", "ml.yaml"]) == 0 and main(["train", "--no-tracking", "ml.yaml"]) == 0
+    capsys.readouterr()
+    card = (tmp_path / "models/ml/MODEL_CARD.md").read_text()
+    assert "tags is multi-label: an article gets every label whose score reaches that label's own " \
+           "threshold (tuned on the validation split), and at least one label" in card
+    assert "Each tag of kind comes with a probability; below a task's `min_confidence`" in card
+    assert "`min_confidence` per task: kind 0.6." in card  # tags has none
+    assert "Multi-label task tags: one linear model per label" in card
+    assert "`min_confidence` and `uncertain` do not apply to this task." in card
+    assert "| label | threshold (margin) | validation F1 at it | at 0 | validation articles |" in card
+    assert card.count("min_confidence") == 4  # the two sentences above, the kind list, the tags note
+    assert main(["info", str(tmp_path / "models/ml/model.joblib")]) == 0
+    summary = capsys.readouterr().out.split("## Bundle metadata")[1]
+    assert "task tags: labels a, b, c; params defaults; calibration platt on validation margins; " \
+           "multi-label: labels by per-label thresholds tuned on validation (no min_confidence)" in summary
+    assert "min_confidence 0.6" in summary and summary.count("min_confidence") == 2

@@ -165,4 +165,4 @@ def test_info_prints_the_card_and_metadata_without_mlflow(trained_sample, tmp_pa
     shutil.copy(model.with_name("model.joblib.json"), tmp_path / "model.joblib.json")
     changed = run_newstag("info", str(copy), cwd=tmp_path).stdout
     assert "DOES NOT match the file" in changed and "no MODEL_CARD.md beside" in changed
-    assert "model.joblib.compact.npz is missing; predict falls back to scikit-learn" in changed
+    assert "model.joblib.compact.npz is missing; predict will refuse the model: retrain" in changed

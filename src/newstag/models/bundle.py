@@ -95,7 +95,7 @@ def _verified_sidecar(path: Path) -> dict:
                            f"(or `newstag train experiments/<name>.yaml`)")
     if not path.is_file():
         raise NewstagError(f"{path}: not a regular file; --model takes a .joblib or .skops file")
-    sidecar = _read_sidecar(path)
+    sidecar = read_sidecar(path)
     if sha256_file(path) != sidecar.get("sha256"):
         raise NewstagError(f"{path}: sha256 does not match {sidecar_path(path).name}; the file was "
                            f"changed or truncated after saving. Refusing to load it; retrain it")
@@ -240,7 +240,9 @@ def _load_skops(path: Path) -> dict:
     return skops.io.load(path, trusted=sorted(untrusted))
 
 
-def _read_sidecar(path: Path) -> dict:
+def read_sidecar(path: str | Path) -> dict:
+    """The sidecar of a bundle file, read and checked for shape (check_sidecar); every reader of a
+    sidecar goes through here, so a damaged one fails the same way everywhere."""
     sidecar = sidecar_path(path)
     try:
         data = json.loads(read_capped(sidecar, SIDECAR_LIMIT, "model sidecar").decode("utf-8"))
@@ -250,7 +252,82 @@ def _read_sidecar(path: Path) -> dict:
         raise NewstagError(f"{sidecar}: not valid JSON; the model cannot be verified") from None
     if not isinstance(data, dict):
         raise NewstagError(f"{sidecar}: not a newstag model sidecar")
+    return check_sidecar(data, sidecar)
+
+
+def check_sidecar(data: dict, sidecar: Path) -> dict:
+    """`data` if each field the readers use has the type (and min_confidence the range) training
+    writes, else a one-line NewstagError naming the sidecar file and the field. Fields an older
+    newstag did not write may be absent. Plain checks only: predict runs this at every start."""
+    _field(data, sidecar, "sha256", str, required=True)
+    for name in ("versions", "config"):
+        _field(data, sidecar, name, dict)
+    _field(data, sidecar, "mlflow", dict, none=True)
+    tasks = _field(data, sidecar, "tasks", dict) or {}
+    for task, meta in tasks.items():
+        where = f"tasks.{task}"
+        if not isinstance(meta, dict):
+            _refuse(sidecar, where, meta, "an object")
+        labels = _field(meta, sidecar, "labels", list, where=where) or []
+        if not all(isinstance(label, str | int | float) and not isinstance(label, bool) for label in labels):
+            _refuse(sidecar, f"{where}.labels", labels, "a list of label names")
+        for name in ("best_params", "model", "validation", "calibration"):
+            _field(meta, sidecar, name, dict, where=where, none=True)
+        _field(meta, sidecar, "history", list, where=where, none=True)
+        calibration = meta.get("calibration") or {}
+        _field(calibration, sidecar, "method", str, where=f"{where}.calibration")
+        _field(calibration, sidecar, "validation_log_loss", dict, where=f"{where}.calibration", none=True)
+        threshold = meta.get("min_confidence")
+        if threshold is not None:
+            if isinstance(threshold, bool) or not isinstance(threshold, int | float) \
+                    or not 0 < threshold < 1:
+                _refuse(sidecar, f"{where}.min_confidence", threshold,
+                        "a number between 0 and 1 (exclusive), or null")
+            if (meta.get("model") or {}).get("multi_label"):
+                _refuse(sidecar, f"{where}.min_confidence", threshold,
+                        "null (a multi-label task has a threshold per label instead)")
+    compact = _field(data, sidecar, "compact", dict, none=True)
+    if compact is not None:
+        for name in ("file", "sha256"):
+            _field(compact, sidecar, name, str, where="compact", required=True)
+        for name in ("tasks", "order"):
+            names = _field(compact, sidecar, name, list, where="compact") or []
+            if not all(isinstance(item, str) for item in names):
+                _refuse(sidecar, f"compact.{name}", names, "a list of task names")
+        fallback = _field(compact, sidecar, "fallback", dict, where="compact", none=True) or {}
+        if not all(isinstance(why, str) for why in fallback.values()):
+            _refuse(sidecar, "compact.fallback", fallback, "an object of task: reason")
     return data
+
+
+_KINDS = {str: "a string", dict: "an object", list: "a list"}
+
+
+def _field(data: dict, sidecar: Path, name: str, kind: type, where: str = "", required: bool = False,
+           none: bool = False):
+    """data[name] if it is of `kind` (absent is fine unless required; null only when `none`)."""
+    field = f"{where}.{name}" if where else name
+    if name not in data:
+        if required:
+            _refuse(sidecar, field, None, _KINDS[kind], missing=True)
+        return None
+    value = data[name]
+    if value is None and none:
+        return None
+    if not isinstance(value, kind):
+        _refuse(sidecar, field, value, _KINDS[kind] + (" or null" if none else ""))
+    return value
+
+
+def _refuse(sidecar: Path, field: str, value, wanted: str, missing: bool = False):
+    shown = f"missing (it should be {wanted})" if missing else f"{_short(value)}, not {wanted}"
+    raise NewstagError(f"{sidecar}: field '{field}' is {shown}; the sidecar was changed or damaged "
+                       f"after saving. Restore it or retrain the model")
+
+
+def _short(value) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _warn_on_version_change(path: Path, metadata: dict) -> None:
