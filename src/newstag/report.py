@@ -67,6 +67,7 @@ def render(context: dict) -> str:
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["num"] = _number
     env.filters["pct"] = _percent
+    env.filters["labels"] = _labels
     return env.get_template("report.html.j2").render(**context)
 
 
@@ -296,6 +297,11 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
 
 
 # ---- formatting ---------------------------------------------------------------------------------
+
+def _labels(value) -> str:
+    """A label, or a multi-label task's list of them, as text."""
+    return ", ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
 
 def _number(value, digits: int = 3) -> str:
     if isinstance(value, bool) or not isinstance(value, int | float):

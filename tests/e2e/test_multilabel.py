@@ -118,3 +118,42 @@ def test_predict_gives_a_list_of_labels_with_probabilities(trained):
     table = run_newstag("predict", "--model", "models/ml/model.joblib", "--format", "table", text,
                         cwd=trained).stdout
     assert "sport (" in table and "business (" in table
+
+
+@pytest.mark.parametrize("with_cleanlab", [True, False])
+def test_review_finds_labels_dropped_and_added_by_hand(tmp_path, monkeypatch, capsys, with_cleanlab):
+    """Labels taken off two-topic articles and wrong ones put on one-topic articles are listed
+    as missing and doubtful, by cleanlab's per-class filter and by the built-in rule alike."""
+    import sys
+
+    from newstag.cli import main
+
+    rows, dropped, added = multi_label_rows(), {}, {}
+    for i, row in enumerate(rows):
+        if len(row["topics"]) == 2 and i % 4 == 0:
+            dropped[row["id"]] = row["topics"].pop()
+        elif len(row["topics"]) == 1 and i % 25 == 0:
+            wrong = "sport" if row["topics"][0] != "sport" else "health"
+            row["topics"].append(wrong)
+            added[row["id"]] = wrong
+    (tmp_path / "ml.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (tmp_path / "ml.yaml").write_text("seed: 1\ndata: {path: ml.jsonl, id_column: id}\n"
+                                      "tasks: {topics: {multi_label: true}}\n")
+    monkeypatch.chdir(tmp_path)
+    if not with_cleanlab:
+        monkeypatch.setitem(sys.modules, "cleanlab.multilabel_classification.filter", None)
+    assert main(["preprocess", "ml.yaml"]) == 0
+    capsys.readouterr()
+    assert main(["review", "ml.yaml", "--task", "topics", "--top", "500"]) == 0
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    test_ids = set(pd.read_parquet(tmp_path / "data/processed/ml/test.parquet")["id"])
+    planted = {key: value for key, value in {**dropped, **added}.items() if key not in test_ids}
+    found = {row["id"]: {**row["missing"], **row["doubtful"]} for row in listed}
+    caught = [key for key, label in planted.items() if label in found.get(key, {})]
+    assert len(caught) >= 0.5 * len(planted), (len(caught), len(planted))  # 24 of 41 here
+    assert len(listed) <= 2 * len(planted), "the review should list few articles whose labels are right"
+    for row in listed:
+        assert set(row["suggested"]) == set(row["label"]) ^ (set(row["missing"]) | set(row["doubtful"]))
+        assert set(row["doubtful"]) <= set(row["label"]) and not set(row["missing"]) & set(row["label"])
+    written = (tmp_path / "reports/ml/label_issues.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in written] == listed

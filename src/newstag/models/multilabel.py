@@ -235,10 +235,8 @@ class MultiLabelLinear(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X) -> np.ndarray:
         """Each label's own probability (rows do not sum to 1)."""
-        margins = self.decision_function(X)
-        sigmoids = np.asarray(self.sigmoids) if self.sigmoids is not None else \
-            np.tile([2.0, 0.0], (len(self.labels), 1))
-        return _sigmoid(margins * sigmoids[:, 0] + sigmoids[:, 1])
+        sigmoids = self.sigmoids if self.sigmoids is not None else [(2.0, 0.0)] * len(self.labels)
+        return label_probabilities(self.decision_function(X), sigmoids)
 
     @property
     def coef_(self) -> np.ndarray:
@@ -304,17 +302,30 @@ def tune(model: MultiLabelLinear, X_val, y_val) -> dict:
     """Per-label thresholds and sigmoids from a train-fitted model's validation margins; set them
     on the model and return them with each label's validation F1 at 0 and at its threshold."""
     margins, truth = model.decision_function(X_val), model.binarize(y_val)
-    pooled = platt(margins.ravel(), truth.ravel())
-    thresholds, sigmoids, report = [], [], {}
+    sigmoids = label_sigmoids(margins, truth)
+    thresholds, report = [], {}
     for i, label in enumerate(model.labels):
         thresholds.append(best_threshold(margins[:, i], truth[:, i]))
         positives = int(truth[:, i].sum())
-        sigmoids.append(platt(margins[:, i], truth[:, i]) if positives >= MIN_PLATT_POSITIVES else pooled)
         report[label] = {"threshold": thresholds[-1], "validation_articles": positives,
                          "validation_f1_at_0": f1_at(margins[:, i], truth[:, i], 0.0),
                          "validation_f1": f1_at(margins[:, i], truth[:, i], thresholds[-1])}
     model.set_params(thresholds=tuple(thresholds), sigmoids=tuple(map(tuple, sigmoids)))
     return report
+
+
+def label_sigmoids(margins: np.ndarray, truth: np.ndarray) -> list[tuple[float, float]]:
+    """Each label's Platt sigmoid from held-out margins: its own with at least MIN_PLATT_POSITIVES
+    positive articles, otherwise one fitted on every label's margins together."""
+    pooled = platt(margins.ravel(), truth.ravel())
+    return [platt(margins[:, i], truth[:, i]) if truth[:, i].sum() >= MIN_PLATT_POSITIVES else pooled
+            for i in range(margins.shape[1])]
+
+
+def label_probabilities(margins: np.ndarray, sigmoids) -> np.ndarray:
+    """Each label's probability from its margin through its sigmoid (rows do not sum to 1)."""
+    sigmoids = np.asarray(sigmoids)
+    return _sigmoid(margins * sigmoids[:, 0] + sigmoids[:, 1])
 
 
 # ---- training -----------------------------------------------------------------------------------
