@@ -214,6 +214,14 @@ def test_pipes_and_devices_are_refused_by_name(model, tmp_path, capsys):
         assert "--input -" in err
 
 
+def test_output_that_is_a_folder_is_refused_before_anything_is_written(model, tmp_path, capsys):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    err = fails_cleanly(capsys, "--model", str(model), "-o", str(folder), "goal in the final")
+    assert err == f"newstag: error: -o {folder} is a folder; give a file name (e.g. {folder}/tags.jsonl)"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["out"]
+
+
 # ---- huge records -------------------------------------------------------------------------------
 
 def test_over_long_line_is_one_error_row_and_the_stream_goes_on(bundle, tmp_path, monkeypatch):
