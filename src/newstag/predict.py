@@ -403,6 +403,11 @@ def _csv_header(reader, feed: _CsvFeed, text_column: str) -> tuple[int, int | No
         raise NewstagError(f"{label}: header line: {feed.problem}")
     if feed.ended and header:
         raise NewstagError(f"{label}: a quoted field in the header line is never closed; fix the quoting")
+    if not header:
+        raise NewstagError(f"{label}: the file is empty; a CSV needs a header line naming a "
+                           f"'{text_column}' column" if feed.ended else
+                           f"{label}: the first line is blank; it must be the header, naming a "
+                           f"'{text_column}' column")
     if text_column not in header:
         raise NewstagError(f"{label}: no column '{text_column}' (columns: "
                            f"{', '.join(header)}); pick one with --text-column")

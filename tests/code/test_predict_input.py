@@ -104,6 +104,13 @@ def test_csv_excel_export_with_bom_and_crlf(bundle, tmp_path):
     assert [r["id"] for r in tsv] == ["x1", "x2"]
 
 
+def test_empty_csv_says_the_file_is_empty(model, tmp_path, capsys):
+    (tmp_path / "in.csv").write_bytes(b"")
+    err = fails_cleanly(capsys, "--model", str(model), "--input", str(tmp_path / "in.csv"))
+    assert err == (f"newstag: error: {tmp_path / 'in.csv'}: the file is empty; a CSV needs a "
+                   f"header line naming a 'text' column")
+
+
 # ---- JSON lines ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("line", "problem"), [
