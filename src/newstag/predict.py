@@ -365,7 +365,8 @@ def _read_csv(lines: Lines, text_column: str, delimiter: str) -> Iterator[Record
     csv.field_size_limit(max(csv.field_size_limit(), lines.cap + 1))
     feed = _CsvFeed(lines)
     reader = csv.reader(feed, delimiter=delimiter)
-    text_at, id_at = _csv_header(reader, feed, text_column)
+    text_at, id_at, width = _csv_header(reader, feed, text_column)
+    separators = "tabs" if delimiter == "\t" else "commas"
     number = 0
     while True:
         feed.start_record()
@@ -385,6 +386,9 @@ def _read_csv(lines: Lines, text_column: str, delimiter: str) -> Iterator[Record
                        f"(reading went on from line {feed.first + 1})")
             feed.resume_after_first_line()
         number += 1
+        if not problem and len(fields) > width:
+            problem = (f"{len(fields)} fields where the header has {width}; quote the text if it "
+                       f"contains {separators}")
         if problem:
             yield Record(id=number, error=f"{lines.label}: line {feed.first}: {problem}")
             continue
@@ -392,8 +396,9 @@ def _read_csv(lines: Lines, text_column: str, delimiter: str) -> Iterator[Record
         yield Record(id=ident or number, text=fields[text_at] if text_at < len(fields) else "")
 
 
-def _csv_header(reader, feed: _CsvFeed, text_column: str) -> tuple[int, int | None]:
-    """Positions of the text and id columns; a header that cannot be read stops the run."""
+def _csv_header(reader, feed: _CsvFeed, text_column: str) -> tuple[int, int | None, int]:
+    """Positions of the text and id columns, and how many columns; a header that cannot be read
+    stops the run."""
     label = feed.lines.label
     try:
         header = next(reader, [])
@@ -411,7 +416,7 @@ def _csv_header(reader, feed: _CsvFeed, text_column: str) -> tuple[int, int | No
     if text_column not in header:
         raise NewstagError(f"{label}: no column '{text_column}' (columns: "
                            f"{', '.join(header)}); pick one with --text-column")
-    return header.index(text_column), header.index("id") if "id" in header else None
+    return header.index(text_column), header.index("id") if "id" in header else None, len(header)
 
 
 # ---- tagging ------------------------------------------------------------------------------------

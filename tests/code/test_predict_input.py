@@ -104,6 +104,19 @@ def test_csv_excel_export_with_bom_and_crlf(bundle, tmp_path):
     assert [r["id"] for r in tsv] == ["x1", "x2"]
 
 
+@pytest.mark.parametrize(("name", "data", "separators"), [
+    ("in.csv", b"id,text\nx1,goal\nx2,too,many,fields\nx3,shares fell\n", "commas"),
+    ("in.tsv", b"id\ttext\nx1\tgoal\nx2\ttoo\tmany\tfields\nx3\tshares fell\n", "tabs"),
+])
+def test_csv_row_with_more_fields_than_the_header_is_one_error_row(bundle, tmp_path, name, data,
+                                                                    separators):
+    rows = tag_file(bundle, tmp_path, name, data)
+    assert [r["id"] for r in rows] == ["x1", 2, "x3"]
+    assert rows[1]["error"] == (f"{tmp_path / name}: line 3: 4 fields where the header has 2; "
+                                f"quote the text if it contains {separators}")
+    assert [r.get("topic") for r in rows] == ["sport", None, "biz"]
+
+
 def test_empty_csv_says_the_file_is_empty(model, tmp_path, capsys):
     (tmp_path / "in.csv").write_bytes(b"")
     err = fails_cleanly(capsys, "--model", str(model), "--input", str(tmp_path / "in.csv"))
