@@ -48,11 +48,13 @@ INPUT_KINDS = "--input takes .txt, .jsonl or .csv files, or - for stdin"
 
 @dataclass
 class Record:
-    """One article to tag; `error` is set instead of `text` when the input row was unusable."""
+    """One article to tag; `error` is set instead of `text` when the input row was unusable.
+    `where` ("in.csv: line 3") starts an error found later (an empty text) as the reader's own do."""
 
     id: str | int
     text: str | None = None
     error: str | None = None
+    where: str | None = None
 
 
 def read_records(texts: list[str], inputs: list[str], text_column: str = "text",
@@ -234,7 +236,7 @@ def _read_text_file(handle, path: Path, encoding: str, cap: int) -> Record:
         return Record(id=str(path), error=f"{path}: longer than the {_mb(cap)} record limit; "
                                           f"raise --max-record-mb or split the file")
     try:
-        return Record(id=str(path), text=data.decode(encoding))
+        return Record(id=str(path), text=data.decode(encoding), where=str(path))
     except UnicodeDecodeError as exc:
         raise NewstagError(f"{path}: not valid {encoding} ({exc.reason} at byte {exc.start}); "
                            f"pass --encoding (e.g. latin-1) or convert the file") from None
@@ -245,7 +247,7 @@ def _read_lines(lines: Lines) -> Iterator[Record]:
         if problem:
             yield Record(id=number, error=f"{lines.label}: line {number}: {problem}")
         elif text.strip():
-            yield Record(id=number, text=text.rstrip("\r\n"))
+            yield Record(id=number, text=text.rstrip("\r\n"), where=f"{lines.label}: line {number}")
 
 
 # ---- JSON lines ---------------------------------------------------------------------------------
@@ -306,7 +308,7 @@ def _read_jsonl(lines: Lines) -> Iterator[Record]:
         if problem:
             yield Record(id=ident, error=f"{lines.label}: line {number}: {problem}")
         else:
-            yield Record(id=ident, text=row["text"])
+            yield Record(id=ident, text=row["text"], where=f"{lines.label}: line {number}")
 
 
 # ---- CSV ----------------------------------------------------------------------------------------
@@ -389,11 +391,13 @@ def _read_csv(lines: Lines, text_column: str, delimiter: str) -> Iterator[Record
         if not problem and len(fields) > width:
             problem = (f"{len(fields)} fields where the header has {width}; quote the text if it "
                        f"contains {separators}")
+        where = f"{lines.label}: line {feed.first}"
         if problem:
-            yield Record(id=number, error=f"{lines.label}: line {feed.first}: {problem}")
+            yield Record(id=number, error=f"{where}: {problem}")
             continue
         ident = fields[id_at] if id_at is not None and id_at < len(fields) else ""
-        yield Record(id=ident or number, text=fields[text_at] if text_at < len(fields) else "")
+        yield Record(id=ident or number, text=fields[text_at] if text_at < len(fields) else "",
+                     where=where)
 
 
 def _csv_header(reader, feed: _CsvFeed, text_column: str) -> tuple[int, int | None, int]:
@@ -523,7 +527,7 @@ def _in_workers(job: Job, chunks: Iterable[list[Record]], workers: int) -> Itera
     finished = False
     try:
         for chunk in chunks:
-            fields = [(record.id, record.text, record.error) for record in chunk]
+            fields = [(record.id, record.text, record.error, record.where) for record in chunk]
             pending.append((_submit(pool, fields, pending), chunk[0].id))
             if len(pending) >= IN_FLIGHT * workers:
                 yield _result(*pending.popleft())
@@ -598,7 +602,7 @@ def _predict_chunk(pipelines: dict, chunk: list[Record], strict: bool,
         if record.error is None:
             record.text = clean_text(record.text)
             if not record.text:
-                record.error = f"record {record.id}: empty text"
+                record.error = f"{record.where or f'record {record.id}'}: empty text"
         if record.error and strict:
             raise NewstagError(f"{record.error} (drop --strict to tag the other records)")
     good = [record for record in chunk if record.error is None]

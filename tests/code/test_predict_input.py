@@ -124,6 +124,16 @@ def test_empty_csv_says_the_file_is_empty(model, tmp_path, capsys):
                    f"header line naming a 'text' column")
 
 
+@pytest.mark.parametrize(("name", "data", "where"), [
+    ("in.csv", b'id,text\nx1,goal\nx2,"  "\n', "in.csv: line 3"),
+    ("in.jsonl", b'{"text": "goal"}\n\n{"text": "\\t"}\n', "in.jsonl: line 3"),
+    ("in.txt", b" \n", "in.txt"),
+])
+def test_empty_text_error_names_the_file_and_line(bundle, tmp_path, name, data, where):
+    rows = tag_file(bundle, tmp_path, name, data)
+    assert rows[-1]["error"] == f"{tmp_path / where}: empty text"
+
+
 # ---- JSON lines ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("line", "problem"), [
