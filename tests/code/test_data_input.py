@@ -195,7 +195,10 @@ def test_jsonl_lines_json_cannot_hold_are_numbered(tmp_path, line, match):
 def test_csv_field_over_the_record_limit_is_named(tmp_path):
     path = tmp_path / "data.csv"
     path.write_text("id,text\nr1,short\nr2," + "x" * (2 * MB) + "\n")
-    with pytest.raises(NewstagError, match=r"row 2, column 'text' is over the limit of 1 MB per record"):
+    with pytest.raises(NewstagError, match=r"data\.csv: line 3 is over the limit of 1 MB per record"):
+        read_table(path, max_record_mb=1)
+    path.write_text('id,text\nr1,short\nr2,"' + "x\n" * MB + '"\n')  # a field of many short lines
+    with pytest.raises(NewstagError, match=r"data\.csv: line 3: a field is over the limit of 1 MB"):
         read_table(path, max_record_mb=1)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from newstag.data.readers import MB, detect_format
+from newstag.data.readers import MB, csv_frames, detect_format
 from newstag.errors import NewstagError
 
 CHUNK_ROWS = 20000
@@ -103,17 +103,11 @@ def read_chunks(stream, path: str, fmt: str, encoding: str, chunk_rows: int = CH
                            f"data.encoding, e.g. latin-1") from None
     except (EOFError, gzip.BadGzipFile) as exc:
         raise NewstagError(f"{path}: cannot read the file ({exc}); is it truncated?") from None
-    except pd.errors.ParserError as exc:
-        raise NewstagError(f"{path}: cannot parse as {fmt}: {str(exc).strip()[:200]}") from None
 
 
 def _csv_chunks(stream, path, encoding, chunk_rows, record_limit, sep=","):
     text = io.TextIOWrapper(stream, encoding=encoding, newline="")
-    reader = pd.read_csv(text, sep=sep, dtype=str, keep_default_na=False, na_values=[""],
-                         chunksize=chunk_rows, engine="c")
-    for chunk in reader:  # pandas numbers the rows on across chunks
-        _check_record_sizes(chunk, path, record_limit)
-        yield chunk.astype(object).where(chunk.notna(), None)
+    return csv_frames(text, path, sep, record_limit, chunk_rows)
 
 
 def _tsv_chunks(stream, path, encoding, chunk_rows, record_limit):
