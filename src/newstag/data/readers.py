@@ -1,5 +1,6 @@
 """Read a table of articles (CSV, TSV, JSONL, Parquet) into a DataFrame, with clear errors."""
 
+import codecs
 import csv
 import gzip
 import io
@@ -58,10 +59,9 @@ def read_table(path: str | Path, fmt: str = "auto", encoding: str = "utf-8",
                            f"and data.format")
     try:
         frame = _READERS[fmt](path, encoding, Limits(max_record_mb * MB, max_total_mb * MB))
-    except UnicodeDecodeError as exc:
-        raise NewstagError(
-            f"{path}: not valid {encoding} (byte {exc.start}); set data.encoding, e.g. latin-1"
-        ) from None
+    except UnicodeDecodeError:
+        with _open_capped(path, max_total_mb * MB) as stream:
+            raise not_decodable(path, encoding, stream) from None
     except (EOFError, OSError) as exc:
         raise NewstagError(f"{path}: cannot read the file ({exc}); is it truncated?") from None
     except (pd.errors.ParserError, ValueError, OverflowError) as exc:
@@ -72,6 +72,35 @@ def read_table(path: str | Path, fmt: str = "auto", encoding: str = "utf-8",
         raise NewstagError(f"{path}: holds no rows")
     _check_field_sizes(frame, path, max_record_mb)
     return frame
+
+
+def not_decodable(path, encoding: str, stream) -> NewstagError:
+    """The error for a file that does not decode, naming the line and byte where it first fails.
+
+    The decoder's own error counts from the start of the block it was handed, not of the file
+    (it said "byte 3" of a row at byte 256,766), so `stream`, the file's bytes from the start,
+    is read again: only on this error path, a block at a time."""
+    where = _first_undecodable(stream, encoding)
+    what = f"line {where[0]} is not valid {encoding} ({where[2]} at byte {where[1]})" if where \
+        else f"not valid {encoding}"
+    return NewstagError(f"{path}: {what}; set data.encoding in the experiment to the file's "
+                        f"encoding (e.g. encoding: latin-1), or convert the file to {encoding}")
+
+
+def _first_undecodable(stream, encoding: str) -> tuple[int, int, str] | None:
+    """(line, byte offset, reason) of the first bytes that do not decode; None if all do."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    line, offset = 1, 0
+    while True:
+        block = stream.read(MB)
+        pending = len(getattr(decoder, "buffer", b""))  # a character cut at the last block's end
+        try:
+            decoder.decode(block, final=not block)
+        except UnicodeDecodeError as exc:
+            return line + exc.object[pending:exc.start].count(b"\n"), offset - pending + exc.start, exc.reason
+        if not block:
+            return None
+        line, offset = line + block.count(b"\n"), offset + len(block)
 
 
 def _check_field_sizes(frame: pd.DataFrame, path: Path, max_record_mb: int) -> None:
