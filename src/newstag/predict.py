@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import chain, islice
 from pathlib import Path
 
@@ -43,6 +44,8 @@ MAX_INT_DIGITS = 4300  # Python's own default limit, kept whatever the interpret
 READ_BUFFER = 1 << 20  # large reads: skipping an over-long line of a gigabyte then takes a moment
 UTF8_BOM = codecs.BOM_UTF8
 UNCERTAIN = "uncertain"  # the answer when a task's best probability is below its min_confidence
+ID_WIDTH = 28  # the table's id column; a longer id shows its end
+MAX_COLUMN = 60  # a wider table cell (a multi-label task's list of labels) is cut to this, with ...
 INPUT_KINDS = "--input takes .txt, .jsonl or .csv files, or - for stdin"
 
 
@@ -449,14 +452,15 @@ class Job:
     strict: bool = False
     explainers: dict | None = None
 
-    @property
-    def tasks(self) -> list[str]:
-        return list(self.bundle["pipelines"])
+    @cached_property
+    def columns(self) -> dict[str, int]:
+        """The table's width for each task's column (see column_widths)."""
+        return column_widths(self.bundle)
 
     def run(self, chunk: list[Record]) -> tuple[str, int]:
         """One chunk's output text and how many of its rows are errors."""
         rows = list(predict_records(self.bundle, chunk, self.strict, self.explainers))
-        return format_rows(rows, self.fmt, self.encoding, self.tasks)
+        return format_rows(rows, self.fmt, self.encoding, self.columns)
 
 
 def tag_stream(job: Job, records: Iterable[Record], out, jobs: int | None = None) -> int:
@@ -466,7 +470,7 @@ def tag_stream(job: Job, records: Iterable[Record], out, jobs: int | None = None
     core; jobs=1: here; jobs=N: by N worker processes. The output bytes are the same either way.
     """
     if job.fmt == "table":
-        out.write(table_header(job.tasks))
+        out.write(table_header(job.columns))
     workers = available_cores() if jobs is None else jobs
     inline = INLINE_CHUNKS if jobs is None else 0
     chunks = _chunks(records)
@@ -665,17 +669,19 @@ def write_jsonl(rows: Iterable[dict], out=None) -> int:
     out, errors = out or sys.stdout, 0
     encoding = getattr(out, "encoding", None) or "utf-8"
     for row in rows:
-        text, bad = format_rows([row], "jsonl", encoding, [])
+        text, bad = format_rows([row], "jsonl", encoding, {})
         out.write(text)
         errors += bad
     return errors
 
 
-def format_rows(rows: list[dict], fmt: str, encoding: str, tasks: list[str]) -> tuple[str, int]:
-    """The rows as output text (JSON lines, or table lines without the header), and how many
-    are errors. Workers run this, so the main process only writes."""
+def format_rows(rows: list[dict], fmt: str, encoding: str,
+                columns: dict[str, int]) -> tuple[str, int]:
+    """The rows as output text (JSON lines, or table lines without the header, `columns` the
+    width of each task's column), and how many are errors. Workers run this, so the main process
+    only writes."""
     if fmt == "table":
-        return "".join(table_row(row, tasks) for row in rows), sum("error" in row for row in rows)
+        return "".join(table_row(row, columns) for row in rows), sum("error" in row for row in rows)
     rows = [_finite(row) for row in rows]
     return "".join(json_line(row, encoding) + "\n" for row in rows), sum("error" in row for row in rows)
 
@@ -700,30 +706,68 @@ def json_line(row: dict, encoding: str = "utf-8") -> str:
 
 
 def write_table(rows: Iterable[dict], tasks: list[str], out=None) -> int:
-    """Write rows as an aligned table for people; return how many were errors."""
-    out, errors = out or sys.stdout, 0
-    out.write(table_header(tasks))
-    for row in rows:
-        text, bad = format_rows([row], "table", "utf-8", tasks)
-        out.write(text)
-        errors += bad
+    """Write rows as an aligned table for people, each column as wide as its widest cell;
+    return how many were errors."""
+    out, rows = out or sys.stdout, list(rows)
+    tagged = [row for row in rows if "error" not in row]
+    columns = {task: min(max([len(visible(task)), *(len(_cell(row, task)) for row in tagged)]),
+                         MAX_COLUMN) for task in tasks}
+    out.write(table_header(columns))
+    text, errors = format_rows(rows, "table", "utf-8", columns)
+    out.write(text)
     return errors
 
 
-def table_header(tasks: list[str]) -> str:
-    return f"{'id':<28} " + " ".join(f"{visible(task):<22}" for task in tasks) + "\n"
+def column_widths(bundle: dict) -> dict[str, int]:
+    """Each task's table column as wide as its widest cell can be, from the bundle's labels: the
+    longest with its score, and the uncertain answer naming it for a task with a min_confidence.
+    A table written chunk by chunk then stays aligned without holding its rows first."""
+    thresholds = min_confidences(bundle)
+    return {task: _column_width(task, model, task in thresholds)
+            for task, model in bundle["pipelines"].items()}
 
 
-def table_row(row: dict, tasks: list[str]) -> str:
+def _column_width(task: str, model, uncertain: bool) -> int:
+    classes = model.classes if isinstance(model, compact.Task) else model.classes_
+    labels = [len(visible(str(label))) for label in classes]
+    widths = [len(visible(task)), max(labels, default=0) + len(" (0.00)")]
+    if uncertain:
+        widths.append(len(f"{UNCERTAIN} (best:  0.00)") + max(labels, default=0))
+    if _is_multilabel(model):  # every label could be chosen
+        widths.append(sum(labels) + len(" (0.00), ") * len(labels) - len(", "))
+    return min(max(widths), MAX_COLUMN)
+
+
+def _is_multilabel(model) -> bool:
+    if isinstance(model, compact.Task):
+        return model.multilabel
+    from newstag.models import multilabel  # a scikit-learn pipeline: sklearn is loaded
+
+    return multilabel.is_multilabel(model)
+
+
+def table_header(columns: dict[str, int]) -> str:
+    return _table_line("id", [visible(task) for task in columns], columns.values())
+
+
+def table_row(row: dict, columns: dict[str, int]) -> str:
     """A row's table line, and a line of its terms when it has them."""
-    ident = visible(str(row["id"]))[-28:]
+    ident = visible(str(row["id"]))[-ID_WIDTH:]
     if "error" in row:
-        return f"{ident:<28} error: {visible(row['error'])}\n"
-    cells = [_cell(row, task) for task in tasks]
-    line = f"{ident:<28} " + " ".join(f"{cell:<22}" for cell in cells) + "\n"
-    if any(f"{task}_terms" in row for task in tasks):
-        line += f"{'':<28} {_terms_cell(row, tasks)}\n"
+        return f"{ident:<{ID_WIDTH}} error: {visible(row['error'])}\n"
+    line = _table_line(ident, [_cell(row, task) for task in columns], columns.values())
+    if any(f"{task}_terms" in row for task in columns):
+        line += f"{'':<{ID_WIDTH}} {_terms_cell(row, list(columns))}\n"
     return line
+
+
+def _table_line(ident: str, cells: list[str], widths: Iterable[int]) -> str:
+    return f"{ident:<{ID_WIDTH}} " + " ".join(map(_fit, cells, widths)) + "\n"
+
+
+def _fit(cell: str, width: int) -> str:
+    """The cell padded to the column's width, or cut to it ending in ...: the columns line up."""
+    return f"{cell:<{width}}" if len(cell) <= width else cell[:width - 3] + "..."
 
 
 def _cell(row: dict, task: str) -> str:

@@ -213,6 +213,28 @@ def test_table_shows_control_characters_as_escapes():
     assert "ok\\x07" in text and "sp\\x1bort (0.50)" in text
 
 
+def test_table_columns_line_up_when_an_answer_is_uncertain(bundle):
+    job = predict.Job({**bundle, "metadata": {"tasks": {"topic": {"min_confidence": 0.99}}}}, "table")
+    out = io.StringIO()
+    records = [Record(id=1, text="goal in the final"), Record(id="x" * 40, text="shares fell")]
+    predict.tag_stream(job, records, out, jobs=1)
+    lines = out.getvalue().splitlines()
+    assert "uncertain (best: sport" in lines[1]
+    tone = lines[0].index("tone")
+    assert all(line[tone - 1] == " " and line[tone:].split(" (")[0] in {"pos", "neg"} for line in lines[1:])
+
+
+def test_table_cuts_a_cell_wider_than_the_limit_and_keeps_the_columns_in_line():
+    rows = [{"id": 1, "topic": "x" * 80, "topic_score": 0.5, "tone": "pos", "tone_score": 0.5},
+            {"id": 2, "topic": "short", "topic_score": 0.5, "tone": "neg", "tone_score": 0.5}]
+    out = io.StringIO()
+    write_table(rows, ["topic", "tone"], out)
+    header, first, second = out.getvalue().splitlines()
+    tone = header.index("tone")
+    assert first[:tone].rstrip().endswith("x...") and len(first[29:tone]) == predict.MAX_COLUMN + 1
+    assert first[tone:].startswith("pos (0.50)") and second[tone:].startswith("neg (0.50)")
+
+
 # ---- checked before reading ---------------------------------------------------------------------
 
 @pytest.mark.parametrize(("encoding", "name", "match"), [
