@@ -322,6 +322,7 @@ def run_predict(args) -> int:
         raise NewstagError("nothing to tag: give TEXT, --input FILE, or --input - for stdin")
     if args.output_dir is not None or args.backend == "dask":
         return _run_batch(args)
+    _check_output(args.output)
     records = read_records(args.texts, args.input, args.text_column, args.encoding,
                            max_record_bytes=int(args.max_record_mb * 1_000_000))
     if args.model.startswith("models:/"):  # the registry: the only predict path that imports MLflow
@@ -347,6 +348,15 @@ def run_predict(args) -> int:
     if errors:
         log.warning("%d record(s) could not be tagged; see the 'error' rows", errors)
     return 0
+
+
+def _check_output(path: str | None) -> None:
+    """Refuse a folder for -o before anything is read or written: the rows go to a temporary file
+    beside PATH first, and the rename over a folder would fail only at the end, naming that file."""
+    from pathlib import Path
+
+    if path is not None and Path(path).is_dir():
+        raise NewstagError(f"-o {path} is a folder; give a file name (e.g. {Path(path) / 'tags.jsonl'})")
 
 
 def _run_batch(args) -> int:

@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import chain, islice
 from pathlib import Path
 
@@ -43,16 +44,20 @@ MAX_INT_DIGITS = 4300  # Python's own default limit, kept whatever the interpret
 READ_BUFFER = 1 << 20  # large reads: skipping an over-long line of a gigabyte then takes a moment
 UTF8_BOM = codecs.BOM_UTF8
 UNCERTAIN = "uncertain"  # the answer when a task's best probability is below its min_confidence
+ID_WIDTH = 28  # the table's id column; a longer id shows its end
+MAX_COLUMN = 60  # a wider table cell (a multi-label task's list of labels) is cut to this, with ...
 INPUT_KINDS = "--input takes .txt, .jsonl or .csv files, or - for stdin"
 
 
 @dataclass
 class Record:
-    """One article to tag; `error` is set instead of `text` when the input row was unusable."""
+    """One article to tag; `error` is set instead of `text` when the input row was unusable.
+    `where` ("in.csv: line 3") starts an error found later (an empty text) as the reader's own do."""
 
     id: str | int
     text: str | None = None
     error: str | None = None
+    where: str | None = None
 
 
 def read_records(texts: list[str], inputs: list[str], text_column: str = "text",
@@ -234,7 +239,7 @@ def _read_text_file(handle, path: Path, encoding: str, cap: int) -> Record:
         return Record(id=str(path), error=f"{path}: longer than the {_mb(cap)} record limit; "
                                           f"raise --max-record-mb or split the file")
     try:
-        return Record(id=str(path), text=data.decode(encoding))
+        return Record(id=str(path), text=data.decode(encoding), where=str(path))
     except UnicodeDecodeError as exc:
         raise NewstagError(f"{path}: not valid {encoding} ({exc.reason} at byte {exc.start}); "
                            f"pass --encoding (e.g. latin-1) or convert the file") from None
@@ -245,7 +250,7 @@ def _read_lines(lines: Lines) -> Iterator[Record]:
         if problem:
             yield Record(id=number, error=f"{lines.label}: line {number}: {problem}")
         elif text.strip():
-            yield Record(id=number, text=text.rstrip("\r\n"))
+            yield Record(id=number, text=text.rstrip("\r\n"), where=f"{lines.label}: line {number}")
 
 
 # ---- JSON lines ---------------------------------------------------------------------------------
@@ -306,7 +311,7 @@ def _read_jsonl(lines: Lines) -> Iterator[Record]:
         if problem:
             yield Record(id=ident, error=f"{lines.label}: line {number}: {problem}")
         else:
-            yield Record(id=ident, text=row["text"])
+            yield Record(id=ident, text=row["text"], where=f"{lines.label}: line {number}")
 
 
 # ---- CSV ----------------------------------------------------------------------------------------
@@ -365,7 +370,8 @@ def _read_csv(lines: Lines, text_column: str, delimiter: str) -> Iterator[Record
     csv.field_size_limit(max(csv.field_size_limit(), lines.cap + 1))
     feed = _CsvFeed(lines)
     reader = csv.reader(feed, delimiter=delimiter)
-    text_at, id_at = _csv_header(reader, feed, text_column)
+    text_at, id_at, width = _csv_header(reader, feed, text_column)
+    separators = "tabs" if delimiter == "\t" else "commas"
     number = 0
     while True:
         feed.start_record()
@@ -385,15 +391,21 @@ def _read_csv(lines: Lines, text_column: str, delimiter: str) -> Iterator[Record
                        f"(reading went on from line {feed.first + 1})")
             feed.resume_after_first_line()
         number += 1
+        if not problem and len(fields) > width:
+            problem = (f"{len(fields)} fields where the header has {width}; quote the text if it "
+                       f"contains {separators}")
+        where = f"{lines.label}: line {feed.first}"
         if problem:
-            yield Record(id=number, error=f"{lines.label}: line {feed.first}: {problem}")
+            yield Record(id=number, error=f"{where}: {problem}")
             continue
         ident = fields[id_at] if id_at is not None and id_at < len(fields) else ""
-        yield Record(id=ident or number, text=fields[text_at] if text_at < len(fields) else "")
+        yield Record(id=ident or number, text=fields[text_at] if text_at < len(fields) else "",
+                     where=where)
 
 
-def _csv_header(reader, feed: _CsvFeed, text_column: str) -> tuple[int, int | None]:
-    """Positions of the text and id columns; a header that cannot be read stops the run."""
+def _csv_header(reader, feed: _CsvFeed, text_column: str) -> tuple[int, int | None, int]:
+    """Positions of the text and id columns, and how many columns; a header that cannot be read
+    stops the run."""
     label = feed.lines.label
     try:
         header = next(reader, [])
@@ -403,10 +415,15 @@ def _csv_header(reader, feed: _CsvFeed, text_column: str) -> tuple[int, int | No
         raise NewstagError(f"{label}: header line: {feed.problem}")
     if feed.ended and header:
         raise NewstagError(f"{label}: a quoted field in the header line is never closed; fix the quoting")
+    if not header:
+        raise NewstagError(f"{label}: the file is empty; a CSV needs a header line naming a "
+                           f"'{text_column}' column" if feed.ended else
+                           f"{label}: the first line is blank; it must be the header, naming a "
+                           f"'{text_column}' column")
     if text_column not in header:
         raise NewstagError(f"{label}: no column '{text_column}' (columns: "
                            f"{', '.join(header)}); pick one with --text-column")
-    return header.index(text_column), header.index("id") if "id" in header else None
+    return header.index(text_column), header.index("id") if "id" in header else None, len(header)
 
 
 # ---- tagging ------------------------------------------------------------------------------------
@@ -435,14 +452,15 @@ class Job:
     strict: bool = False
     explainers: dict | None = None
 
-    @property
-    def tasks(self) -> list[str]:
-        return list(self.bundle["pipelines"])
+    @cached_property
+    def columns(self) -> dict[str, int]:
+        """The table's width for each task's column (see column_widths)."""
+        return column_widths(self.bundle)
 
     def run(self, chunk: list[Record]) -> tuple[str, int]:
         """One chunk's output text and how many of its rows are errors."""
         rows = list(predict_records(self.bundle, chunk, self.strict, self.explainers))
-        return format_rows(rows, self.fmt, self.encoding, self.tasks)
+        return format_rows(rows, self.fmt, self.encoding, self.columns)
 
 
 def tag_stream(job: Job, records: Iterable[Record], out, jobs: int | None = None) -> int:
@@ -452,7 +470,7 @@ def tag_stream(job: Job, records: Iterable[Record], out, jobs: int | None = None
     core; jobs=1: here; jobs=N: by N worker processes. The output bytes are the same either way.
     """
     if job.fmt == "table":
-        out.write(table_header(job.tasks))
+        out.write(table_header(job.columns))
     workers = available_cores() if jobs is None else jobs
     inline = INLINE_CHUNKS if jobs is None else 0
     chunks = _chunks(records)
@@ -513,7 +531,7 @@ def _in_workers(job: Job, chunks: Iterable[list[Record]], workers: int) -> Itera
     finished = False
     try:
         for chunk in chunks:
-            fields = [(record.id, record.text, record.error) for record in chunk]
+            fields = [(record.id, record.text, record.error, record.where) for record in chunk]
             pending.append((_submit(pool, fields, pending), chunk[0].id))
             if len(pending) >= IN_FLIGHT * workers:
                 yield _result(*pending.popleft())
@@ -588,7 +606,7 @@ def _predict_chunk(pipelines: dict, chunk: list[Record], strict: bool,
         if record.error is None:
             record.text = clean_text(record.text)
             if not record.text:
-                record.error = f"record {record.id}: empty text"
+                record.error = f"{record.where or f'record {record.id}'}: empty text"
         if record.error and strict:
             raise NewstagError(f"{record.error} (drop --strict to tag the other records)")
     good = [record for record in chunk if record.error is None]
@@ -651,17 +669,19 @@ def write_jsonl(rows: Iterable[dict], out=None) -> int:
     out, errors = out or sys.stdout, 0
     encoding = getattr(out, "encoding", None) or "utf-8"
     for row in rows:
-        text, bad = format_rows([row], "jsonl", encoding, [])
+        text, bad = format_rows([row], "jsonl", encoding, {})
         out.write(text)
         errors += bad
     return errors
 
 
-def format_rows(rows: list[dict], fmt: str, encoding: str, tasks: list[str]) -> tuple[str, int]:
-    """The rows as output text (JSON lines, or table lines without the header), and how many
-    are errors. Workers run this, so the main process only writes."""
+def format_rows(rows: list[dict], fmt: str, encoding: str,
+                columns: dict[str, int]) -> tuple[str, int]:
+    """The rows as output text (JSON lines, or table lines without the header, `columns` the
+    width of each task's column), and how many are errors. Workers run this, so the main process
+    only writes."""
     if fmt == "table":
-        return "".join(table_row(row, tasks) for row in rows), sum("error" in row for row in rows)
+        return "".join(table_row(row, columns) for row in rows), sum("error" in row for row in rows)
     rows = [_finite(row) for row in rows]
     return "".join(json_line(row, encoding) + "\n" for row in rows), sum("error" in row for row in rows)
 
@@ -686,30 +706,68 @@ def json_line(row: dict, encoding: str = "utf-8") -> str:
 
 
 def write_table(rows: Iterable[dict], tasks: list[str], out=None) -> int:
-    """Write rows as an aligned table for people; return how many were errors."""
-    out, errors = out or sys.stdout, 0
-    out.write(table_header(tasks))
-    for row in rows:
-        text, bad = format_rows([row], "table", "utf-8", tasks)
-        out.write(text)
-        errors += bad
+    """Write rows as an aligned table for people, each column as wide as its widest cell;
+    return how many were errors."""
+    out, rows = out or sys.stdout, list(rows)
+    tagged = [row for row in rows if "error" not in row]
+    columns = {task: min(max([len(visible(task)), *(len(_cell(row, task)) for row in tagged)]),
+                         MAX_COLUMN) for task in tasks}
+    out.write(table_header(columns))
+    text, errors = format_rows(rows, "table", "utf-8", columns)
+    out.write(text)
     return errors
 
 
-def table_header(tasks: list[str]) -> str:
-    return f"{'id':<28} " + " ".join(f"{visible(task):<22}" for task in tasks) + "\n"
+def column_widths(bundle: dict) -> dict[str, int]:
+    """Each task's table column as wide as its widest cell can be, from the bundle's labels: the
+    longest with its score, and the uncertain answer naming it for a task with a min_confidence.
+    A table written chunk by chunk then stays aligned without holding its rows first."""
+    thresholds = min_confidences(bundle)
+    return {task: _column_width(task, model, task in thresholds)
+            for task, model in bundle["pipelines"].items()}
 
 
-def table_row(row: dict, tasks: list[str]) -> str:
+def _column_width(task: str, model, uncertain: bool) -> int:
+    classes = model.classes if isinstance(model, compact.Task) else model.classes_
+    labels = [len(visible(str(label))) for label in classes]
+    widths = [len(visible(task)), max(labels, default=0) + len(" (0.00)")]
+    if uncertain:
+        widths.append(len(f"{UNCERTAIN} (best:  0.00)") + max(labels, default=0))
+    if _is_multilabel(model):  # every label could be chosen
+        widths.append(sum(labels) + len(" (0.00), ") * len(labels) - len(", "))
+    return min(max(widths), MAX_COLUMN)
+
+
+def _is_multilabel(model) -> bool:
+    if isinstance(model, compact.Task):
+        return model.multilabel
+    from newstag.models import multilabel  # a scikit-learn pipeline: sklearn is loaded
+
+    return multilabel.is_multilabel(model)
+
+
+def table_header(columns: dict[str, int]) -> str:
+    return _table_line("id", [visible(task) for task in columns], columns.values())
+
+
+def table_row(row: dict, columns: dict[str, int]) -> str:
     """A row's table line, and a line of its terms when it has them."""
-    ident = visible(str(row["id"]))[-28:]
+    ident = visible(str(row["id"]))[-ID_WIDTH:]
     if "error" in row:
-        return f"{ident:<28} error: {visible(row['error'])}\n"
-    cells = [_cell(row, task) for task in tasks]
-    line = f"{ident:<28} " + " ".join(f"{cell:<22}" for cell in cells) + "\n"
-    if any(f"{task}_terms" in row for task in tasks):
-        line += f"{'':<28} {_terms_cell(row, tasks)}\n"
+        return f"{ident:<{ID_WIDTH}} error: {visible(row['error'])}\n"
+    line = _table_line(ident, [_cell(row, task) for task in columns], columns.values())
+    if any(f"{task}_terms" in row for task in columns):
+        line += f"{'':<{ID_WIDTH}} {_terms_cell(row, list(columns))}\n"
     return line
+
+
+def _table_line(ident: str, cells: list[str], widths: Iterable[int]) -> str:
+    return f"{ident:<{ID_WIDTH}} " + " ".join(map(_fit, cells, widths)) + "\n"
+
+
+def _fit(cell: str, width: int) -> str:
+    """The cell padded to the column's width, or cut to it ending in ...: the columns line up."""
+    return f"{cell:<{width}}" if len(cell) <= width else cell[:width - 3] + "..."
 
 
 def _cell(row: dict, task: str) -> str:

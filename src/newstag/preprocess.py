@@ -130,7 +130,7 @@ def build_articles(raw: pd.DataFrame, config: ExperimentConfig, source: Path):
     if config.data.split_column:
         articles["split"] = raw[config.data.split_column].map(
             lambda value: SPLIT_ALIASES.get(str(value).strip().lower()))
-    problems = _row_problems(articles, config)
+    problems = _row_problems(articles, config, raw.attrs.get("row_problems", {}))
     if problems and config.data.on_invalid == "error":
         row, reason = problems[0]
         more = f" (and {len(problems) - 1} more rows)" if len(problems) > 1 else ""
@@ -174,11 +174,13 @@ def _label(value) -> str | None:
     return None if pd.isna(value) or not str(value).strip() else str(value).strip()
 
 
-def _row_problems(articles: pd.DataFrame, config: ExperimentConfig) -> list[tuple[int, str]]:
-    """Every invalid row as (row index, reason), in file order."""
+def _row_problems(articles: pd.DataFrame, config: ExperimentConfig,
+                  found: dict[int, str]) -> list[tuple[int, str]]:
+    """Every invalid row as (row index, reason), in file order; `found` holds those the reader
+    already knew to be invalid (a CSV row with more fields than its header)."""
     problems = []
     for row in articles.itertuples():
-        reason = _problem(row._asdict(), config)
+        reason = found.get(row.Index) or _problem(row._asdict(), config)
         if reason:
             problems.append((row.Index, reason))
     return problems

@@ -76,9 +76,14 @@ def fails(capsys, folder: Path, *args: str, match: str) -> str:
     (lambda p: p.mkdir(), r"data\.csv: no <class>/<file>\.txt files found"),
     (lambda p: p.write_bytes(bytes(range(256)) * 20), r"data\.csv: looks like a binary file"),
     (lambda p: p.write_bytes("id,text,label\nr1,caf\u00e9 na\u00efve,a\n".encode("latin-1")),
-     r"not valid utf-8 .*set data\.encoding, e\.g\. latin-1"),
+     r"data\.csv: line 2 is not valid utf-8 \(invalid continuation byte at byte 20\); set "
+     r"data\.encoding in the experiment .*encoding: latin-1"),
     (lambda p: p.write_text("id,text,label\nr1,one,a\nr2,two,b,extra\n"),
-     r"cannot parse as csv: .*line 3"),
+     r"data\.csv: row 2: too many fields: line 3 has 4 fields where the header has 3; quote a "
+     r"field that contains a comma; fix the data or set data\.on_invalid: drop"),
+    (lambda p: p.write_text('id,text,label\nr1,"one,a\nr2,two,b\n'),
+     r"data\.csv: line 2: a quoted field opened on this line is never closed; fix the quoting"),
+    (lambda p: p.write_text("\n\n"), r"data\.csv: no header line; the first line must name the columns"),
     (lambda p: p.write_text("id,body,label\nr1,one,a\n"),
      r"missing column\(s\) text; the file has: id, body, label"),
 ])

@@ -195,7 +195,10 @@ def test_jsonl_lines_json_cannot_hold_are_numbered(tmp_path, line, match):
 def test_csv_field_over_the_record_limit_is_named(tmp_path):
     path = tmp_path / "data.csv"
     path.write_text("id,text\nr1,short\nr2," + "x" * (2 * MB) + "\n")
-    with pytest.raises(NewstagError, match=r"row 2, column 'text' is over the limit of 1 MB per record"):
+    with pytest.raises(NewstagError, match=r"data\.csv: line 3 is over the limit of 1 MB per record"):
+        read_table(path, max_record_mb=1)
+    path.write_text('id,text\nr1,short\nr2,"' + "x\n" * MB + '"\n')  # a field of many short lines
+    with pytest.raises(NewstagError, match=r"data\.csv: line 3: a field is over the limit of 1 MB"):
         read_table(path, max_record_mb=1)
 
 
@@ -297,3 +300,39 @@ def test_compressed_table_inflating_past_the_total_limit_is_refused(tmp_path, na
     with pytest.raises(NewstagError, match=rf"{name}: more than 1 MB of data \(after decompressing\)"):
         read_table(path, max_total_mb=1)
     assert len(read_table(path, max_total_mb=8)) == 200_000
+
+
+@pytest.mark.parametrize("name", ["data.csv", "data.jsonl", "data.csv.gz"])
+@pytest.mark.parametrize("streaming", [False, True])
+def test_undecodable_byte_is_named_by_its_line_and_offset_in_the_file(tmp_path, name, streaming):
+    import gzip
+
+    from newstag.data.stream import Source
+
+    rows = [f'{{"id": "r{i}", "text": "caf\u00e9 {i}"}}' if "jsonl" in name else f"r{i},caf\u00e9 {i}"
+            for i in range(100_000)]  # 1.6 MB: the bad byte is past the decoders' first blocks
+    head = "" if "jsonl" in name else "id,text\n"
+    data = (head + "\n".join(rows) + "\n").encode()
+    offset = data.rindex("\u00e9".encode())
+    data = data[:offset] + b"\xe9" + data[offset + 2:]
+    line = data[:offset].count(b"\n") + 1
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    expected = (rf"{name}: line {line} is not valid utf-8 \(invalid continuation byte at byte "
+                rf"{offset}\); set data\.encoding in the experiment to the file's encoding \(e\.g\. "
+                rf"encoding: latin-1\), or convert the file to utf-8")
+    with pytest.raises(NewstagError, match=expected):
+        if streaming:
+            list(Source(str(path), chunk_rows=30_000).chunks())
+        else:
+            read_table(path)
+
+
+def test_a_character_cut_by_the_block_end_does_not_shift_the_offset():
+    import io
+
+    from newstag.data.readers import not_decodable
+
+    data = b"a" * (MB - 1) + "\u00e9".encode() + b"\nb\xff"  # the \u00e9 straddles the first block's end
+    error = not_decodable("x.csv", "utf-8", io.BytesIO(data))
+    assert f"x.csv: line 2 is not valid utf-8 (invalid start byte at byte {MB + 3})" in str(error)

@@ -27,7 +27,7 @@ def test_jsonl_bad_line_becomes_an_error_row(bundle, tmp_path):
     rows = tag(bundle, read_records([], [str(path)]))
     assert [r["id"] for r in rows] == ["a", 2, "c", 4]
     assert "line 2: not valid JSON" in rows[1]["error"]
-    assert "empty text" in rows[2]["error"]
+    assert rows[2]["error"] == f"{path}: line 3: empty text"
     assert rows[3]["topic"] == "biz"
     with pytest.raises(NewstagError, match="line 2: not valid JSON.*drop --strict"):
         tag(bundle, read_records([], [str(path)]), strict=True)

@@ -104,6 +104,36 @@ def test_csv_excel_export_with_bom_and_crlf(bundle, tmp_path):
     assert [r["id"] for r in tsv] == ["x1", "x2"]
 
 
+@pytest.mark.parametrize(("name", "data", "separators"), [
+    ("in.csv", b"id,text\nx1,goal\nx2,too,many,fields\nx3,shares fell\n", "commas"),
+    ("in.tsv", b"id\ttext\nx1\tgoal\nx2\ttoo\tmany\tfields\nx3\tshares fell\n", "tabs"),
+])
+def test_csv_row_with_more_fields_than_the_header_is_one_error_row(bundle, tmp_path, name, data,
+                                                                    separators):
+    rows = tag_file(bundle, tmp_path, name, data)
+    assert [r["id"] for r in rows] == ["x1", 2, "x3"]
+    assert rows[1]["error"] == (f"{tmp_path / name}: line 3: 4 fields where the header has 2; "
+                                f"quote the text if it contains {separators}")
+    assert [r.get("topic") for r in rows] == ["sport", None, "biz"]
+
+
+def test_empty_csv_says_the_file_is_empty(model, tmp_path, capsys):
+    (tmp_path / "in.csv").write_bytes(b"")
+    err = fails_cleanly(capsys, "--model", str(model), "--input", str(tmp_path / "in.csv"))
+    assert err == (f"newstag: error: {tmp_path / 'in.csv'}: the file is empty; a CSV needs a "
+                   f"header line naming a 'text' column")
+
+
+@pytest.mark.parametrize(("name", "data", "where"), [
+    ("in.csv", b'id,text\nx1,goal\nx2,"  "\n', "in.csv: line 3"),
+    ("in.jsonl", b'{"text": "goal"}\n\n{"text": "\\t"}\n', "in.jsonl: line 3"),
+    ("in.txt", b" \n", "in.txt"),
+])
+def test_empty_text_error_names_the_file_and_line(bundle, tmp_path, name, data, where):
+    rows = tag_file(bundle, tmp_path, name, data)
+    assert rows[-1]["error"] == f"{tmp_path / where}: empty text"
+
+
 # ---- JSON lines ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("line", "problem"), [
@@ -183,6 +213,28 @@ def test_table_shows_control_characters_as_escapes():
     assert "ok\\x07" in text and "sp\\x1bort (0.50)" in text
 
 
+def test_table_columns_line_up_when_an_answer_is_uncertain(bundle):
+    job = predict.Job({**bundle, "metadata": {"tasks": {"topic": {"min_confidence": 0.99}}}}, "table")
+    out = io.StringIO()
+    records = [Record(id=1, text="goal in the final"), Record(id="x" * 40, text="shares fell")]
+    predict.tag_stream(job, records, out, jobs=1)
+    lines = out.getvalue().splitlines()
+    assert "uncertain (best: sport" in lines[1]
+    tone = lines[0].index("tone")
+    assert all(line[tone - 1] == " " and line[tone:].split(" (")[0] in {"pos", "neg"} for line in lines[1:])
+
+
+def test_table_cuts_a_cell_wider_than_the_limit_and_keeps_the_columns_in_line():
+    rows = [{"id": 1, "topic": "x" * 80, "topic_score": 0.5, "tone": "pos", "tone_score": 0.5},
+            {"id": 2, "topic": "short", "topic_score": 0.5, "tone": "neg", "tone_score": 0.5}]
+    out = io.StringIO()
+    write_table(rows, ["topic", "tone"], out)
+    header, first, second = out.getvalue().splitlines()
+    tone = header.index("tone")
+    assert first[:tone].rstrip().endswith("x...") and len(first[29:tone]) == predict.MAX_COLUMN + 1
+    assert first[tone:].startswith("pos (0.50)") and second[tone:].startswith("neg (0.50)")
+
+
 # ---- checked before reading ---------------------------------------------------------------------
 
 @pytest.mark.parametrize(("encoding", "name", "match"), [
@@ -212,6 +264,14 @@ def test_pipes_and_devices_are_refused_by_name(model, tmp_path, capsys):
         err = fails_cleanly(capsys, "--model", str(model), "--input", str(article), "--input", name)
         assert f"{name}: not a regular file (a pipe, device or socket)" in err
         assert "--input -" in err
+
+
+def test_output_that_is_a_folder_is_refused_before_anything_is_written(model, tmp_path, capsys):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    err = fails_cleanly(capsys, "--model", str(model), "-o", str(folder), "goal in the final")
+    assert err == f"newstag: error: -o {folder} is a folder; give a file name (e.g. {folder}/tags.jsonl)"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["out"]
 
 
 # ---- huge records -------------------------------------------------------------------------------

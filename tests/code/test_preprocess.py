@@ -104,6 +104,21 @@ def test_empty_text_can_be_dropped_instead(tmp_path):
     assert manifest["rows_dropped"] == {"empty text": 1}
 
 
+@pytest.mark.parametrize("row", [0, 17])  # the first row: pandas took its first column for an index
+def test_row_with_more_fields_than_the_header_is_an_invalid_row(tmp_path, row):
+    def with_extra_field(config):
+        lines = (tmp_path / "data.csv").read_text().splitlines()
+        lines[row + 1] += ",extra"
+        (tmp_path / "data.csv").write_text("\n".join(lines) + "\n")
+        return config
+
+    with pytest.raises(NewstagError, match=rf"data\.csv: row {row + 1}: too many fields: line "
+                                           rf"{row + 2} has 4 fields where the header has 3"):
+        preprocess(with_extra_field(experiment(tmp_path, corpus(41))))
+    manifest = preprocess(with_extra_field(experiment(tmp_path, corpus(41), extra=", on_invalid: drop")))
+    assert manifest["rows_read"] == 41 and manifest["rows_dropped"] == {"too many fields": 1}
+
+
 def test_label_with_one_example_suggests_a_fix(tmp_path):
     frame = corpus()
     frame.loc[0, "label"] = "c"

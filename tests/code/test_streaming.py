@@ -133,6 +133,17 @@ def test_an_empty_text_in_a_later_chunk_names_its_row(tmp_path):
     assert manifest["rows_dropped"] == {"empty text": 1}
 
 
+def test_a_row_with_more_fields_than_the_header_is_an_invalid_row(tmp_path):
+    lines = corpus(250).to_csv(index=False).splitlines()
+    lines[181] += ",extra"
+    (tmp_path / "data.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(NewstagError, match=r"data.csv: row 181: too many fields: line 182 has 3 "
+                                           r"fields where the header has 2"):
+        preprocess(experiment(tmp_path, "data.csv"))
+    manifest = preprocess(experiment(tmp_path, "data.csv", extra=", on_invalid: drop"))
+    assert manifest["rows_read"] == 250 and manifest["rows_dropped"] == {"too many fields": 1}
+
+
 def test_a_missing_column_and_a_missing_file_are_one_line(tmp_path):
     write(corpus(), tmp_path / "data.csv")
     config = experiment(tmp_path, "data.csv", extra=", id_column: ident")

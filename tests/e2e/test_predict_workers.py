@@ -62,7 +62,7 @@ def test_workers_write_the_same_bytes_in_the_same_order(model, tmp_path, extra):
     if not extra:
         rows = [json.loads(line) for line in one.stdout.splitlines()]
         assert len(rows) == ROWS and sum("error" in row for row in rows) == ROWS // 997
-        assert rows[996] == {"id": 997, "error": "record 997: empty text"}
+        assert rows[996] == {"id": 997, "error": f"{data}: line 997: empty text"}
         assert "uncertain" in {row.get("topic") for row in rows}
 
 
@@ -74,7 +74,7 @@ def test_strict_stops_at_the_same_record_with_workers(model, tmp_path):
     assert one.returncode == many.returncode == 1
     assert many.stdout == one.stdout and many.stdout.count("\n") == 6000  # the chunks before it
     assert many.stderr == one.stderr
-    assert "record 7001: empty text (drop --strict" in many.stderr
+    assert f"{data}: line 7001: empty text (drop --strict" in many.stderr
 
 
 def test_output_file_matches_stdout(model, tmp_path):

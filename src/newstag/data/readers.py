@@ -1,9 +1,12 @@
 """Read a table of articles (CSV, TSV, JSONL, Parquet) into a DataFrame, with clear errors."""
 
+import codecs
+import csv
 import gzip
 import io
 import json
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,10 +59,9 @@ def read_table(path: str | Path, fmt: str = "auto", encoding: str = "utf-8",
                            f"and data.format")
     try:
         frame = _READERS[fmt](path, encoding, Limits(max_record_mb * MB, max_total_mb * MB))
-    except UnicodeDecodeError as exc:
-        raise NewstagError(
-            f"{path}: not valid {encoding} (byte {exc.start}); set data.encoding, e.g. latin-1"
-        ) from None
+    except UnicodeDecodeError:
+        with _open_capped(path, max_total_mb * MB) as stream:
+            raise not_decodable(path, encoding, stream) from None
     except (EOFError, OSError) as exc:
         raise NewstagError(f"{path}: cannot read the file ({exc}); is it truncated?") from None
     except (pd.errors.ParserError, ValueError, OverflowError) as exc:
@@ -70,6 +72,35 @@ def read_table(path: str | Path, fmt: str = "auto", encoding: str = "utf-8",
         raise NewstagError(f"{path}: holds no rows")
     _check_field_sizes(frame, path, max_record_mb)
     return frame
+
+
+def not_decodable(path, encoding: str, stream) -> NewstagError:
+    """The error for a file that does not decode, naming the line and byte where it first fails.
+
+    The decoder's own error counts from the start of the block it was handed, not of the file
+    (it said "byte 3" of a row at byte 256,766), so `stream`, the file's bytes from the start,
+    is read again: only on this error path, a block at a time."""
+    where = _first_undecodable(stream, encoding)
+    what = f"line {where[0]} is not valid {encoding} ({where[2]} at byte {where[1]})" if where \
+        else f"not valid {encoding}"
+    return NewstagError(f"{path}: {what}; set data.encoding in the experiment to the file's "
+                        f"encoding (e.g. encoding: latin-1), or convert the file to {encoding}")
+
+
+def _first_undecodable(stream, encoding: str) -> tuple[int, int, str] | None:
+    """(line, byte offset, reason) of the first bytes that do not decode; None if all do."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    line, offset = 1, 0
+    while True:
+        block = stream.read(MB)
+        pending = len(getattr(decoder, "buffer", b""))  # a character cut at the last block's end
+        try:
+            decoder.decode(block, final=not block)
+        except UnicodeDecodeError as exc:
+            return line + exc.object[pending:exc.start].count(b"\n"), offset - pending + exc.start, exc.reason
+        if not block:
+            return None
+        line, offset = line + block.count(b"\n"), offset + len(block)
 
 
 def _check_field_sizes(frame: pd.DataFrame, path: Path, max_record_mb: int) -> None:
@@ -103,9 +134,113 @@ class Limits:
 
 
 def _read_csv(path: Path, encoding: str, limits: Limits, sep: str = ",") -> pd.DataFrame:
-    with _open_capped(path, limits.total) as handle:
-        return pd.read_csv(handle, sep=sep, dtype=str, keep_default_na=False, na_values=[""],
-                           encoding=encoding)
+    with io.TextIOWrapper(_open_capped(path, limits.total), encoding=encoding, newline="") as text:
+        return next(csv_frames(text, path, sep, limits.record))
+
+
+def csv_frames(text, path, sep: str = ",", record_limit: int = MAX_RECORD_MB * MB,
+               chunk_rows: int | None = None) -> Iterator[pd.DataFrame]:
+    """Frames of at most `chunk_rows` rows (one frame of all, when None) of a CSV text stream
+    opened with newline="": each cell a string or None (an empty field), rows indexed from 0
+    over the whole file.
+
+    The csv module reads it rather than pandas, which stops at a row with more fields than the
+    header ("Expected 3 fields"), or when that row is the first, silently takes the first column
+    for an index and shifts every other. Such a row is kept here, empty, with its reason in the
+    frame's attrs["row_problems"] by index, so preprocess drops or reports it as an invalid row.
+    """
+    csv.field_size_limit(record_limit)
+    feed = _CsvFeed(text, path, record_limit)
+    reader = csv.reader(feed, delimiter=sep)
+    header = _csv_header(reader, feed)
+    start = 0
+    while True:
+        frame = _csv_frame(reader, feed, header, start, chunk_rows)
+        if frame.empty and start:
+            return
+        yield frame
+        start += len(frame)
+        if chunk_rows is None or len(frame) < chunk_rows:
+            return
+
+
+class _CsvFeed:
+    """The lines of a text stream for csv.reader, each read with a cap and ending in a newline,
+    noting when the stream ended: a record the csv reader completes only then has a quote that
+    never closed (it would swallow the rest of the file)."""
+
+    def __init__(self, text, path, limit: int):
+        self.text, self.path, self.limit, self.ended = text, path, limit, False
+        self.number = 0  # of the last line read
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        line = self.text.readline(self.limit + 1)
+        if not line:
+            self.ended = True
+            raise StopIteration
+        self.number += 1
+        if len(line) > self.limit:
+            raise NewstagError(f"{self.path}: line {self.number} is over the limit of "
+                               f"{self.limit // MB} MB per record; split the text or raise "
+                               f"data.max_file_mb")
+        return line if line.endswith("\n") else line + "\n"
+
+
+def _csv_header(reader, feed: _CsvFeed) -> list[str]:
+    """The column names (an empty one named as pandas does); a byte-order mark is not part of them."""
+    header = _csv_record(reader, feed, 1)
+    while header == []:  # blank lines before the header
+        header = _csv_record(reader, feed, reader.line_num + 1)
+    if header is None:
+        raise NewstagError(f"{feed.path}: no header line; the first line must name the columns")
+    header[0] = header[0].removeprefix("\ufeff")
+    names = [name or f"Unnamed: {number}" for number, name in enumerate(header)]
+    twice = [name for name in names if names.count(name) > 1]
+    if twice:
+        raise NewstagError(f"{feed.path}: the header names column {twice[0]!r} twice; rename one")
+    return names
+
+
+def _csv_frame(reader, feed: _CsvFeed, header: list[str], start: int,
+               chunk_rows: int | None) -> pd.DataFrame:
+    """The next rows, a short one padded with None and a long one kept empty (see csv_frames)."""
+    width, rows, problems = len(header), [], {}
+    separator = "a tab" if reader.dialect.delimiter == "\t" else "a comma"
+    while chunk_rows is None or len(rows) < chunk_rows:
+        first = reader.line_num + 1
+        fields = _csv_record(reader, feed, first)
+        if fields is None:
+            break
+        if not fields:
+            continue  # a blank line
+        if len(fields) > width:
+            problems[start + len(rows)] = (f"too many fields: line {first} has {len(fields)} fields "
+                                           f"where the header has {width}; quote a field that "
+                                           f"contains {separator}")
+            fields = []
+        rows.append([field or None for field in fields] + [None] * (width - len(fields)))
+    frame = pd.DataFrame(rows, columns=header, index=range(start, start + len(rows)), dtype=object)
+    frame.attrs["row_problems"] = problems
+    return frame
+
+
+def _csv_record(reader, feed: _CsvFeed, first: int) -> list[str] | None:
+    """The next record's fields ([] for a blank line), None at the end of the file."""
+    try:
+        fields = next(reader, None)
+    except csv.Error as exc:
+        if "field limit" in str(exc):
+            raise NewstagError(f"{feed.path}: line {first}: a field is over the limit of "
+                               f"{feed.limit // MB} MB per record (or a quote opened there never "
+                               f"closes); split the text or raise data.max_file_mb") from None
+        raise NewstagError(f"{feed.path}: line {reader.line_num}: cannot parse as csv ({exc})") from None
+    if fields and feed.ended:
+        raise NewstagError(f"{feed.path}: line {first}: a quoted field opened on this line is "
+                           f"never closed; fix the quoting")
+    return fields
 
 
 def _read_tsv(path: Path, encoding: str, limits: Limits) -> pd.DataFrame:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from newstag.data.readers import MB, detect_format
+from newstag.data.readers import MB, csv_frames, detect_format, not_decodable
 from newstag.errors import NewstagError
 
 CHUNK_ROWS = 20000
@@ -98,22 +98,16 @@ def read_chunks(stream, path: str, fmt: str, encoding: str, chunk_rows: int = CH
     readers = {"csv": _csv_chunks, "tsv": _tsv_chunks, "jsonl": _jsonl_chunks, "parquet": _parquet_chunks}
     try:
         yield from readers[fmt](stream, path, encoding, chunk_rows, max_record_mb * MB)
-    except UnicodeDecodeError as exc:
-        raise NewstagError(f"{path}: not valid {encoding} (byte {exc.start} of a line); set "
-                           f"data.encoding, e.g. latin-1") from None
+    except UnicodeDecodeError:
+        with open_source(path) as (_, again):
+            raise not_decodable(path, encoding, again) from None
     except (EOFError, gzip.BadGzipFile) as exc:
         raise NewstagError(f"{path}: cannot read the file ({exc}); is it truncated?") from None
-    except pd.errors.ParserError as exc:
-        raise NewstagError(f"{path}: cannot parse as {fmt}: {str(exc).strip()[:200]}") from None
 
 
 def _csv_chunks(stream, path, encoding, chunk_rows, record_limit, sep=","):
     text = io.TextIOWrapper(stream, encoding=encoding, newline="")
-    reader = pd.read_csv(text, sep=sep, dtype=str, keep_default_na=False, na_values=[""],
-                         chunksize=chunk_rows, engine="c")
-    for chunk in reader:  # pandas numbers the rows on across chunks
-        _check_record_sizes(chunk, path, record_limit)
-        yield chunk.astype(object).where(chunk.notna(), None)
+    return csv_frames(text, path, sep, record_limit, chunk_rows)
 
 
 def _tsv_chunks(stream, path, encoding, chunk_rows, record_limit):
