@@ -94,7 +94,7 @@ def test_review_without_cleanlab_uses_confident_learning(project, capsys, monkey
     rows, log = reviewed(capsys, experiment)
     assert flipped_in_training(experiment) <= {row["id"] for row in rows}
     assert len(rows) <= len(FLIPPED) + 3, "confident learning should list few clean articles"
-    assert "confident learning (built in)" in log
+    assert "confident learning, pruned by noise rate (built in)" in log
 
 
 def test_review_keeps_other_tasks_rows_and_honours_top(project, capsys):
@@ -123,13 +123,19 @@ def test_a_task_reviewed_without_issues_shows_as_reviewed_and_no_row_is_lost(pro
 def test_one_labels_yes_no_rule_by_hand():
     import numpy as np
 
-    from newstag.review import pruned_by_noise_rate
+    from newstag.review import noise_rate_flags
 
     given = np.array([1, 1, 1, 0, 0, 0, 0, 0])
     p = np.array([.9, .8, .1, .1, .2, .1, .9, .3])  # article 2 given yes looks no; article 6 the reverse
     # yes threshold mean(.9, .8, .1) = .6; no threshold mean(.9, .8, .9, .1, .7) = .68: one
     # confident disagreement in each given state, so one of each is flagged, the most leaning
-    assert np.flatnonzero(pruned_by_noise_rate(given, p)).tolist() == [2, 6]
+    assert np.flatnonzero(noise_rate_flags(given, np.column_stack([1 - p, p]))).tolist() == [2, 6]
+    # a rare label whose threshold is near 0 (its one article scored .02): two articles given no
+    # are confidently yes by it (.3, .6), but only the one leaning to yes (.6 > .4) is flagged,
+    # with the label's own article (.02 for yes)
+    rare = np.array([1, 0, 0, 0, 0, 0])
+    q = np.array([.02, .1, .2, .3, .6, .05])
+    assert np.flatnonzero(noise_rate_flags(rare, np.column_stack([1 - q, q]))).tolist() == [0, 4]
 
 
 def test_confident_learning_rule_by_hand():
