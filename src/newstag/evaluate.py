@@ -53,7 +53,7 @@ def evaluate(config: ExperimentConfig, tracking: bool = True, target_precision: 
     _write_terms(out, tallies)
     _write_misclassified(out / "misclassified.jsonl", results)
     write_json(out / MISTAKES_NAME, {task: mistake_rows(tally.pipeline, tally.most_confident_mistakes())
-                                     for task, tally in tallies.items() if isinstance(tally, TaskTally)})
+                                     for task, tally in tallies.items()})
     metrics = {task: {**result["metrics"], "test_rows": result["rows"]} for task, result in results.items()}
     summary = {"experiment": config.name, "tasks": metrics}
     if write_experiment:

@@ -216,9 +216,12 @@ def _top_positions(columns: np.ndarray, values: np.ndarray, top: int) -> np.ndar
     return positive[order]
 
 
-def explain_texts(pipeline, texts: list[str], top: int = TERMS_PER_ARTICLE) -> list[list[list]]:
-    """Each text's strongest terms toward the label the pipeline predicts for it."""
-    labels = [str(label) for label in pipeline.predict(texts)]
+def explain_texts(pipeline, texts: list[str], top: int = TERMS_PER_ARTICLE,
+                  labels: list[str] | None = None) -> list[list[list]]:
+    """Each text's strongest terms toward its label in `labels`, or toward the label the
+    (single-label) pipeline predicts for it."""
+    if labels is None:
+        labels = [str(label) for label in pipeline.predict(texts)]
     return Explainer(pipeline).explain(texts, labels, top)
 
 

@@ -264,15 +264,16 @@ def model_summary(config, metadata: dict) -> dict:
 def mistake_rows(pipeline, mistakes: list[dict]) -> list[dict]:
     """The most confident mistakes (newstag.models.tally) as the page shows them: an excerpt of
     each article and the terms that pushed it toward the wrong label."""
-    explained = explanations(pipeline, [row["text"] for row in mistakes])
+    explained = explanations(pipeline, [row["text"] for row in mistakes],
+                             [str(row.get("label", row.get("predicted"))) for row in mistakes])
     return [{**row, "text": excerpt(row["text"]), "terms": explained[n] if explained else None}
             for n, row in enumerate(mistakes)]
 
 
-def explanations(pipeline, texts: list[str]) -> list[list] | None:
-    """Each text's strongest terms toward its predicted label, from `newstag.explain` when it
-    offers `explain_texts(pipeline, texts, top=N)` (a list per text of [term, contribution]);
-    None when it does not, so the page still builds without explanations."""
+def explanations(pipeline, texts: list[str], labels: list[str] | None = None) -> list[list] | None:
+    """Each text's strongest terms toward `labels` (its predicted label when None), from
+    `newstag.explain` when it offers `explain_texts(pipeline, texts, top=N, labels=...)` (a list
+    per text of [term, contribution]); None when it does not, so the page still builds without."""
     if not texts:
         return None
     try:
@@ -280,7 +281,7 @@ def explanations(pipeline, texts: list[str]) -> list[list] | None:
     except (ImportError, AttributeError):
         return None
     try:
-        found = explain_texts(pipeline, texts, top=EXPLAIN_TERMS)
+        found = explain_texts(pipeline, texts, top=EXPLAIN_TERMS, labels=labels)
     except (TypeError, ValueError, AttributeError, NewstagError) as exc:
         log.warning("explanations not shown in the report: %s", exc)
         return None

@@ -11,7 +11,6 @@ import pytest
 
 from newstag.cli import main
 from newstag.config import load_config
-from newstag.models.multilabel import LabelSetTally
 from newstag.models.tally import TaskTally
 from newstag.report import MISTAKES_NAME, leak_flags, mistake_rows, render, report_context, write_report
 from newstag.review import confident_learning
@@ -222,11 +221,8 @@ def test_report_escapes_text_and_says_what_is_missing(project, bundle):
     assert list(project.glob("reports/exp/.*")) == []  # written atomically: no temporary left
 
 
-def test_no_confident_mistakes_for_multi_label_rows(project, bundle):
-    """A multi-label task is tallied whole (a mistake is not one label): evaluate writes no
-    mistakes for it, and the page says they are not available."""
+def test_a_task_without_mistakes_written_shows_them_not_available(project, bundle):
     config, _, summary = toy_evaluation(project, bundle)
-    assert not hasattr(LabelSetTally, "most_confident_mistakes")
     context = report_context(config, bundle, summary, project / "reports/exp")
     assert [task["mistakes"] is None for task in context["tasks"]] == [False, True]  # tone: none written
 
@@ -246,7 +242,7 @@ def test_report_flags_leaks_in_either_file_shape(project, bundle):
 
 def test_report_shows_explanations_when_explain_offers_them(project, bundle, monkeypatch):
     explain = types.ModuleType("newstag.explain")
-    explain.explain_texts = lambda pipeline, texts, top: [[["striker", 0.41]] for _ in texts]
+    explain.explain_texts = lambda pipeline, texts, top, labels: [[["striker", 0.41]] for _ in texts]
     monkeypatch.setitem(sys.modules, "newstag.explain", explain)
     config, test, summary = toy_evaluation(project, bundle)
     page = render(report_context(config, bundle, summary, project / "reports/exp"))

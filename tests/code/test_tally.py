@@ -21,7 +21,7 @@ from newstag.models.calibrate import (
     top_label,
 )
 from newstag.models.pipelines import build_pipeline
-from newstag.models.tally import MISCLASSIFIED_SAMPLE, TaskTally
+from newstag.models.tally import CONFIDENT_MISTAKES, MISCLASSIFIED_SAMPLE, TaskTally
 from tests.code.test_report import toy_corpus
 
 
@@ -204,5 +204,10 @@ def test_multi_label_chunks_give_the_whole_split_numbers(tmp_path):
             pytest.approx([precision[i], recall[i], f1[i], support[i]]), name
     wrong = np.flatnonzero((truth != predicted).any(axis=1))[:MISCLASSIFIED_SAMPLE]
     assert [row["id"] for row in tally.misclassified] == test["id"].iloc[wrong].tolist()
+    proba = clf.predict_proba(pipeline.named_steps["vect"].transform(test["text"].tolist()))
+    wrong_given = np.where((predicted == 1) & (truth == 0), proba, -1.0)  # labels given wrongly
+    ranked = sorted(np.flatnonzero(wrong_given.max(axis=1) >= 0), key=lambda i: (-wrong_given[i].max(), i))
+    expected = [(test["id"].iloc[i], names[wrong_given[i].argmax()]) for i in ranked[:CONFIDENT_MISTAKES]]
+    assert [(m["id"], m["label"]) for m in tally.most_confident_mistakes()] == expected and expected
     result = tally.result(tmp_path)
     assert result["rows"] == len(test) and (tmp_path / "label_f1_labels.png").stat().st_size > 0

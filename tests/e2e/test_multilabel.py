@@ -89,6 +89,18 @@ def test_the_summary_shows_a_dash_where_calibration_does_not_apply(trained):
     assert "nan" not in row and row.split()[3:5] == ["—", "—"]
 
 
+def test_the_most_confident_wrong_labels_are_reported_with_their_terms(trained):
+    mistakes = json.loads((trained / "reports/ml/mistakes.json").read_text())["topics"]
+    assert mistakes, "the fixture's test split has wrongly given labels"
+    probabilities = [row["probability"] for row in mistakes]
+    assert probabilities == sorted(probabilities, reverse=True)
+    for row in mistakes:
+        assert row["label"] in row["predicted"] and row["label"] not in row["true"]
+        assert row["terms"], row  # the terms toward the wrong label
+    page = (trained / "reports/ml/report.html").read_text()
+    assert f"(wrong: {mistakes[0]['label']})" in page
+
+
 def test_multi_label_models_are_explained(trained):
     text = "The striker scored twice in the cup final as the club won the league."
     row = json.loads(run_newstag("predict", "--model", "models/ml/model.joblib", "--explain", text,

@@ -52,6 +52,7 @@ rule) single words score 0.774 / 0.530 on the long tail: thresholds trade micro-
 This module is imported by prediction, so it imports only NumPy and scikit-learn at the top.
 """
 
+import heapq
 import json
 import math
 from collections import defaultdict
@@ -432,6 +433,7 @@ class LabelSetTally:
         self.samples_f1 = 0.0  # summed over articles
         self.wrong_cells = self.exact = self.rows = 0
         self.misclassified: list[dict] = []
+        self.mistakes: list[tuple] = []  # (probability, -row, record), the most confident kept
 
     def add(self, chunk) -> None:
         from sklearn.metrics import f1_score
@@ -449,9 +451,28 @@ class LabelSetTally:
         self.exact += int((~wrong).sum())
         ids = chunk["id"].tolist() if "id" in chunk else list(range(self.rows, self.rows + len(texts)))
         self._note_misclassified(ids, texts, truth, predicted, np.flatnonzero(wrong))
+        self._note_mistakes(ids, texts, truth, predicted, clf.predict_proba(features))
         if self.shares is not None:
             self.shares.add(texts, raw, features)
         self.rows += len(texts)
+
+    def _note_mistakes(self, ids, texts, truth, predicted, proba: np.ndarray) -> None:
+        """Keep the CONFIDENT_MISTAKES labels given wrongly with the highest probability, one per
+        article (its surest wrong label; the earliest article first on a tie)."""
+        from newstag.models.tally import CONFIDENT_MISTAKES
+
+        wrong = np.where(predicted & ~truth, proba, -1.0)
+        names = np.asarray(self.labels, dtype=object)
+        found = [(float(wrong[i].max()), -(self.rows + int(i)),
+                  {"id": str(ids[i]), "text": texts[i], "true": names[truth[i]].tolist(),
+                   "predicted": names[predicted[i]].tolist(), "label": self.labels[wrong[i].argmax()],
+                   "probability": float(wrong[i].max())})
+                 for i in np.flatnonzero(wrong.max(axis=1) >= 0)]
+        self.mistakes = heapq.nlargest(CONFIDENT_MISTAKES, self.mistakes + found, key=lambda m: m[:2])
+
+    def most_confident_mistakes(self) -> list[dict]:
+        """The articles given a wrong label with the highest probability, that label as `label`."""
+        return [record for *_, record in self.mistakes]
 
     def _note_misclassified(self, ids, texts, truth, predicted, wrong) -> None:
         from newstag.models.tally import MISCLASSIFIED_CHARS, MISCLASSIFIED_SAMPLE
