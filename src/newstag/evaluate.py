@@ -320,6 +320,10 @@ def format_summary(summary: dict) -> str:
         lines.append(f"{task:<14} {values['accuracy']:>9.3f} {values['f1_macro']:>9.3f} {ece:>6} "
                      f"{raw:>8} {values['test_rows']:>10}")
     for task, values in summary["tasks"].items():
+        if values.get("multi_label"):  # its accuracy above is exact match of the label set
+            lines.append(f"{task}: multi-label: micro-F1 {values['f1_micro']:.3f}, samples-F1 "
+                         f"{values['f1_samples']:.3f}, Hamming loss {values['hamming_loss']:.4f} "
+                         f"(accuracy: the whole label set right)")
         for section, name in (("abstention", "min_confidence"), ("target_precision", "target")):
             if section in values:
                 found = values[section]

@@ -169,3 +169,10 @@ def test_review_finds_labels_dropped_and_added_by_hand(tmp_path, monkeypatch, ca
         assert set(row["doubtful"]) <= set(row["label"]) and not set(row["missing"]) & set(row["label"])
     written = (tmp_path / "reports/ml/label_issues.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in written] == listed
+
+
+def test_evaluate_prints_the_multi_label_figures(trained):
+    metrics = json.loads((trained / "reports/ml/metrics.json").read_text())["tasks"]["topics"]
+    shown = (trained / "evaluate.out").read_text()
+    line = f"topics: multi-label: micro-F1 {metrics['f1_micro']:.3f}, samples-F1 {metrics['f1_samples']:.3f}"
+    assert line in shown, shown
