@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from newstag.config import ExperimentConfig
-from newstag.data.files import atomic_path, write_json, write_yaml
+from newstag.data.files import atomic_path, write_edited_yaml, write_json
 from newstag.data.safe_yaml import load_yaml
 from newstag.data.splits import CHUNK_ROWS, by_source, split_chunks
 from newstag.errors import NewstagError
@@ -246,15 +246,19 @@ def write_threshold_yaml(config: ExperimentConfig, thresholds: dict[str, dict]) 
     """The experiment file with each task's min_confidence set; a new file beside it, written
     atomically (the original is never touched)."""
     check_threshold_yaml(config)
-    raw = load_yaml(config.path)
-    for task, chosen in thresholds.items():
-        raw["tasks"][task] = {**(raw["tasks"].get(task) or {}), "min_confidence": chosen["threshold"]}
+
+    def set_thresholds(document) -> None:
+        for task, chosen in thresholds.items():
+            if document["tasks"].get(task) is None:  # `tone:` with no settings
+                document["tasks"][task] = {}
+            document["tasks"][task]["min_confidence"] = chosen["threshold"]
+
     path = threshold_yaml_path(config)
     targets = ", ".join(f"{task} {chosen['target']:g}" for task, chosen in thresholds.items())
     header = (f"{THRESHOLD_HEADER} --target-precision` on {config.path}: min_confidence is the lowest\n"
               f"# threshold reaching the target precision ({targets}) on the validation split.\n"
               f"# Train it with `make all EXP={path}`.\n")
-    write_yaml(path, raw, header, source=config.path)
+    write_edited_yaml(config.path, path, set_thresholds, header)
     return path
 
 

@@ -505,21 +505,23 @@ def best_yaml_path(config) -> Path:
 def write_best_yaml(config, results: dict[str, SearchResult]) -> Path:
     """The original experiment file with each searched task's choice written in and its search
     section removed; a new file beside it, written atomically (the original is never touched)."""
-    from newstag.data.files import write_yaml
-    from newstag.data.safe_yaml import load_yaml
+    from newstag.data.files import write_edited_yaml
 
-    raw = load_yaml(config.path)
-    for name, result in results.items():
-        task = raw["tasks"][name] = dict(raw["tasks"].get(name) or {})
-        for key in ("search", "grid"):
-            task.pop(key, None)
-        task.update(classifier=result.task.classifier, features=result.task.features,
-                    params=_plain(result.task.params))
+    def set_choices(document) -> None:
+        for name, result in results.items():
+            if document["tasks"].get(name) is None:
+                document["tasks"][name] = {}
+            task = document["tasks"][name]
+            for key in ("search", "grid"):
+                task.pop(key, None)
+            task.update(classifier=result.task.classifier, features=result.task.features,
+                        params=_plain(result.task.params))
+
     path = best_yaml_path(config)
     header = (f"# Written by `newstag search {config.path}`: each searched task's best configuration\n"
               f"# (stratified {_folds(results)}-fold CV on train + validation). Train it with\n"
               f"# `make all EXP={path}`.\n")
-    write_yaml(path, raw, header, source=config.path)
+    write_edited_yaml(config.path, path, set_choices, header)
     return path
 
 

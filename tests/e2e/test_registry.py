@@ -303,6 +303,8 @@ def test_thresholds_written_by_evaluate_train_and_register(project, client):
     run_newstag("evaluate", str(experiment), "--target-precision", "0.95", "--write-experiment",
                 cwd=work, env=env)
     written = experiment.with_name(f"{experiment.stem}.threshold.yaml")
+    kept = [line for line in experiment.read_text().splitlines() if line.lstrip().startswith("#")]
+    assert set(kept) <= set(written.read_text().splitlines())  # the author's comments stay
     thresholds = {task: values["min_confidence"] for task, values in
                   yaml.safe_load(written.read_text())["tasks"].items()}
     assert set(thresholds) == {"topic", "tone"} and all(0 < value < 1 for value in thresholds.values())

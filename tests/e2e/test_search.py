@@ -27,8 +27,11 @@ def write_experiment(directory, search: dict, **task_overrides):
     path = sample_experiment(directory)
     config = yaml.safe_load(path.read_text())
     config["tasks"]["topic"].update(search=search, **task_overrides)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.write_text(f"{SCHEMA_LINE}\n{AUTHOR_COMMENT}\n" + yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+SCHEMA_LINE, AUTHOR_COMMENT = "# yaml-language-server: $schema=schema.json", "# the search fixture"
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +55,8 @@ def test_search_writes_a_best_yaml_that_loads_and_trains(searched):
     assert topic.classifier in ("linear_svm", "complement_nb")
     assert "default.best.yaml" in searched["result"].stdout
     assert not list((work / "experiments").glob(".*.tmp"))
+    assert best.read_text().startswith(SCHEMA_LINE + "\n")  # the editor schema line stays on top
+    assert AUTHOR_COMMENT in best.read_text().splitlines()  # and the author's comments
     run_newstag("preprocess", str(best), cwd=work, env=searched["env"])
     run_newstag("train", str(best), "--no-tracking", cwd=work, env=searched["env"])
     sidecar = json.loads((work / "models/default.best/model.joblib.json").read_text())

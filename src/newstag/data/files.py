@@ -225,16 +225,24 @@ def iter_jsonl(handle):
 SCHEMA_MODELINE = "# yaml-language-server:"  # the line that gives editors the experiment schema
 
 
-def write_yaml(path: str | Path, data, header: str = "", source: str | Path | None = None) -> None:
-    """Write `data` as YAML after a comment header, atomically: the experiment files newstag derives
-    (`<name>.best.yaml`, `<name>.threshold.yaml`) from `source`, whose schema line for editors is
-    kept on top (its other comments are not: the data is written anew)."""
-    import yaml
+def write_edited_yaml(source: str | Path, path: str | Path, edit, header: str = "") -> None:
+    """Write `source` (an experiment file already loaded and checked by safe_yaml) to `path`,
+    atomically, with `edit(document)` applied and `header` (comment lines) on top, below the
+    editor schema line if the file starts with one: the experiment files newstag derives
+    (`<name>.best.yaml`, `<name>.threshold.yaml`). ruamel.yaml's round trip keeps the author's
+    comments, key order and flow style, which a load and dump with PyYAML loses."""
+    import io
 
-    first = Path(source).read_text(encoding="utf-8", errors="replace").partition("\n")[0] if source else ""
-    modeline = first + "\n" if first.startswith(SCHEMA_MODELINE) else ""
-    text = modeline + header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True,
-                                              default_flow_style=None)
+    from ruamel.yaml import YAML
+
+    yaml = YAML()  # round trip
+    yaml.width = 100
+    document = yaml.load(Path(source).read_text(encoding="utf-8"))
+    edit(document)
+    out = io.StringIO()
+    yaml.dump(document, out)
+    first, newline, rest = out.getvalue().partition("\n")
+    text = first + newline + header + rest if first.startswith(SCHEMA_MODELINE) else header + out.getvalue()
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
