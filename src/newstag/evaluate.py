@@ -14,7 +14,7 @@ from newstag.explain import NotExplainable, TermShares, leaks
 from newstag.models import multilabel
 from newstag.models.bundle import load_bundle, read_sidecar
 from newstag.models.calibrate import is_calibrated, threshold_for_precision
-from newstag.models.tally import TaskTally
+from newstag.models.tally import LabelSetTally, TaskTally
 from newstag.plots import confusion_figure, coverage_figure, reliability_figure, save_figure
 from newstag.report import MISTAKES_NAME, mistake_rows, write_report
 from newstag.train import bundle_path
@@ -47,7 +47,7 @@ def evaluate(config: ExperimentConfig, tracking: bool = True, target_precision: 
     out.mkdir(parents=True, exist_ok=True)
     tasks_meta = bundle["metadata"].get("tasks", {})
     tallies = tally_test(config, bundle["pipelines"], tasks_meta, thresholds)
-    results = {task: tally.result(out) if isinstance(tally, multilabel.LabelSetTally) else
+    results = {task: tally.result(out) if isinstance(tally, LabelSetTally) else
                score_task(tally, out, tasks_meta.get(task) or {}, thresholds.get(task))
                for task, tally in tallies.items()}
     _write_terms(out, tallies)
@@ -92,14 +92,14 @@ def tally_test(config: ExperimentConfig, pipelines: dict, tasks_meta: dict, thre
     return tallies
 
 
-def new_tally(task: str, pipeline, meta: dict, target: dict | None) -> TaskTally | multilabel.LabelSetTally:
+def new_tally(task: str, pipeline, meta: dict, target: dict | None) -> TaskTally | LabelSetTally:
     try:
         shares = TermShares(pipeline)
     except NotExplainable as exc:  # a model newstag cannot read gets no terms, not a failure
         log.warning("task %s: no top terms: %s", task, exc)
         shares = None
     if multilabel.is_multilabel(pipeline):
-        return multilabel.LabelSetTally(task, pipeline, shares)
+        return LabelSetTally(task, pipeline, shares)
     thresholds = [value for value in (meta.get("min_confidence"), (target or {}).get("threshold"))
                   if value is not None]
     return TaskTally(task, pipeline, thresholds, shares)
@@ -236,8 +236,8 @@ def check_threshold_yaml(config: ExperimentConfig) -> None:
         raise NewstagError(f"{config.path}: a composed experiment; run --write-experiment on the "
                            f"experiment each task comes from")
     path = threshold_yaml_path(config)
-    text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else THRESHOLD_HEADER
-    if not text.startswith(THRESHOLD_HEADER) and not text.partition("\n")[2].startswith(THRESHOLD_HEADER):
+    head = path.read_text(encoding="utf-8", errors="replace").splitlines()[:2] if path.exists() else []
+    if path.exists() and not any(line.startswith(THRESHOLD_HEADER) for line in head):  # (below a schema line)
         raise NewstagError(f"{path}: exists and was not written by newstag; move it away to write "
                            f"the thresholds there")
 

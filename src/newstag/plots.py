@@ -158,3 +158,20 @@ def coverage_figure(task: str, curves: dict[str, tuple], marks: dict[str, tuple[
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def label_f1_figure(task: str, per_label: dict):
+    """A multi-label task's test F1 per label, best first, each bar's value and the label's test
+    article count printed."""
+    rows = sorted(per_label.items(), key=lambda item: (-item[1]["f1-score"], item[0]))[::-1]
+    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(rows) + 1.5))
+    scores = [values["f1-score"] for _, values in rows]
+    ax.barh([label for label, _ in rows], scores, color="tab:blue")
+    for y, (_, values) in enumerate(rows):
+        ax.annotate(f"{values['f1-score']:.2f} (n={values['support']})", (values["f1-score"], y),
+                    xytext=(4, 0), textcoords="offset points", va="center", fontsize=8)
+    ax.set_xlim(0, 1.18)
+    ax.set_xlabel("test F1 (n = test articles with the label)")
+    ax.set_title(f"{task}: F1 per label (test split)")
+    fig.tight_layout()
+    return fig

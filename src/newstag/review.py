@@ -177,8 +177,7 @@ def review_label_sets(task, ids: list[str], texts: list[str], frames, seed: int,
     from newstag.models.multilabel import label_lists
 
     given = [row for frame in frames for row in label_lists(frame[task.name])]
-    names, proba = out_of_fold_label_scores(task, texts, given, seed)
-    truth = np.array([[name in row for name in names] for row in given], dtype=bool)
+    names, truth, proba = out_of_fold_label_scores(task, texts, given, seed)
     flags, method = find_label_set_issues(truth, proba)
     agreement = np.where(truth, proba, 1 - proba)  # the probability of each label's given state
     doubt = np.where(flags, agreement, np.inf).min(axis=1)  # its most doubtful flagged label's
@@ -197,9 +196,10 @@ def review_label_sets(task, ids: list[str], texts: list[str], frames, seed: int,
 
 
 def out_of_fold_label_scores(task, texts: list[str], given: list[list[str]], seed: int):
-    """(labels, probabilities): each article's row of per-label probabilities from the task's
-    model fitted on the other folds (iterative stratification, as preprocess splits), its
-    margins mapped by per-label Platt sigmoids fitted on all the out-of-fold margins."""
+    """(labels, truth, probabilities): the articles' label-indicator matrix, and each one's row of
+    per-label probabilities from the task's model fitted on the other folds (iterative
+    stratification, as preprocess splits), its margins mapped by per-label Platt sigmoids fitted
+    on all the out-of-fold margins."""
     from tqdm.auto import tqdm
 
     from newstag.models import multilabel
@@ -223,8 +223,9 @@ def out_of_fold_label_scores(task, texts: list[str], given: list[list[str]], see
             raise NewstagError(f"task '{task.name}': {str(exc).splitlines()[0]}") from None
         margins[held_out] = pipeline.named_steps["clf"].decision_function(
             pipeline.named_steps["vect"].transform(documents[held_out].tolist()))
-    truth = np.array([[name in row for name in names] for row in given], dtype=int)
-    return names, multilabel.label_probabilities(margins, multilabel.label_sigmoids(margins, truth))
+    truth = np.array([[name in row for name in names] for row in given], dtype=bool)
+    sigmoids = multilabel.label_sigmoids(margins, truth.astype(int))
+    return names, truth, multilabel.label_probabilities(margins, sigmoids)
 
 
 def find_label_set_issues(truth: np.ndarray, proba: np.ndarray) -> tuple[np.ndarray, str]:

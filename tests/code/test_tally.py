@@ -176,7 +176,8 @@ def test_multi_label_chunks_give_the_whole_split_numbers(tmp_path):
     from sklearn.pipeline import Pipeline
     from sklearn.svm import LinearSVC
 
-    from newstag.models.multilabel import LabelSetTally, MultiLabelLinear, multilabel_scores
+    from newstag.models.multilabel import MultiLabelLinear, multilabel_scores
+    from newstag.models.tally import LabelSetTally
 
     corpus = toy_corpus()
     labels = [[label] + (["tone:" + tone] if i % 3 == 0 else []) for i, (label, tone)

@@ -52,7 +52,6 @@ rule) single words score 0.774 / 0.530 on the long tail: thresholds trade micro-
 This module is imported by prediction, so it imports only NumPy and scikit-learn at the top.
 """
 
-import heapq
 import json
 import math
 from collections import defaultdict
@@ -416,123 +415,6 @@ def multilabel_scores(truth: np.ndarray, predicted: np.ndarray) -> dict:
     return {"f1_micro": f1("micro"), "f1_macro": f1("macro"), "f1_samples": f1("samples"),
             "hamming_loss": float(hamming_loss(truth, predicted)),
             "accuracy": float(accuracy_score(truth, predicted))}  # exact match of the label set
-
-
-class LabelSetTally:
-    """A multi-label task's test scores, a chunk of articles at a time (`add`), then `result`:
-    only each label's true/false positive and false negative counts and the per-article sums
-    behind samples-F1, Hamming loss and exact-match accuracy are kept (plus the first misclassified
-    articles), so a test split of any size takes the same memory and gives what
-    multilabel_scores and precision_recall_fscore_support give on the whole of it."""
-
-    def __init__(self, task: str, pipeline, shares=None):
-        self.task, self.pipeline, self.shares = task, pipeline, shares
-        self.labels = [str(label) for label in pipeline.named_steps["clf"].labels]
-        self.true_positives, self.false_positives, self.false_negatives = (
-            np.zeros(len(self.labels), dtype=np.int64) for _ in range(3))
-        self.samples_f1 = 0.0  # summed over articles
-        self.wrong_cells = self.exact = self.rows = 0
-        self.misclassified: list[dict] = []
-        self.mistakes: list[tuple] = []  # (probability, -row, record), the most confident kept
-
-    def add(self, chunk) -> None:
-        from sklearn.metrics import f1_score
-
-        texts, raw = chunk["text"].tolist(), label_lists(chunk[self.task])
-        features = self.pipeline.named_steps["vect"].transform(texts)
-        clf = self.pipeline.named_steps["clf"]
-        truth, predicted = clf.binarize(raw).astype(bool), clf.predict(features).astype(bool)
-        self.true_positives += (truth & predicted).sum(axis=0)
-        self.false_positives += (~truth & predicted).sum(axis=0)
-        self.false_negatives += (truth & ~predicted).sum(axis=0)
-        self.samples_f1 += float(f1_score(truth, predicted, average="samples", zero_division=0)) * len(texts)
-        wrong = (truth != predicted).any(axis=1)
-        self.wrong_cells += int((truth != predicted).sum())
-        self.exact += int((~wrong).sum())
-        ids = chunk["id"].tolist() if "id" in chunk else list(range(self.rows, self.rows + len(texts)))
-        self._note_misclassified(ids, texts, truth, predicted, np.flatnonzero(wrong))
-        self._note_mistakes(ids, texts, truth, predicted, clf.predict_proba(features))
-        if self.shares is not None:
-            self.shares.add(texts, raw, features)
-        self.rows += len(texts)
-
-    def _note_mistakes(self, ids, texts, truth, predicted, proba: np.ndarray) -> None:
-        """Keep the CONFIDENT_MISTAKES labels given wrongly with the highest probability, one per
-        article (its surest wrong label; the earliest article first on a tie)."""
-        from newstag.models.tally import CONFIDENT_MISTAKES
-
-        wrong = np.where(predicted & ~truth, proba, -1.0)
-        names = np.asarray(self.labels, dtype=object)
-        found = [(float(wrong[i].max()), -(self.rows + int(i)),
-                  {"id": str(ids[i]), "text": texts[i], "true": names[truth[i]].tolist(),
-                   "predicted": names[predicted[i]].tolist(), "label": self.labels[wrong[i].argmax()],
-                   "probability": float(wrong[i].max())})
-                 for i in np.flatnonzero(wrong.max(axis=1) >= 0)]
-        self.mistakes = heapq.nlargest(CONFIDENT_MISTAKES, self.mistakes + found, key=lambda m: m[:2])
-
-    def most_confident_mistakes(self) -> list[dict]:
-        """The articles given a wrong label with the highest probability, that label as `label`."""
-        return [record for *_, record in self.mistakes]
-
-    def _note_misclassified(self, ids, texts, truth, predicted, wrong) -> None:
-        from newstag.models.tally import MISCLASSIFIED_CHARS, MISCLASSIFIED_SAMPLE
-
-        names = np.asarray(self.labels, dtype=object)
-        for i in wrong[:max(0, MISCLASSIFIED_SAMPLE - len(self.misclassified))]:
-            self.misclassified.append({"task": self.task, "id": ids[i], "true": names[truth[i]].tolist(),
-                                       "predicted": names[predicted[i]].tolist(),
-                                       "text": texts[i][:MISCLASSIFIED_CHARS]})
-
-    def per_label(self) -> dict[str, dict]:
-        """Each label's precision, recall, F1 (0 where undefined) and test article count."""
-        tp, fp, fn = self.true_positives, self.false_positives, self.false_negatives
-        return {label: {"precision": _ratio(t, t + p), "recall": _ratio(t, t + n),
-                        "f1-score": _ratio(2 * t, 2 * t + p + n), "support": int(t + n)}
-                for label, t, p, n in zip(self.labels, tp, fp, fn, strict=True)}
-
-    def scores(self) -> dict:
-        """multilabel_scores of every article added."""
-        tp, fp, fn = (int(counts.sum()) for counts in
-                      (self.true_positives, self.false_positives, self.false_negatives))
-        per_label = self.per_label()
-        rows = max(self.rows, 1)
-        return {"f1_micro": _ratio(2 * tp, 2 * tp + fp + fn),
-                "f1_macro": float(np.mean([values["f1-score"] for values in per_label.values()])),
-                "f1_samples": self.samples_f1 / rows,
-                "hamming_loss": self.wrong_cells / (rows * len(self.labels)),
-                "accuracy": self.exact / rows}
-
-    def result(self, out) -> dict:
-        """evaluate's result for the task: micro/macro/samples F1, Hamming loss, subset accuracy,
-        per-label P/R/F1, and a per-label F1 bar chart (no confusion matrix)."""
-        from newstag.plots import save_figure
-
-        per_label = self.per_label()
-        save_figure(label_f1_figure(self.task, per_label), out / f"label_f1_{self.task}.png")
-        return {"metrics": {**self.scores(), "multi_label": True, "per_class": per_label},
-                "rows": self.rows, "misclassified": self.misclassified}
-
-
-def _ratio(numerator, denominator) -> float:
-    return float(numerator / denominator) if denominator else 0.0
-
-
-def label_f1_figure(task: str, per_label: dict):
-    """Per-label test F1, best first, each bar's value and the label's test article count printed."""
-    import matplotlib.pyplot as plt
-
-    rows = sorted(per_label.items(), key=lambda item: (-item[1]["f1-score"], item[0]))[::-1]
-    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(rows) + 1.5))
-    scores = [values["f1-score"] for _, values in rows]
-    ax.barh([label for label, _ in rows], scores, color="tab:blue")
-    for y, (_, values) in enumerate(rows):
-        ax.annotate(f"{values['f1-score']:.2f} (n={values['support']})", (values["f1-score"], y),
-                    xytext=(4, 0), textcoords="offset points", va="center", fontsize=8)
-    ax.set_xlim(0, 1.18)
-    ax.set_xlabel("test F1 (n = test articles with the label)")
-    ax.set_title(f"{task}: F1 per label (test split)")
-    fig.tight_layout()
-    return fig
 
 
 def flat_metrics(task: str, values: dict) -> dict[str, float]:
