@@ -65,7 +65,7 @@ class Summary:
 def expand_inputs(patterns: list[str]) -> list[Path]:
     """Every file the --input patterns name, in sorted order, each once; a pattern that matches
     nothing is an error (a typo would otherwise tag nothing and succeed)."""
-    from newstag.predict import _check_input
+    from newstag.data.records import check_input
 
     found: dict[Path, Path] = {}
     for pattern in patterns:
@@ -76,7 +76,7 @@ def expand_inputs(patterns: list[str]) -> list[Path]:
             raise NewstagError(f"--input {pattern!r} matches no file; check the pattern (quote it "
                                f"so newstag, not the shell, expands it)")
         for name in names:
-            _check_input(name)
+            check_input(name)
             found.setdefault(Path(name).resolve(), Path(name))
     return list(found.values())
 
@@ -143,7 +143,8 @@ def tag_file(bundle: dict, model: str, source: Path, target: Path, options: Opti
              jobs: int | None, shown: str | None = None) -> tuple[int, int]:
     """Tag one input into `target` atomically, as `newstag predict --input SHOWN --output
     TARGET` does (`shown`: the input's name as the user gave it); return (rows, error rows)."""
-    from newstag.predict import Job, read_records, tag_stream
+    from newstag.data.records import read_records
+    from newstag.predict import Job, tag_stream
 
     explainers = None
     if options.explain:
@@ -258,7 +259,8 @@ def _file_workers(model: str, todo: list, jobs: int | None) -> int:
     per core once the inputs hold more than INLINE_CHUNKS chunks of lines), never more than the
     files. A registered model stays in this process: each worker would fetch it again, and the
     alias may move to another version mid-batch."""
-    from newstag.predict import CHUNK, INLINE_CHUNKS, _is_whole_file, available_cores
+    from newstag.data.records import is_whole_file
+    from newstag.predict import CHUNK, INLINE_CHUNKS, available_cores
 
     if len(todo) < 2 or model.startswith("models:/"):
         return 1
@@ -266,7 +268,7 @@ def _file_workers(model: str, todo: list, jobs: int | None) -> int:
         return min(jobs, len(todo))
     enough, articles = INLINE_CHUNKS * CHUNK, 0
     for source, _ in todo:  # a .txt file is one article; other files, about one a line
-        articles += 1 if _is_whole_file(str(source)) else _count_lines(source, enough - articles)
+        articles += 1 if is_whole_file(str(source)) else _count_lines(source, enough - articles)
         if articles > enough:
             return min(available_cores(), len(todo))
     return 1
@@ -287,7 +289,7 @@ def _tag_in_processes(model, identity, todo, options, workers):
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    from newstag.predict import _stop
+    from newstag.predict import stop_workers
 
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
@@ -306,7 +308,7 @@ def _tag_in_processes(model, identity, todo, options, workers):
                                    if future.exception() and not target.exists()]) from None
         finished = True
     finally:
-        _stop(pool, finished)
+        stop_workers(pool, finished)
 
 
 def _files_lost(sources: list[Path]) -> NewstagError:

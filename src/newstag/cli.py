@@ -315,8 +315,9 @@ def run_evaluate(args) -> int:
 
 
 def run_predict(args) -> int:
+    from newstag.data.records import read_records
     from newstag.models.bundle import load_for_prediction
-    from newstag.predict import Job, read_records, tag_stream
+    from newstag.predict import Job, tag_stream
 
     if not args.texts and not args.input:
         raise NewstagError("nothing to tag: give TEXT, --input FILE, or --input - for stdin")

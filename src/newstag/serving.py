@@ -12,8 +12,9 @@ from pathlib import Path
 import mlflow.pyfunc
 import pandas as pd
 
+from newstag.data.records import Record
 from newstag.models.bundle import load_bundle, sidecar_path
-from newstag.predict import Record, min_confidences, predict_records
+from newstag.predict import finite, min_confidences, predict_records
 
 BUNDLE_ARTIFACT = "bundle"  # the artifact folder holding model.joblib and model.joblib.json
 MODEL_CODE = str(Path(__file__).with_name("mlflow_model.py"))  # what MLflow loads the model from
@@ -78,13 +79,6 @@ def _plain_id(ident, number: int):
     if isinstance(ident, float) and ident.is_integer():  # integer ids beside a missing one
         ident = int(ident)
     return ident if isinstance(ident, int | str) else str(ident)
-
-
-def finite(row: dict) -> dict:
-    """predict's own rule: a score that is not a finite number turns the row into an error row."""
-    from newstag.predict import _finite
-
-    return _finite(row)
 
 
 def output_columns(bundle: dict) -> list[str]:

@@ -8,6 +8,7 @@ import pytest
 from sklearn.calibration import CalibratedClassifierCV
 
 from newstag.config import TaskConfig, load_config
+from newstag.data.records import Record
 from newstag.errors import NewstagError
 from newstag.evaluate import parse_target_precision, pick_threshold, task_targets
 from newstag.explain import top_terms
@@ -24,7 +25,7 @@ from newstag.models.calibrate import (
     top_label_map,
 )
 from newstag.models.pipelines import CLASSIFIER_NAMES, build_pipeline
-from newstag.predict import Record, predict_records, write_table
+from newstag.predict import predict_records, write_table
 from newstag.train import fit_task
 
 from ..conftest import SAMPLE

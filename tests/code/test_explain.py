@@ -16,11 +16,12 @@ from sklearn.svm import LinearSVC
 
 from newstag.cli import main
 from newstag.config import TaskConfig
+from newstag.data.records import read_records
 from newstag.errors import NewstagError
 from newstag.explain import Explainer, base_classifier, explainers_for, leaks, top_terms
 from newstag.models.bundle import save_bundle
 from newstag.models.pipelines import NBSVMClassifier, build_pipeline
-from newstag.predict import predict_records, read_records, write_table
+from newstag.predict import predict_records, write_table
 
 TEXTS = ["the striker scored a late goal in the final", "the coach praised the striker and the club",
          "the club won the league title", "shares fell as the market slid",

@@ -3,8 +3,9 @@ import json
 
 import pytest
 
+from newstag.data.records import read_records
 from newstag.errors import NewstagError
-from newstag.predict import predict_records, read_records, write_jsonl, write_table
+from newstag.predict import predict_records, write_jsonl, write_table
 
 
 def tag(bundle, records, strict=False):

@@ -15,9 +15,10 @@ import pytest
 
 from newstag import predict
 from newstag.cli import main
+from newstag.data.records import Record, read_records
 from newstag.errors import NewstagError
 from newstag.models.bundle import save_bundle
-from newstag.predict import Record, predict_records, read_records, write_jsonl, write_table
+from newstag.predict import predict_records, write_jsonl, write_table
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,9 @@ from hypothesis import strategies as st
 
 from newstag.config import TaskConfig
 from newstag.data.clean import clean_text
+from newstag.data.records import Record
 from newstag.models.pipelines import build_pipeline
-from newstag.predict import Record, predict_records
+from newstag.predict import predict_records
 
 TEXTS = ["goal scored in the final", "the striker scored twice", "shares fell on the market",
          "the market rallied as shares rose"]
