@@ -142,13 +142,12 @@ def _metrics_section(sidecar: dict) -> list[str]:
              "calibration |", "| --- | --- | --- | --- | --- | --- |"]
     single, multi = _split_tasks(sidecar)
     for task, info in sidecar.get("tasks", {}).items():
-        model = info.get("model") or {}
         validation = info.get("validation") or {}
         calibration = info.get("calibration") or {}
         accuracy = _score(validation.get("accuracy")) if task not in multi else \
             f"– (multi-label; micro-F1 {_score(validation.get('f1_micro'))})"
-        lines.append(f"| {task} | {model.get('classifier', '?')} on {model.get('features', '?')} "
-                     f"features | {_cell(_params(info.get('best_params')))} | "
+        lines.append(f"| {task} | {model_description(sidecar, task)} | "
+                     f"{_cell(_params(info.get('best_params')))} | "
                      f"{accuracy} | {_score(validation.get('f1_macro'))} | "
                      f"{_calibration(calibration)} |")
     lines.append("")
@@ -246,9 +245,24 @@ def _score(value) -> str:
 
 
 def _calibration(calibration: dict) -> str:
+    """The method with its validation log-loss, or, when training could not calibrate (a label
+    with one training example), the reason: "none" alone would read as "none did best"."""
     method = calibration.get("method", "none")
     loss = (calibration.get("validation_log_loss") or {}).get(method)
+    if isinstance(calibration.get("reason"), str):
+        return f"{method} (not calibrated: {calibration['reason']})"
     return method + (f" (validation log-loss {loss:.3f})" if isinstance(loss, int | float) else "")
+
+
+def model_description(sidecar: dict, task: str) -> str:
+    """"logreg on word + negation features": the classifier and every kind of feature the task's
+    settings add (negation scopes, lexicons), as its top terms and explanations name them."""
+    model = (sidecar.get("tasks", {}).get(task) or {}).get("model") or {}
+    settings = ((sidecar.get("config") or {}).get("tasks") or {}).get(task) or {}
+    kinds = [str(model.get("features", "?"))]
+    kinds += ["negation"] if settings.get("negation") is True else []
+    kinds += [f"{name} lexicon" for name in settings.get("lexicons") or [] if isinstance(name, str)]
+    return f"{model.get('classifier', '?')} on {' + '.join(kinds)} features"
 
 
 def _threshold(value) -> str:
@@ -261,9 +275,10 @@ def _cell(value) -> str:
 
 # ---- newstag info -------------------------------------------------------------------------------
 
-def info(bundle: str | Path) -> str:
-    """The card beside a bundle and a summary of its sidecar, checking the file's sha256 (without
-    loading the pickle, so it is safe on a file you do not trust)."""
+def info(bundle: str | Path) -> tuple[str, bool]:
+    """The card beside a bundle and a summary of its sidecar, and whether the bundle and its
+    compact form match their sha256s (checked without loading the pickle, so it is safe on a file
+    you do not trust): `newstag info` prints the text either way and exits 1 when they do not."""
     from newstag.data.files import sha256_file
     from newstag.models.bundle import read_sidecar
 
@@ -275,18 +290,33 @@ def info(bundle: str | Path) -> str:
                            f"models/default/model.joblib)")
     sidecar = read_sidecar(path)
     matches = sha256_file(path) == sidecar.get("sha256")
-    card = card_path(path)
-    if not card.is_file():
-        text = f"(no {CARD_NAME} beside {path}: saved before model cards; retrain it to write one)\n"
-    else:
-        text = card.read_text(encoding="utf-8")
-        if f"`{sidecar.get('sha256')}`" not in text:  # a training stopped between bundle and card
-            text = (f"(warning: this {CARD_NAME} describes another save of the model, not this "
-                    f"bundle; retrain to bring it up to date)\n\n") + text
-    return text.rstrip("\n") + "\n\n" + summary(path, sidecar, matches)
+    text = read_card(card_path(path))
+    if text is None:
+        text = (f"(no readable {CARD_NAME} beside {path}: missing, over {CARD_LIMIT >> 20} MiB or "
+                f"not UTF-8 text; retrain it to write one)\n")
+    elif f"`{sidecar.get('sha256')}`" not in text:  # a training stopped between bundle and card
+        text = (f"(warning: this {CARD_NAME} describes another save of the model, not this "
+                f"bundle; retrain to bring it up to date)\n\n") + text
+    compact_line, compact_ok = _compact_line(path, sidecar.get("compact"))
+    return text.rstrip("\n") + "\n\n" + summary(path, sidecar, matches, compact_line), \
+        matches and compact_ok
 
 
-def summary(path: Path, sidecar: dict, matches: bool) -> str:
+CARD_LIMIT = 1 << 20  # a card newstag writes is a few kB; a larger file is not one
+
+
+def read_card(card: Path) -> str | None:
+    """The card's text, or None when it is missing, too large or not UTF-8: `info` reads it into
+    memory and prints it, so its size is bounded like the sidecar's."""
+    try:
+        with open(card, "rb") as handle:
+            data = handle.read(CARD_LIMIT + 1)
+        return None if len(data) > CARD_LIMIT else data.decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def summary(path: Path, sidecar: dict, matches: bool, compact_line: str) -> str:
     lines = ["## Bundle metadata", "", f"- file: `{path}`",
              f"- sha256: `{sidecar.get('sha256', '?')}` "
              f"({'matches the file' if matches else 'DOES NOT match the file: do not load it; retrain'})",
@@ -299,23 +329,23 @@ def summary(path: Path, sidecar: dict, matches: bool) -> str:
         lines += [f"- task {task}: labels {', '.join(map(str, meta.get('labels', [])))}; "
                   f"params {_params(meta.get('best_params'))}; "
                   f"calibration {_calibration(meta.get('calibration') or {})}; {answers}"]
-    return "\n".join(lines + [_compact_line(path, sidecar.get("compact"))]) + "\n"
+    return "\n".join(lines + [compact_line]) + "\n"
 
 
-def _compact_line(path: Path, compact: dict | None) -> str:
+def _compact_line(path: Path, compact: dict | None) -> tuple[str, bool]:
     """Which tasks `newstag predict` runs on NumPy alone (the fast path) and why any other does not,
     once the compact form's sha256 is checked as predict checks it (predict refuses a missing or
-    changed one, so info must not call it fine)."""
+    changed one, so info must not call it fine); and False when predict would refuse it."""
     from newstag.data.files import sha256_file
 
     if not isinstance(compact, dict):
-        return "- fast prediction: none (saved before the compact form; retrain to get it)"
+        return "- fast prediction: none (saved before the compact form; retrain to get it)", True
     target = path.with_name(Path(compact["file"]).name)  # the file predict reads
     if not target.is_file():
-        return f"- fast prediction: {target.name} is missing; predict will refuse the model: retrain"
+        return f"- fast prediction: {target.name} is missing; predict will refuse the model: retrain", False
     if sha256_file(target) != compact.get("sha256"):
-        return f"- compact form: sha256 DOES NOT match {target.name}; predict will refuse it: retrain"
+        return f"- compact form: sha256 DOES NOT match {target.name}; predict will refuse it: retrain", False
     fast = ", ".join(compact.get("tasks") or []) or "no task"
     fallback = (compact.get("fallback") or {}).items()
     slow = "".join(f"; {task} uses scikit-learn ({why})" for task, why in fallback)
-    return f"- fast prediction (NumPy only, {target.name}): {fast}{slow}"
+    return f"- fast prediction (NumPy only, {target.name}): {fast}{slow}", True

@@ -224,17 +224,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"newstag: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
-        print("newstag: interrupted; no partial output was kept", file=sys.stderr)
+        print("newstag: interrupted; no file was left half-written (a command that writes several "
+              "files may have replaced some of them: run it again to finish)", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
     except BrokenPipeError:
         sys.stderr.close()  # the reader went away (e.g. `| head`): not an error
         return 0
     except OSError as exc:
-        if args.debug or exc.filename is None:
+        if args.debug or exc.strerror is None:
             raise
-        print(f"newstag: error: {exc.filename}: {exc.strerror}; check the folder's permissions and "
-              f"free disk space, then run again (no partial output was kept)", file=sys.stderr)
+        where = "writing the output" if exc.filename is None else _written(exc.filename)
+        print(f"newstag: error: {where}: {exc.strerror}; check the folder's "
+              f"permissions and free disk space, then run again (no file was left half-written)",
+              file=sys.stderr)
         return 1
+
+
+def _written(filename) -> str:
+    """The folder, when the file is one of newstag's hidden temporary files (.name.xxxx.tmp):
+    its name means nothing to the user, the folder they can fix does."""
+    from pathlib import Path
+
+    path = Path(str(filename))
+    return f"{path.parent}/" if path.name.startswith(".") and ".tmp" in path.name else str(path)
 
 
 def _terminate(signum, frame):
@@ -536,8 +548,9 @@ def run_download(args) -> int:
 def run_info(args) -> int:
     from newstag.card import info
 
-    print(info(args.model), end="")
-    return 0
+    text, verified = info(args.model)
+    print(text, end="")
+    return 0 if verified else 1
 
 
 def run_review(args) -> int:

@@ -3,12 +3,13 @@
 import json
 import logging
 import math
+import os
 from pathlib import Path
 
 from newstag.config import ExperimentConfig
 from newstag.data.files import atomic_path, write_edited_yaml, write_json
 from newstag.data.safe_yaml import load_yaml
-from newstag.data.splits import CHUNK_ROWS, by_source, split_chunks
+from newstag.data.splits import CHUNK_ROWS, by_source, read_manifest, split_chunks, splits_fingerprint
 from newstag.errors import NewstagError
 from newstag.explain import NotExplainable, TermShares, leaks
 from newstag.models import multilabel
@@ -40,6 +41,7 @@ def evaluate(config: ExperimentConfig, tracking: bool = True, target_precision: 
     path = next((path for path in saved if path.exists()), saved[0])
     bundle = load_bundle(path)
     check_tasks(config, path, list(bundle["pipelines"]))
+    check_trained_on(config, path, bundle["metadata"])
     multi = [task for task, pipeline in bundle["pipelines"].items() if multilabel.is_multilabel(pipeline)]
     targets = task_targets(target_precision or {}, list(bundle["pipelines"]), multi)
     thresholds = {task: pick_threshold(task, bundle["metadata"], target) for task, target in targets.items()}
@@ -75,6 +77,22 @@ def check_tasks(config: ExperimentConfig, path: Path, saved: list[str]) -> None:
     if sorted(saved) != sorted(config.task_names):
         raise NewstagError(f"{path} has tasks {', '.join(saved)} but {config.path} has "
                            f"{', '.join(config.task_names)}; retrain it (make train EXP={config.path})")
+
+
+def check_trained_on(config: ExperimentConfig, path: Path, metadata: dict) -> None:
+    """The bundle must have been trained on the splits on disk: after the data or the split
+    settings change (a new seed, new rows), its training articles can sit in the new test split,
+    and scoring it there would flatter it. Bundles from before splits_sha256 are checked by
+    their data's sha256 alone."""
+    manifest = read_manifest(config)
+    trained, now = metadata.get("splits_sha256"), splits_fingerprint(manifest)
+    if trained is None:
+        trained, now = metadata.get("data_sha256"), manifest.get("data_sha256")
+    if trained is not None and trained != now:
+        raise NewstagError(f"{path} was trained on other splits than {config.processed_dir} holds "
+                           f"now (the data or the split settings changed), so its training "
+                           f"articles may be in the test split; retrain it "
+                           f"(make train EXP={config.path}) before evaluating")
 
 
 def tally_test(config: ExperimentConfig, pipelines: dict, tasks_meta: dict, thresholds: dict) -> dict:
@@ -211,8 +229,11 @@ def pick_threshold(task: str, metadata: dict, target: float) -> dict:
     """The lowest threshold reaching `target` on the validation split, from the held-out
     validation confidences training stored in the bundle (the model scored them before it was
     refitted on them, so they are not flattered)."""
-    table = ((metadata.get("tasks", {}).get(task) or {}).get("calibration") or {}) \
-        .get("validation_confidence")
+    calibration = (metadata.get("tasks", {}).get(task) or {}).get("calibration") or {}
+    table = calibration.get("validation_confidence")
+    if not table and isinstance(calibration.get("reason"), str):  # training could not calibrate
+        raise NewstagError(f"task '{task}': the model is not calibrated ({calibration['reason']}), so "
+                           f"it has no validation confidences; add training articles and retrain")
     if not table:
         raise NewstagError(f"task '{task}': the model holds no validation confidences (saved before "
                            f"calibration, or with calibration: none); retrain it with calibration")
@@ -236,6 +257,9 @@ def check_threshold_yaml(config: ExperimentConfig) -> None:
         raise NewstagError(f"{config.path}: a composed experiment; run --write-experiment on the "
                            f"experiment each task comes from")
     path = threshold_yaml_path(config)
+    if not os.access(path.parent, os.W_OK):
+        raise NewstagError(f"{path.parent}/: not writable, so {path.name} could not be written; "
+                           f"make the folder writable or copy the experiment to one that is")
     head = path.read_text(encoding="utf-8", errors="replace").splitlines()[:2] if path.exists() else []
     if path.exists() and not any(line.startswith(THRESHOLD_HEADER) for line in head):  # (below a schema line)
         raise NewstagError(f"{path}: exists and was not written by newstag; move it away to write "
@@ -333,10 +357,13 @@ def format_summary(summary: dict) -> str:
                 found = values[section]
                 coverage = found.get("coverage", found.get("test_coverage"))
                 accuracy = found.get("accuracy", found.get("test_accuracy"))
-                extra = (f" (target {found['target']:g}: validation precision "
+                extra = (f" (target {found['target']!r}: validation precision "
                          f"{found['validation_precision']:.3f}, coverage {found['validation_coverage']:.3f})"
                          if section == "target_precision" else "")
                 shown = "none answered" if accuracy is None else f"accuracy {accuracy:.3f}"
+                if section == "target_precision" and accuracy is not None and accuracy < found["target"]:
+                    shown += (" (below the target on test: the threshold is picked on the validation "
+                              "split, and a larger one gives a steadier threshold)")
                 lines.append(f"{task}: {name} threshold {found['threshold']:g}{extra}: test coverage "
                              f"{coverage:.3f}, {shown}")
     if "threshold_experiment" in summary:

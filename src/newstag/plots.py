@@ -42,9 +42,15 @@ def confusion_figure(task: str, confusion, labels: list[str]):
 
 
 def save_figure(fig, path) -> None:
-    """Save a figure as PNG and free its memory."""
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    """Save a figure as PNG, whole or not at all (through a temporary file, like every file newstag
+    writes), and free its memory."""
+    from newstag.data.files import atomic_path
+
+    try:
+        with atomic_path(path) as temporary:
+            fig.savefig(temporary, dpi=110, format="png")
+    finally:
+        plt.close(fig)
 
 
 def search_figure(task: str, rows: list[dict], scoring: str, chosen: int, top: int = 30):

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from newstag.card import card_path, write_model_card
 from newstag.config import ExperimentConfig, TaskConfig, task_source
 from newstag.data.files import exclusive_lock, remove_orphans, restored_on_failure
-from newstag.data.splits import load_task_splits, read_manifest, verify_splits
+from newstag.data.splits import load_task_splits, read_manifest, splits_fingerprint, verify_splits
 from newstag.errors import NewstagError
 from newstag.models import auto
 from newstag.models.bundle import compact_path, save_bundle, sidecar_path
@@ -89,6 +89,7 @@ def _train(config: ExperimentConfig, tracking: bool, fmt: str) -> dict:
             "config": config.to_dict(),
             "tasks": {task.name: _task_metadata(task, results[task.name]) for task in config.tasks},
             "data_sha256": manifest["data_sha256"],
+            "splits_sha256": splits_fingerprint(manifest),
             "mlflow": run.reference(),
         }
         pipelines = {name: result.pipeline for name, result in results.items()}

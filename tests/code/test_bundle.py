@@ -269,7 +269,7 @@ def test_info_checks_the_compact_form_as_predict_does(tagged, capsys):
     data = bytearray(target.read_bytes())
     data[len(data) // 2] ^= 0x01
     target.write_bytes(bytes(data))
-    assert main(["info", str(tagged)]) == 0  # info reports; it does not refuse
+    assert main(["info", str(tagged)]) == 1  # info reports it all, and exits 1 so a script can tell
     shown = capsys.readouterr().out
     assert "- compact form: sha256 DOES NOT match model.joblib.compact.npz; predict will refuse it: " \
            "retrain" in shown
@@ -278,6 +278,19 @@ def test_info_checks_the_compact_form_as_predict_does(tagged, capsys):
         load_for_prediction(tagged)  # what info foretold
 
     target.unlink()
-    assert main(["info", str(tagged)]) == 0
+    assert main(["info", str(tagged)]) == 1
     assert "- fast prediction: model.joblib.compact.npz is missing; predict will refuse the model: " \
            "retrain" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("card", [bytes(range(128, 256)) * 40, b"#" * ((1 << 20) + 1)],
+                         ids=["not-utf8", "over-1-MiB"])
+def test_info_reads_a_bounded_utf8_card_or_says_there_is_none(tagged, capsys, card):
+    from newstag.card import card_path
+    from newstag.cli import main
+
+    card_path(tagged).write_bytes(card)
+    assert main(["info", str(tagged)]) == 0  # the model itself is fine
+    shown = capsys.readouterr().out
+    assert shown.startswith("(no readable MODEL_CARD.md beside") and "retrain it to write one" in shown
+    assert "## Bundle metadata" in shown and len(shown) < 10_000

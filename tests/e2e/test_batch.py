@@ -320,7 +320,7 @@ def test_ctrl_c_stops_the_worker_processes_and_leaves_no_partial_file(sample_wor
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
-    assert "interrupted; no partial output was kept" in err and "Traceback" not in err
+    assert "interrupted; no file was left half-written" in err and "Traceback" not in err
     out = sample_work / "out"
     assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []
     assert len(outputs(out)) < 6

@@ -21,7 +21,7 @@ from newstag.errors import NewstagError
 from newstag.models.bundle import compact_path, load_bundle, save_bundle, sidecar_path
 
 from ..code.test_bad_input import corpus, fails, write_experiment
-from ..conftest import ROOT, copy_project, run_newstag
+from ..conftest import ROOT, copy_project, run_newstag, unavailable
 
 NEEDS_VENV = pytest.mark.skipif(not (ROOT / ".venv" / "bin" / "newstag").exists(),
                                 reason="needs the project's .venv (made by `make setup`)")
@@ -296,10 +296,10 @@ def read_only(tmp_path):
 
     def freeze(folder: Path):
         if shutil.which("chattr") is None:
-            pytest.skip("chattr is not installed")
+            unavailable("chattr is not installed (apt-get install -y e2fsprogs)")
         folder.mkdir(parents=True, exist_ok=True)
         if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
-            pytest.skip("this file system does not support immutable folders")
+            unavailable("chattr +i failed: immutable folders need root and a file system that has them")
         frozen.append(folder)
 
     yield freeze
@@ -358,6 +358,43 @@ def test_a_full_disk_is_one_line_and_keeps_nothing(preprocessed):
     assert not folder.exists() or [p.name for p in folder.iterdir() if not p.name.startswith(".train")] == []
 
 
+@pytest.fixture
+def small_disk():
+    """Mount a tmpfs of a few kB over a folder: a real full disk (ENOSPC, raised by write, flush
+    or a library's writer, which name no file), unlike RLIMIT_FSIZE. Always unmounted."""
+    mounted = []
+
+    def mount(folder: Path, kilobytes: int):
+        folder.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kilobytes}k", "tmpfs", str(folder)],
+                              capture_output=True)
+        if done.returncode != 0:
+            unavailable(f"mounting a small tmpfs failed (it needs root): {done.stderr.decode().strip()}")
+        mounted.append(folder)
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+def test_a_really_full_disk_is_one_line_naming_the_file(preprocessed, small_disk):
+    run_newstag("train", "--no-tracking", "exp.yaml", cwd=preprocessed)
+    small_disk(preprocessed / "reports/exp", 40)
+    result = run_newstag("evaluate", "--no-tracking", "exp.yaml", cwd=preprocessed, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert re.search(r"newstag: error: reports/exp/\S*: No space left on device; check the folder's "
+                     r"permissions and free disk space", result.stderr), result.stderr
+    assert not (preprocessed / "reports/exp/metrics.json").exists()  # the stage is not done
+
+    small_disk(preprocessed / "out", 20)
+    result = run_newstag("predict", "--model", "models/exp/model.joblib", "--input", "-",
+                         "--output", "out/tags.jsonl", cwd=preprocessed, check=False,
+                         stdin="Shares jumped after record profits.\n" * 3000)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "out/tags.jsonl: No space left on device" in result.stderr
+    assert list((preprocessed / "out").iterdir()) == []
+
+
 def test_a_failed_save_leaves_a_failed_run_and_no_registered_version(preprocessed, read_only):
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{preprocessed / 'mlflow.db'}"}
     run_newstag("train", "exp.yaml", cwd=preprocessed, env=env)  # version 1, and the store exists
@@ -385,7 +422,7 @@ def test_sigterm_is_handled_like_ctrl_c(preprocessed):
             break
     rest = process.stderr.read()
     assert process.wait(timeout=120) == 143, rest
-    assert "interrupted; no partial output was kept" in rest and "Traceback" not in rest
+    assert "interrupted; no file was left half-written" in rest and "Traceback" not in rest
     assert not (preprocessed / "models/slow/model.joblib").exists()
     with sqlite3.connect(preprocessed / "mlflow.db") as db:
         assert [row[0] for row in db.execute("select status from runs")] == ["KILLED"]

@@ -122,7 +122,7 @@ def test_ctrl_c_stops_every_worker_and_leaves_no_output(model, tmp_path):
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
     _, err = process.communicate(timeout=SIGNAL_TIMEOUT)
     assert process.returncode == 130, err
-    assert "interrupted; no partial output was kept" in err and "Traceback" not in err
+    assert "interrupted; no file was left half-written" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []  # no output file, no temporary file
     assert not any(alive(pid) for pid in workers)
 

@@ -163,6 +163,8 @@ def test_info_prints_the_card_and_metadata_without_mlflow(trained_sample, tmp_pa
     copy = tmp_path / "model.joblib"  # a changed file is flagged, not loaded
     copy.write_bytes(model.read_bytes() + b"x")
     shutil.copy(model.with_name("model.joblib.json"), tmp_path / "model.joblib.json")
-    changed = run_newstag("info", str(copy), cwd=tmp_path).stdout
-    assert "DOES NOT match the file" in changed and "no MODEL_CARD.md beside" in changed
+    shown = run_newstag("info", str(copy), cwd=tmp_path, check=False)
+    changed = shown.stdout
+    assert shown.returncode == 1  # printed, and refused so a script can tell
+    assert "DOES NOT match the file" in changed and "no readable MODEL_CARD.md beside" in changed
     assert "model.joblib.compact.npz is missing; predict will refuse the model: retrain" in changed

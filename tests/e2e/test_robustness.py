@@ -45,7 +45,7 @@ def test_ctrl_c_during_training_keeps_the_previous_bundle(tmp_path):
             break
     rest = process.stderr.read()
     assert process.wait(timeout=120) == 130, rest
-    assert "interrupted; no partial output was kept" in rest and "Traceback" not in rest
+    assert "interrupted; no file was left half-written" in rest and "Traceback" not in rest
     assert (bundle.read_bytes(), bundle.with_name("model.joblib.json").read_bytes()) == before
     assert sorted(p.name for p in bundle.parent.iterdir()) == [
         ".train.lock", "MODEL_CARD.md", "model.joblib", "model.joblib.compact.npz", "model.joblib.json"]

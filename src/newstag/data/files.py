@@ -57,6 +57,12 @@ def temporary_path(path: str | Path):
     os.close(fd)
     try:
         yield Path(tmp_name)
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        # a full disk fails in write(), flush() or a library's writer, which name no file: name
+        # the one being written, so the message says where space is needed
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     finally:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)

@@ -35,6 +35,22 @@ def read_manifest(config: ExperimentConfig) -> dict:
     return manifest
 
 
+def splits_fingerprint(manifest: dict) -> str:
+    """One sha256 over every split file's sha256 in the manifest (per task for a composed
+    experiment): training stores it in the sidecar, and evaluate refuses a model whose splits are
+    not the ones on disk, since a re-split could put its training articles in the test split."""
+    import hashlib
+
+    def hashes(node):
+        if isinstance(node, dict):
+            return {key: hashes(value) for key, value in node.items()
+                    if key == "sha256" or isinstance(value, dict)}
+        return node
+
+    text = json.dumps(hashes(manifest.get("splits") or {}), sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def load_task_splits(config: ExperimentConfig, name: str) -> dict[str, pd.DataFrame]:
     """Split `name` for every task, reading each source experiment's file once."""
     frames: dict[Path, pd.DataFrame] = {}

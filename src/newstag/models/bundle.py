@@ -260,6 +260,8 @@ def check_sidecar(data: dict, sidecar: Path) -> dict:
     writes, else a one-line NewstagError naming the sidecar file and the field. Fields an older
     newstag did not write may be absent. Plain checks only: predict runs this at every start."""
     _field(data, sidecar, "sha256", str, required=True)
+    for name in ("data_sha256", "splits_sha256"):
+        _field(data, sidecar, name, str)
     for name in ("versions", "config"):
         _field(data, sidecar, name, dict)
     _field(data, sidecar, "mlflow", dict, none=True)

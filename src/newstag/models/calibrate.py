@@ -422,7 +422,7 @@ def threshold_for_precision(table: list[list[int]], target: float) -> dict:
             chosen = {"threshold": bin_index / THRESHOLD_BINS, "validation_precision": precision,
                       "validation_coverage": articles / total}
     if chosen is None:
-        raise NewstagError(f"target precision {target:g} is not reachable on the validation split; "
+        raise NewstagError(f"target precision {target!r} is not reachable on the validation split; "
                            f"the best reachable is {best:.4f}")
     if chosen["validation_coverage"] == 1:
         chosen["threshold"] = 1 / THRESHOLD_BINS
