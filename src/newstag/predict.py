@@ -361,7 +361,7 @@ def table_header(columns: dict[str, int]) -> str:
 
 def table_row(row: dict, columns: dict[str, int]) -> str:
     """A row's table line, and a line of its terms when it has them."""
-    ident = visible(str(row["id"]))[-ID_WIDTH:]
+    ident = _id_cell(visible(str(row["id"])))
     if "error" in row:
         return f"{ident:<{ID_WIDTH}} error: {visible(row['error'])}\n"
     line = _table_line(ident, [_cell(row, task) for task in columns], columns.values())
@@ -372,6 +372,12 @@ def table_row(row: dict, columns: dict[str, int]) -> str:
 
 def _table_line(ident: str, cells: list[str], widths: Iterable[int]) -> str:
     return f"{ident:<{ID_WIDTH}} " + " ".join(map(_fit, cells, widths)) + "\n"
+
+
+def _id_cell(ident: str) -> str:
+    """A long id keeps its end (a file name's distinctive part) behind "...", so a cut path does
+    not read as another, shorter one."""
+    return ident if len(ident) <= ID_WIDTH else "..." + ident[-(ID_WIDTH - 3):]
 
 
 def _fit(cell: str, width: int) -> str:

@@ -72,3 +72,13 @@ def test_writers(bundle):
     table = io.StringIO()
     write_table(rows, ["topic", "tone"], table)
     assert table.getvalue().splitlines()[1].split()[:2] == ["1", "sport"]
+
+
+def test_table_cuts_a_long_id_at_its_start_behind_dots():
+    import io as _io
+
+    out = _io.StringIO()
+    rows = [{"id": "/srv/newsroom/shared/seeds/article-000.txt", "topic": "world", "topic_score": 0.9}]
+    write_table(rows, ["topic"], out)
+    line = out.getvalue().splitlines()[-1]
+    assert line.startswith("...red/seeds/article-000.txt world"), line
