@@ -294,3 +294,13 @@ def test_info_reads_a_bounded_utf8_card_or_says_there_is_none(tagged, capsys, ca
     shown = capsys.readouterr().out
     assert shown.startswith("(no readable MODEL_CARD.md beside") and "retrain it to write one" in shown
     assert "## Bundle metadata" in shown and len(shown) < 10_000
+
+
+@pytest.mark.parametrize("command", ["info", "explain"])
+def test_a_file_that_is_not_a_bundle_is_named_as_such(tagged, capsys, command):
+    from tests.code.test_bad_input import fails
+
+    for given in (str(tagged) + ".json", "README.md"):
+        (tagged.parent / "README.md").write_text("# not a model\n")
+        fails(capsys, tagged.parent, command, given,
+              match=r"not a model bundle; give the \.joblib or \.skops file training wrote")

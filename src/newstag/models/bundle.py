@@ -243,13 +243,17 @@ def _load_skops(path: Path) -> dict:
 def read_sidecar(path: str | Path) -> dict:
     """The sidecar of a bundle file, read and checked for shape (check_sidecar); every reader of a
     sidecar goes through here, so a damaged one fails the same way everywhere."""
+    if Path(path).suffix not in (".joblib", ".skops"):  # e.g. the sidecar itself, or a README
+        raise NewstagError(f"{path}: not a model bundle; give the .joblib or .skops file training "
+                           f"wrote (e.g. models/default/model.joblib)")
     sidecar = sidecar_path(path)
     try:
         data = json.loads(read_capped(sidecar, SIDECAR_LIMIT, "model sidecar").decode("utf-8"))
     except FileNotFoundError:
         raise NewstagError(f"{sidecar}: missing; the model cannot be verified. Retrain it") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise NewstagError(f"{sidecar}: not valid JSON; the model cannot be verified") from None
+        raise NewstagError(f"{sidecar}: not valid JSON; the model cannot be verified. Restore it "
+                           f"or retrain the model") from None
     if not isinstance(data, dict):
         raise NewstagError(f"{sidecar}: not a newstag model sidecar")
     return check_sidecar(data, sidecar)
