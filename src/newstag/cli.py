@@ -61,13 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"bundle (default: {DEFAULT_MODEL})")
     review = commands.add_parser("review", help="list training articles whose label looks wrong",
                                  description="Out-of-fold predictions on train + validation; list the "
-                                             "articles whose label the model confidently disputes, as "
+                                             "articles whose label the model disputes (confident "
+                                             "learning), as "
                                              "JSON lines (also reports/<exp>/label_issues.jsonl).")
     review.add_argument("experiment", nargs="?", default=DEFAULT_EXPERIMENT,
                         help=f"experiment YAML, already preprocessed (default: {DEFAULT_EXPERIMENT})")
     review.add_argument("--task", required=True, help="the task whose labels to review, e.g. topic")
     review.add_argument("--top", type=int, default=50, metavar="N",
                         help="list at most N articles, most doubtful first (default: 50)")
+    review.add_argument("--no-tracking", action="store_true",
+                        help="do not add the list and the rebuilt report to the evaluation's MLflow run")
     commands.add_parser("schema", help="print the JSON Schema of experiment files",
                         description="Print the JSON Schema of experiment files, for editors: "
                                     "newstag schema > experiments/schema.json")
@@ -566,6 +569,10 @@ def run_review(args) -> int:
     path = write_issues(config, args.task, issues)
     log.info("%d article(s) whose %s label looks wrong (%s); written %s", len(issues), args.task,
              method, path)
+    if not args.no_tracking:
+        from newstag.tracking import log_review
+
+        log_review(config)
     return 0
 
 

@@ -434,6 +434,40 @@ def _log_evaluation(config, sidecar: dict, metrics: dict, report_dir: Path, uri:
         return run.info.run_id
 
 
+def log_review(config) -> str | None:
+    """Add review's list, and report.html rebuilt with it, to the run evaluate logged the report
+    to (metrics.json names it), so the report in MLflow is the one on disk. Nothing when the
+    experiment was evaluated without tracking, or against another store."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from newstag.report import ISSUES_NAME, REVIEWED_NAME
+
+    folder = Path(config.report_dir)
+    try:
+        run_id = json.loads((folder / "metrics.json").read_text(encoding="utf-8")).get("mlflow_run_id")
+    except (OSError, ValueError, AttributeError):
+        run_id = None
+    if not isinstance(run_id, str):
+        return None
+    uri = tracking_uri()
+    check_reachable(uri)
+    prepare_store(uri)
+    mlflow.set_tracking_uri(uri)
+    with mlflow_errors(uri):
+        try:
+            mlflow.get_run(run_id)
+        except MlflowException:
+            log.warning("evaluation run %s is not in %s; the review was not logged", run_id, uri)
+            return None
+        client = mlflow.MlflowClient(uri)
+        for name in (ISSUES_NAME, REVIEWED_NAME, "report.html"):
+            if (folder / name).is_file():
+                client.log_artifact(run_id, str(folder / name), artifact_path="evaluation")
+    log.info("added the review and the rebuilt report to MLflow run %s", run_id)
+    return run_id
+
+
 class SearchRun:
     """One parent MLflow run per `newstag search`, each candidate a nested child run.
 

@@ -157,6 +157,20 @@ def test_run_and_experiment_as_the_ui_shows_them(project, client):
     assert params["tasks.tone.classifier"] == "logreg"
 
 
+def test_review_adds_its_list_and_the_rebuilt_report_to_the_evaluation_run(project, client, tmp_path):
+    """The report in MLflow is the one on disk: without this, review's section never reached it."""
+    reviewed = run_newstag("review", str(project["experiment"]), "--task", "tone", cwd=project["dir"],
+                           env=project["env"])
+    ids = [json.loads(line)["id"] for line in reviewed.stdout.splitlines()]
+    assert ids, "the sample's tone review lists articles"
+    run = the_run(client)
+    assert {"evaluation/label_issues.jsonl", "evaluation/report.html"} <= \
+        {item.path for item in client.list_artifacts(run.info.run_id, "evaluation")}
+    page = Path(client.download_artifacts(run.info.run_id, "evaluation/report.html", str(tmp_path)))
+    assert ids[0] in page.read_text(encoding="utf-8")
+    assert (project["dir"] / "reports/default/report.html").read_bytes() == page.read_bytes()
+
+
 # ---- serving ------------------------------------------------------------------------------------
 
 def start(command: list[str], cwd: Path, env: dict, log: Path) -> subprocess.Popen:
