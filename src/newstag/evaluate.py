@@ -9,7 +9,7 @@ from pathlib import Path
 from newstag.config import ExperimentConfig
 from newstag.data.files import atomic_path, write_edited_yaml, write_json
 from newstag.data.safe_yaml import load_yaml
-from newstag.data.splits import CHUNK_ROWS, by_source, read_manifest, split_chunks, splits_fingerprint
+from newstag.data.splits import CHUNK_ROWS, by_source, read_manifest, split_chunks, trained_on
 from newstag.errors import NewstagError
 from newstag.explain import NotExplainable, TermShares, leaks
 from newstag.models import multilabel
@@ -84,11 +84,7 @@ def check_trained_on(config: ExperimentConfig, path: Path, metadata: dict) -> No
     settings change (a new seed, new rows), its training articles can sit in the new test split,
     and scoring it there would flatter it. Bundles from before splits_sha256 are checked by
     their data's sha256 alone."""
-    manifest = read_manifest(config)
-    trained, now = metadata.get("splits_sha256"), splits_fingerprint(manifest)
-    if trained is None:
-        trained, now = metadata.get("data_sha256"), manifest.get("data_sha256")
-    if trained is not None and trained != now:
+    if not trained_on(metadata, read_manifest(config)):
         raise NewstagError(f"{path} was trained on other splits than {config.processed_dir} holds "
                            f"now (the data or the split settings changed), so its training "
                            f"articles may be in the test split; retrain it "

@@ -215,9 +215,22 @@ def _now() -> str:
 
 def compare(config, name: str, newest: str, champion: str | None, alpha: float, resamples: int) -> dict:
     """Both versions re-scored on the experiment's current test split, paired article by article."""
+    from newstag.data.splits import read_manifest, trained_on
+
     bundles = {"newest": load_registered(f"models:/{name}/{newest}")}
     if champion is not None:
         bundles["champion"] = load_registered(f"models:/{name}/{champion}")
+    manifest = read_manifest(config)
+    if not trained_on(bundles["newest"]["metadata"], manifest):
+        raise NewstagError(f"{name} version {newest} was trained on other splits than "
+                           f"{config.processed_dir} holds now; retrain (`make train EXP="
+                           f"{config.path or config.name}`), then promote")
+    if champion is not None and not trained_on(bundles["champion"]["metadata"], manifest):
+        return {"difference": float("nan"), "p_value": 1.0,
+                "numbers": {"newest": newest, "champion": champion, "comparable": False},
+                "summary": f"champion version {champion} was trained on other splits than the "
+                           f"current ones, so the current test split can hold its own training "
+                           f"articles and the two cannot be compared fairly"}
     predictions = task_predictions(config, bundles)
     if champion is None:
         score = main_score(predictions["newest"])

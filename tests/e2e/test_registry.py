@@ -329,3 +329,24 @@ def test_thresholds_written_by_evaluate_train_and_register(project, client):
                         env=env).stdout
     for task, threshold in thresholds.items():
         assert re.search(rf"task {task}: .*min_confidence {threshold:g}\n", shown), shown[-2000:]
+
+
+def test_a_champion_trained_on_other_splits_is_not_compared_on_the_new_ones(tmp_path, monkeypatch, capsys):
+    """After a re-split, the champion's training articles can be in the test split: its score
+    there would be flattered, so promote does not compare (and --force still can promote)."""
+    from newstag.cli import main
+    from tests.code.test_report import toy_project
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = toy_project(tmp_path)
+    assert main(["train", str(experiment)]) == 0 and main(["promote", str(experiment)]) == 0
+    experiment.write_text(experiment.read_text() + "seed: 7\n")
+    assert main(["preprocess", str(experiment)]) == 0 and main(["train", str(experiment)]) == 0
+    capsys.readouterr()
+    assert main(["promote", str(experiment)]) == 0
+    said = capsys.readouterr().out
+    assert "version 2 not promoted: champion version 1 was trained on other splits than the current " \
+           "ones" in said and "--force" in said
+    assert main(["promote", str(experiment), "--force", "--reason", "re-split"]) == 0
+    assert "version 2 is now the champion" in capsys.readouterr().out

@@ -51,6 +51,15 @@ def splits_fingerprint(manifest: dict) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def trained_on(metadata: dict, manifest: dict) -> bool:
+    """Whether a bundle (its metadata) was trained on the splits this manifest describes; a bundle
+    from before splits_sha256 is judged by its data's sha256, and one with neither passes."""
+    trained, now = metadata.get("splits_sha256"), splits_fingerprint(manifest)
+    if trained is None:
+        trained, now = metadata.get("data_sha256"), manifest.get("data_sha256")
+    return trained is None or trained == now
+
+
 def load_task_splits(config: ExperimentConfig, name: str) -> dict[str, pd.DataFrame]:
     """Split `name` for every task, reading each source experiment's file once."""
     frames: dict[Path, pd.DataFrame] = {}
