@@ -191,6 +191,15 @@ def test_below_min_confidence_the_answer_is_uncertain():
     assert f"uncertain (best: sport {row['topic_score']:.2f})" in out.getvalue()
 
 
+def test_a_probability_equal_to_min_confidence_is_answered():
+    """Uncertain only when the probability is lower than min_confidence, as documented."""
+    text = "the striker scored a goal in the final"
+    exact = float(_bundle(None)["pipelines"]["topic"].predict_proba([text]).max())
+    at = next(predict_records(_bundle(exact), [Record(id=1, text=text)]))
+    above = next(predict_records(_bundle(float(np.nextafter(exact, 1))), [Record(id=1, text=text)]))
+    assert at["topic"] == "sport" and above["topic"] == "uncertain"
+
+
 @pytest.mark.parametrize("value", ["0", "1", "1.5", "-0.2"])
 def test_min_confidence_outside_0_1_is_one_line(tmp_path, value):
     path = tmp_path / "exp.yaml"
