@@ -210,9 +210,25 @@ def _limits_section(sidecar: dict, manifests: dict, terms: dict) -> list[str]:
             rare = min(counts, key=counts.get)
             notes.append(f"{task}: labels are unbalanced (label '{rare}' has {counts[rare]} training "
                          f"articles, the largest {max(counts.values())}); rare labels are less reliable.")
-    notes.append("Every task sees words only (TF-IDF n-grams): no word order beyond n-grams, no "
-                 "knowledge of events after the training data, sarcasm and quotes read literally.")
+    notes.append(_features_note(sidecar))
+    data = (sidecar.get("config") or {}).get("data") or {}
+    if data.get("split_column"):
+        notes.append(f"The test split is the one the data's `{data['split_column']}` column gives; "
+                     f"validation was drawn from the training rows. When the test rows are later "
+                     f"(a date split), expect test accuracy, and the calibrated probabilities' "
+                     f"fit, below validation's.")
     return ["## Known limits", "", *(f"- {note}" for note in notes), ""]
+
+
+def _features_note(sidecar: dict) -> str:
+    """What the tasks' features can and cannot see: words, and characters for word+char tasks."""
+    kinds = {str(((meta or {}).get("model") or {}).get("features", "word"))
+             for meta in sidecar.get("tasks", {}).values()}
+    seen = "word and character n-grams" if any("char" in kind for kind in kinds) else "word n-grams"
+    return (f"The tasks see TF-IDF {seen} (and the features the table names): no word order beyond "
+            f"n-grams, no knowledge of events after the training data, sarcasm and quotes read "
+            f"literally. The top terms in reports/<experiment>/ show what each label leans on: "
+            f"check them for names, signatures or headers the labels should not depend on.")
 
 
 def stopword_notes(task: str, terms: dict[str, list[str]]) -> list[str]:

@@ -149,6 +149,7 @@ def confidence_metrics(tally: TaskTally, out, meta: dict, target: dict | None) -
     save_figure(reliability_figure(task, tables, {n: calibration[n]["ece"] for n in tables}),
                 out / f"reliability_{task}.png")
     calibration["reliability"] = tables["calibrated"]
+    calibration["reliability_uncalibrated"] = tables["uncalibrated"]
     result = {"calibration": calibration}
     marks = {}
     if meta.get("min_confidence") is not None:
@@ -162,7 +163,18 @@ def confidence_metrics(tally: TaskTally, out, meta: dict, target: dict | None) -
     curves = {"calibrated scores": scores["calibrated"].curve(),
               "uncalibrated scores": scores["uncalibrated"].curve()}
     save_figure(coverage_figure(task, curves, marks), out / f"coverage_{task}.png")
+    result["coverage_curve"] = {name.split()[0]: curve_points(*curve) for name, curve in curves.items()}
     return result
+
+
+def curve_points(coverage, accuracy, points: int = 100) -> list[list[float]]:
+    """The coverage curve as at most `points` + 1 [coverage, accuracy] pairs (the last one, all
+    answered, always in): what the PNG draws, in metrics.json, at a readable length."""
+    step = max(1, math.ceil(len(coverage) / points))
+    keep = list(range(0, len(coverage), step))
+    if len(coverage) and keep[-1] != len(coverage) - 1:
+        keep.append(len(coverage) - 1)
+    return [[round(float(coverage[i]), 4), round(float(accuracy[i]), 4)] for i in keep]
 
 
 def _point(values: dict, prefix: str = "") -> tuple[float, float]:

@@ -63,3 +63,29 @@ def test_target_precision_on_an_uncalibrated_task_says_why_it_is_not_calibrated(
     with pytest.raises(NewstagError, match=r"task 'topic': the model is not calibrated \(label 'science' "
                                            r"has one training example\).*add training articles"):
         pick_threshold("topic", metadata, 0.9)
+
+
+def test_card_limits_name_character_features_and_a_given_test_split():
+    from newstag.card import _limits_section
+
+    sidecar = {"tasks": {"topic": {"model": {"features": "word+char"}}},
+               "config": {"data": {"split_column": "split"}}}
+    notes = "\n".join(_limits_section(sidecar, {}, {}))
+    assert "TF-IDF word and character n-grams" in notes
+    assert "the data's `split` column gives" in notes and "(a date split)" in notes
+    plain = "\n".join(_limits_section({"tasks": {"topic": {"model": {"features": "word"}}}}, {}, {}))
+    assert "TF-IDF word n-grams" in plain and "split` column" not in plain
+
+
+def test_metrics_hold_both_reliability_series_and_the_coverage_curves(project):
+    import json
+
+    experiment = toy_project(project)
+    assert main(["train", str(experiment), "--no-tracking"]) == 0
+    assert main(["evaluate", str(experiment), "--no-tracking"]) == 0
+    topic = json.loads((project / "reports/toy/metrics.json").read_text())["tasks"]["topic"]
+    assert topic["calibration"]["reliability"] and topic["calibration"]["reliability_uncalibrated"]
+    for curve in topic["coverage_curve"].values():
+        assert 2 <= len(curve) <= 101 and curve[-1][0] == 1.0
+    all_answered = topic["coverage_curve"]["calibrated"][-1][1]
+    assert all_answered == pytest.approx(topic["accuracy"], abs=1e-4)

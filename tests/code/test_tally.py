@@ -142,6 +142,8 @@ def test_evaluate_and_promote_read_a_split_of_many_chunks_as_one(tmp_path, monke
     data = json.loads(manifest.read_text())
     data["splits"]["test"]["sha256"] = sha256_file(test)
     manifest.write_text(json.dumps(data))
+    assert main(["train", "--no-tracking", str(experiment)]) == 0  # the same rows: the same model,
+    bundle = load_bundle(next(tmp_path.glob("models/toy/model.*")))  # now of the rewritten file
     monkeypatch.setattr(evaluate_module, "CHUNK_ROWS", 7)
     monkeypatch.setattr(splits, "CHUNK_ROWS", 7)
     assert pq.ParquetFile(test).num_row_groups > 2
