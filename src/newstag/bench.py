@@ -23,7 +23,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import RepeatedKFold, RepeatedStratifiedKFold, train_test_split
 
 from newstag.config import ExperimentConfig, TaskConfig, load_config
-from newstag.data.files import write_json
+from newstag.data.files import write_json, write_text
 from newstag.errors import NewstagError
 from newstag.models.multilabel import label_lists
 from newstag.models.pipelines import task_truth
@@ -523,8 +523,10 @@ def write_report(rows: list[dict], out: Path, quick: bool) -> str:
     """Write <out>.json and <out>.md; log both and the figures to the MLflow experiment 'bench'."""
     rows = with_ratios(rows)
     table = markdown_table(rows)
-    write_json(out.with_suffix(".json"), {"quick": quick, "results": rows})
-    out.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
+    from newstag.tracking import git_commit
+
+    write_json(out.with_suffix(".json"), {"quick": quick, "commit": git_commit(), "results": rows})
+    write_text(out.with_suffix(".md"), table + "\n")
     _log_to_mlflow(rows, out, quick)
     return table
 

@@ -488,7 +488,7 @@ def _run_load_test(args) -> int:
     from pathlib import Path
 
     from newstag.bench import cold_start, load_markdown, load_test
-    from newstag.data.files import write_json
+    from newstag.data.files import write_json, write_text
 
     sample = "data/sample/articles.jsonl"
     with open(sample, encoding="utf-8") as handle:
@@ -500,7 +500,7 @@ def _run_load_test(args) -> int:
               "streaming": streaming}
     write_json(f"{args.out}-load.json", result)
     table = load_markdown(result)
-    Path(f"{args.out}-load.md").write_text(table, encoding="utf-8")
+    write_text(Path(f"{args.out}-load.md"), table)
     print(table + f"\nwritten {args.out}-load.json and {args.out}-load.md")
     return 0
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from newstag.data.files import write_text
 from newstag.errors import NewstagError
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def build_corpus(size_gb: float, data_dir: Path, seed: int = 13) -> Path:
                                  ensure_ascii=False) + "\n")
             written += len(title.encode("utf-8")) + len(text.encode("utf-8"))
     os.replace(tmp, path)
-    info.write_text(json.dumps({"recipe": [seed, OFF_TOPIC], "articles": count, "text_bytes": written,
+    write_text(info, json.dumps({"recipe": [seed, OFF_TOPIC], "articles": count, "text_bytes": written,
                                 "file_bytes": path.stat().st_size,
                                 "seconds": time.perf_counter() - start}, indent=2))
     return path
@@ -101,13 +102,12 @@ def _pick(topics: dict, topic: str, names: list[str], kind: str, rng) -> str:
 
 def experiment_file(size_gb: float, corpus: Path, epochs: int, chunk_rows: int) -> Path:
     path = SCALE_DIR / f"scale-{size_gb:g}gb.yaml"
-    path.write_text(
-        f"description: bench-scale, {size_gb:g} GB of synthetic BBC-like text\n"
-        f"seed: 7\n"
-        f"data: {{path: {corpus}, text_columns: [title, text], id_column: id}}\n"
-        f"tasks:\n  topic:\n    streaming: true\n"
-        f"    stream: {{epochs: {epochs}, chunk_rows: {chunk_rows}}}\n"
-        f"mlflow: {{register: false}}\n")
+    write_text(path, f"description: bench-scale, {size_gb:g} GB of synthetic BBC-like text\n"
+                     f"seed: 7\n"
+                     f"data: {{path: {corpus}, text_columns: [title, text], id_column: id}}\n"
+                     f"tasks:\n  topic:\n    streaming: true\n"
+                     f"    stream: {{epochs: {epochs}, chunk_rows: {chunk_rows}}}\n"
+                     f"mlflow: {{register: false}}\n")
     return path
 
 

@@ -253,6 +253,12 @@ def write_edited_yaml(source: str | Path, path: str | Path, edit, header: str = 
         tmp.write_text(text, encoding="utf-8")
 
 
+def write_text(path: str | Path, text: str) -> None:
+    """Write UTF-8 text atomically: a reader sees the old file or the new one, whole."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
 def write_json(path: str | Path, data) -> None:
     """Write `data` as indented, key-sorted JSON, atomically (stable bytes for stable inputs)."""
     with atomic_path(path) as tmp:
