@@ -107,16 +107,17 @@ def test_review_keeps_other_tasks_rows_and_honours_top(project, capsys):
 
 
 def test_a_task_reviewed_without_issues_shows_as_reviewed_and_no_row_is_lost(project):
-    from newstag.report import MAX_ISSUE_ROWS, read_issues
+    from newstag.report import SHOWN_ISSUES, issue_file, read_issues
     from newstag.review import write_issues
 
     config = load_config(toy_project(project))
-    many = [{"task": "tone", "id": f"t{n}"} for n in range(MAX_ISSUE_ROWS + 5)]
+    many = [{"task": "tone", "id": f"t{n}"} for n in range(SHOWN_ISSUES + 5)]
     write_issues(config, "tone", many)
     write_issues(config, "topic", [])  # reviewed: nothing disputed
-    issues = read_issues(config.report_dir / "label_issues.jsonl", limit=None)
+    issues = read_issues(config.report_dir / "label_issues.jsonl")
     assert issues == {"tone": many, "topic": []}
-    assert len(read_issues(config.report_dir / "label_issues.jsonl")["tone"]) == MAX_ISSUE_ROWS  # shown
+    shown, totals = issue_file(config.report_dir / "label_issues.jsonl")
+    assert shown == {"tone": many[:SHOWN_ISSUES], "topic": []} and totals == {"tone": SHOWN_ISSUES + 5}
 
 
 def test_one_labels_yes_no_rule_by_hand():
