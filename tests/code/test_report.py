@@ -252,3 +252,41 @@ def test_report_shows_explanations_when_explain_offers_them(project, bundle, mon
     write_mistakes(project, bundle, test)
     page = render(report_context(config, bundle, summary, project / "reports/exp"))
     assert "Most confident mistakes" in page and "striker 0.410" not in page
+
+
+# ---- figures ----------------------------------------------------------------------------------
+
+def reliability_table(accuracy: float) -> list[dict]:
+    """Ten bins, the top three filled, every bin at `accuracy`: both series' points coincide."""
+    return [{"low": b / 10, "high": (b + 1) / 10, "count": 40 if b >= 7 else 0,
+             "confidence": b / 10 + 0.05 if b >= 7 else None, "accuracy": accuracy if b >= 7 else None}
+            for b in range(10)]
+
+
+def test_reliability_values_stay_inside_the_axes_and_apart():
+    from newstag.plots import reliability_figure
+
+    fig = reliability_figure("topic", {"calibrated": reliability_table(1.0),
+                                       "uncalibrated": reliability_table(1.0)},
+                             {"calibrated": 0.01, "uncalibrated": 0.2})
+    ax, renderer = fig.axes[0], fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    boxes = [text.get_window_extent(renderer) for text in ax.texts]
+    assert len(boxes) == 6  # three bins of two series, each with its value
+    assert all(frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1) for box in boxes)
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert "confidence of the chosen label" in ax.get_title() and "top-label" not in ax.get_title()
+
+
+def test_coverage_marks_are_written_in_the_legend_not_across_the_curves():
+    import numpy as np
+
+    from newstag.plots import coverage_figure
+
+    x = np.linspace(0.01, 1, 50)
+    curves = {"calibrated scores": (x, 1 - 0.1 * x), "uncalibrated scores": (x, 1 - x / 5)}
+    fig = coverage_figure("topic", curves, {"min_confidence 0.886": (0.71, 0.978)})
+    ax = fig.axes[0]
+    assert len(ax.texts) == 0  # nothing written inside the axes
+    legend = [text.get_text() for text in ax.get_legend().texts]
+    assert "min_confidence 0.886: coverage 0.71, accuracy 0.978" in legend, legend
