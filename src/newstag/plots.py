@@ -30,12 +30,24 @@ def grid_figure(task: str, candidates: list[dict]):
     return fig
 
 
+CONFUSION_INCHES = 9.5  # at most: about the report's full width at save_figure's dpi
+CONFUSION_VALUES = 40  # labels; with more, the cells are too small for their counts
+
+
 def confusion_figure(task: str, confusion, labels: list[str]):
-    """Confusion matrix with counts (rows are the true labels, in the order of `labels`)."""
-    size = max(4.5, 0.8 * len(labels) + 2)
+    """Confusion matrix with counts (rows are the true labels, in the order of `labels`). A
+    matrix of many labels is drawn no larger than the report shows it, its text made smaller to
+    fit: 20 Newsgroups drawn at 0.8 inch a label (1980 pixels) was shown shrunk to half, its
+    counts and labels unreadable."""
+    n = len(labels)
+    size = min(max(4.5, 0.8 * n + 2), CONFUSION_INCHES)
+    fontsize = 10 if n <= 10 else max(6.5, 10 - (n - 10) / 4)
     fig, ax = plt.subplots(figsize=(size, size))
-    ConfusionMatrixDisplay(confusion, display_labels=labels).plot(ax=ax, colorbar=False,
-                                                                  xticks_rotation=45)
+    ConfusionMatrixDisplay(confusion, display_labels=labels).plot(
+        ax=ax, colorbar=False, xticks_rotation=45, include_values=n <= CONFUSION_VALUES,
+        text_kw={"fontsize": fontsize})
+    plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")  # each ends under its column
+    ax.tick_params(labelsize=max(fontsize, 8))
     ax.set_title(f"{task}: confusion matrix (test split)")
     fig.tight_layout()
     return fig

@@ -290,3 +290,17 @@ def test_coverage_marks_are_written_in_the_legend_not_across_the_curves():
     assert len(ax.texts) == 0  # nothing written inside the axes
     legend = [text.get_text() for text in ax.get_legend().texts]
     assert "min_confidence 0.886: coverage 0.71, accuracy 0.978" in legend, legend
+
+
+def test_a_confusion_matrix_of_many_labels_takes_the_whole_row_at_the_size_it_is_shown(tmp_path):
+    import numpy as np
+
+    from newstag.plots import confusion_figure
+    from newstag.report import figures
+
+    labels = [f"group.{n}" for n in range(20)]
+    width = confusion_figure("topic", 300 * np.eye(20, dtype=int), labels).get_size_inches()[0]
+    assert width * 110 <= 1100  # about the page's width at save_figure's dpi: shown unshrunk
+    assert [figure["wide"] for figure in figures(tmp_path, "topic", False, 20)] == [True, False, False]
+    assert [figure["wide"] for figure in figures(tmp_path, "topic", False, 6)] == [False] * 3
+    assert [figure["title"] for figure in figures(tmp_path, "topics", True, 20)] == ["F1 per label"]
