@@ -254,6 +254,84 @@ def test_report_shows_explanations_when_explain_offers_them(project, bundle, mon
     assert "Most confident mistakes" in page and "striker 0.410" not in page
 
 
+
+def multi_label_summary(summary: dict) -> dict:
+    """The toy summary with tone scored as a multi-label task is."""
+    tone = {"f1_micro": 0.8, "f1_macro": 0.7, "f1_samples": 0.75, "hamming_loss": 0.0412,
+            "accuracy": 0.6, "multi_label": True, "test_rows": 3,
+            "per_class": {"pos": {"precision": 1.0, "recall": 0.5, "f1-score": 0.667, "support": 2}}}
+    return {"tasks": {**summary["tasks"], "tone": tone}}
+
+
+def test_a_multi_label_task_shows_its_figure_and_readable_scores(project, bundle):
+    config, _, summary = toy_evaluation(project, bundle)
+    out = project / "reports/exp"
+    (out / "label_f1_tone.png").write_bytes(b"\x89PNG")
+    page = write_report(config, bundle, multi_label_summary(summary)).read_text()
+    tone = page.split("Task: tone")[1]
+    assert tone.count('src="data:image/png;base64,') == 1 and "F1 per label" in tone
+    assert "not available (evaluate wrote no figure)" not in tone
+    assert "each label is a yes/no decision with its own threshold and Platt sigmoid" in tone
+    for shown in ("micro-F1", "samples-F1", "Hamming loss", "0.0412",
+                  "accuracy (exact match of the label set)"):
+        assert f">{shown}<" in tone, shown
+    assert "f1_micro" not in tone and "multi_label" not in tone and "hamming_loss" not in tone
+    assert page.split("Task: tone")[0].count("not available (evaluate wrote no figure)") == 3
+
+
+def test_label_issues_are_capped_and_a_multi_label_rows_labels_explained(project, bundle):
+    from newstag.report import SHOWN_ISSUES
+
+    config, _, summary = toy_evaluation(project, bundle)
+    rows = [{"task": "topic", "id": f"a{n}", "label": "biz", "suggested": "sport", "confidence": 0.36,
+             "label_probability": 0.21, "text": "shares"} for n in range(SHOWN_ISSUES + 7)]
+    rows.append({"task": "tone", "id": "m1", "label": ["neg", "pos"], "suggested": ["neg", "neutral"],
+                 "confidence": 0.96, "label_probability": 0.04, "doubtful": {"pos": 0.04},
+                 "missing": {"neutral": 0.81}, "text": "fell"})
+    (project / "reports/exp/label_issues.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    page = write_report(config, bundle, multi_label_summary(summary)).read_text()
+    topic, tone = page.split("Task: tone")
+    assert topic.count("<code>a") == SHOWN_ISSUES and f"<code>a{SHOWN_ISSUES - 1}</code>" in topic
+    assert f"Showing the first {SHOWN_ISSUES} of {SHOWN_ISSUES + 7}" in topic
+    assert "the rest are in <code>label_issues.jsonl</code>" in topic
+    assert "confidently" not in page and "above that label's threshold" in " ".join(topic.split())
+    assert "doubtful (given, probably wrong)" in tone and "missing (not given, probably right)" in tone
+    assert ">pos</span> 0.040" in tone and ">neutral</span> 0.810" in tone and "Showing the first" not in tone
+
+
+def test_the_page_says_which_labels_the_leak_check_could_not_judge(project, bundle):
+    from newstag.report import leak_check
+
+    config, _, summary = toy_evaluation(project, bundle)
+    out = project / "reports/exp"
+    (out / "top_terms.json").write_text(json.dumps({"topic": {"biz": ["shares"], "sport": ["goal"]}}))
+    (out / "leaks.json").write_text(json.dumps({"topic": {}}))
+    page = write_report(config, bundle, summary).read_text()
+    assert "Leak check not judged for this task: the test split has 3 articles" in page
+    assert "at least 10 test articles with the label and 100 without it" in page
+    per_label = {"biz": {"support": 5}, "sport": {"support": 200}, "health": {"support": 295}}
+    check = leak_check({"test_rows": 500, "per_class": per_label})
+    assert check["labels"] == {"biz": "5 test articles with the label"} and not check["all"]
+    assert leak_check({"test_rows": 150, "per_class": {"biz": {"support": 60}}})["labels"] == \
+        {"biz": "90 test articles without it"}
+    assert leak_check({}) is None
+
+
+def test_a_char_ngrams_edge_spaces_are_shown():
+    from newstag.report import _shown_term
+
+    shown = [_shown_term(term) for term in ("char: film", "char:film", "char:film ", "film ", "word:a b")]
+    assert shown == ["char:␣film", "char:film", "char:film␣", "film␣", "word:a b"]
+    assert _shown_term("char: ") == "char: "
+
+
+def test_labels_and_ids_do_not_break_mid_word(project, bundle):
+    config, _, summary = toy_evaluation(project, bundle)
+    page = write_report(config, bundle, summary).read_text()
+    assert "overflow-wrap: anywhere; word-break" not in page
+    assert '<td class="key"><code>&lt;b&gt;id1&lt;/b&gt;</code></td>' in page
+    assert '<td class="key">biz</td>' in page
+
 # ---- figures ----------------------------------------------------------------------------------
 
 def reliability_table(accuracy: float) -> list[dict]:
