@@ -99,6 +99,7 @@ def _short(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
+HALF_WIDTH = 5.4  # inches: the report shows two figures a row, each about 530 pixels wide
 FEW_ARTICLES = 3  # a reliability bin with fewer articles is drawn hollow, without its value
 MIN_ACCURACY_SPAN = 0.1  # the coverage plot's accuracy axis spans at least this much
 
@@ -109,7 +110,7 @@ def reliability_figure(task: str, tables: dict[str, list[dict]], eces: dict[str,
     grows with its bin's articles and the points are not joined, so that a bin of one article
     (right or wrong: 1.00 or 0.00) reads as the anecdote it is; bins under FEW_ARTICLES are
     hollow and unlabelled. Below, the number of test articles per bin."""
-    fig, (ax, counts) = plt.subplots(2, 1, figsize=(6.5, 7.5), height_ratios=[3, 1.2], sharex=True)
+    fig, (ax, counts) = plt.subplots(2, 1, figsize=(HALF_WIDTH, 7), height_ratios=[3, 1.2], sharex=True)
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
     styles = {"calibrated": ("tab:blue", "o"), "uncalibrated": ("tab:orange", "s")}
     table = next(iter(tables.values()))
@@ -128,10 +129,12 @@ def reliability_figure(task: str, tables: dict[str, list[dict]], eces: dict[str,
     ax.set_xlim(0, 1.04)  # a bin at confidence 1 keeps its whole marker inside the frame
     ax.set_ylim(-0.05, 1.08)  # and so does a bin all right or all wrong
     ax.set_ylabel("accuracy in the bin")
-    ax.set_title(f"{task}: reliability (test split, confidence of the chosen label, {len(table)} bins;\n"
-                 f"area: articles in the bin, hollow: fewer than {FEW_ARTICLES})", pad=24, fontsize=10)
+    ax.set_title(f"{task}: reliability (test split, confidence of the chosen label,\n"
+                 f"{len(table)} bins; area: articles in the bin, hollow: fewer than {FEW_ARTICLES})",
+                 pad=24, fontsize=10)
     # above the plot, under the title: inside, any corner can hide a point (a wrong bin sits at 0)
-    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False,
+              handletextpad=0.2, columnspacing=1.0)
     ax.grid(alpha=0.3)
     counts.set_xlabel("confidence of the chosen label")
     counts.set_ylabel("articles")
@@ -160,7 +163,7 @@ LABEL_GAP = 2  # points between a marker's edge and its value
 
 def label_points(ax, points: list[tuple]) -> None:
     """Value labels of (x, y, text, color, marker radius in points): each on the first side of its
-    point (above, below, right, left) where it stays inside the axes and clear of every marker
+    point (above, below, right, left, a corner) where it stays inside the axes and clear of every marker
     and the labels already placed, or else where it overlaps least. Fixed offsets drew one
     series' values over the other's and the top bin's value over the frame."""
     renderer = ax.figure.canvas.get_renderer()
@@ -188,8 +191,12 @@ def label_points(ax, points: list[tuple]) -> None:
 
 
 def _sides(gap: float) -> list[tuple]:
+    """Above, below, right, left, then the four corners, as annotate's offsets and alignment."""
+    corner = gap * 0.7
     return [(0, gap, "center", "bottom"), (0, -gap, "center", "top"),
-            (gap, 0, "left", "center"), (-gap, 0, "right", "center")]
+            (gap, 0, "left", "center"), (-gap, 0, "right", "center"),
+            (corner, corner, "left", "bottom"), (-corner, corner, "right", "bottom"),
+            (corner, -corner, "left", "top"), (-corner, -corner, "right", "top")]
 
 
 def _marker_box(ax, x: float, y: float, radius: float):
@@ -212,7 +219,7 @@ def coverage_figure(task: str, curves: dict[str, tuple], marks: dict[str, tuple[
     """Accuracy of the answered articles against the share answered, answering the most
     confident first; marks are chosen thresholds as (coverage, accuracy) points, their values in
     the legend below the axes (written beside the point they crossed the curves)."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.8 + 0.25 * len(marks)))
+    fig, ax = plt.subplots(figsize=(HALF_WIDTH, 4.6 + 0.25 * len(marks)))
     for name, (coverage, accuracy) in curves.items():
         ax.plot(coverage, accuracy, label=name)
     for (name, (coverage, accuracy)), (color, marker) in zip(marks.items(), MARK_STYLES, strict=False):
@@ -225,7 +232,7 @@ def coverage_figure(task: str, curves: dict[str, tuple], marks: dict[str, tuple[
     ax.yaxis.set_major_formatter(FormatStrFormatter("%.2f"))
     ax.set_xlabel("coverage (share of test articles answered)")
     ax.set_ylabel("accuracy of the answered articles")
-    ax.set_title(f"{task}: coverage and accuracy by confidence threshold (test split)")
+    ax.set_title(f"{task}: coverage and accuracy by confidence threshold (test split)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2 if not marks else 1,
               fontsize=8, frameon=False)
