@@ -295,7 +295,7 @@ def test_label_issues_are_capped_and_a_multi_label_rows_labels_explained(project
     assert f"Showing the first {SHOWN_ISSUES} of {SHOWN_ISSUES + 7}" in topic
     assert "the rest are in <code>label_issues.jsonl</code>" in topic
     assert "confidently" not in page and "above that label's threshold" in " ".join(topic.split())
-    assert "doubtful (given, probably wrong)" in tone and "missing (not given, probably right)" in tone
+    assert "(given, probably wrong)" in tone and "(not given, probably right)" in tone
     assert ">pos</span> 0.040" in tone and ">neutral</span> 0.810" in tone and "Showing the first" not in tone
 
 
