@@ -291,7 +291,8 @@ def test_label_issues_are_capped_and_a_multi_label_rows_labels_explained(project
     (project / "reports/exp/label_issues.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     page = write_report(config, bundle, multi_label_summary(summary)).read_text()
     topic, tone = page.split("Task: tone")
-    assert topic.count("<code>a") == SHOWN_ISSUES and f"<code>a{SHOWN_ISSUES - 1}</code>" in topic
+    assert topic.count('<code class="key">a') == SHOWN_ISSUES
+    assert f'<code class="key">a{SHOWN_ISSUES - 1}</code>' in topic
     assert f"Showing the first {SHOWN_ISSUES} of {SHOWN_ISSUES + 7}" in topic
     assert "the rest are in <code>label_issues.jsonl</code>" in topic
     assert "confidently" not in page and "above that label's threshold" in " ".join(topic.split())
@@ -329,7 +330,7 @@ def test_labels_and_ids_do_not_break_mid_word(project, bundle):
     config, _, summary = toy_evaluation(project, bundle)
     page = write_report(config, bundle, summary).read_text()
     assert "overflow-wrap: anywhere; word-break" not in page
-    assert '<td class="key"><code>&lt;b&gt;id1&lt;/b&gt;</code></td>' in page
+    assert '<td class="excerpt"><code class="key">&lt;b&gt;id1&lt;/b&gt;</code><br>' in page
     assert '<td class="key">biz</td>' in page
 
 # ---- figures ----------------------------------------------------------------------------------
