@@ -311,6 +311,10 @@ def test_the_page_says_which_labels_the_leak_check_could_not_judge(project, bund
     assert "Leak check not judged for this task: the test split has 3 articles" in page
     assert "at least 10 test articles with the label and 100 without it" in page
     per_label = {"biz": {"support": 5}, "sport": {"support": 200}, "health": {"support": 295}}
+    summary["tasks"]["topic"].update(test_rows=500, per_class=per_label)
+    page = write_report(config, bundle, summary).read_text()
+    assert "Leak check not judged for this task" not in page and "terms that look like leaks" in page
+    assert page.count(">not judged: ") == 1 and ">not judged: 5 test articles with the label<" in page
     check = leak_check({"test_rows": 500, "per_class": per_label})
     assert check["labels"] == {"biz": "5 test articles with the label"} and not check["all"]
     assert leak_check({"test_rows": 150, "per_class": {"biz": {"support": 60}}})["labels"] == \
