@@ -1,10 +1,11 @@
 """reports/<experiment>/report.html: one self-contained page per evaluation, for people.
 
 Everything evaluate measured, on one page an editor can open from a mail attachment: metrics per
-task and label, the confusion matrix, reliability diagram and coverage-accuracy curve (PNG files
-inlined as data URIs, so the page needs nothing beside it), the top terms per label with leak
-flags, the most confident mistakes, label issues from `newstag review`, and the label counts per
-split. The page is rendered by Jinja2 with autoescaping, because article text and ids are
+task and label, the confusion matrix, reliability diagram and coverage-accuracy curve (a
+multi-label task's F1 per label instead; PNG files inlined as data URIs, so the page needs nothing
+beside it), the top terms per label with leak flags (and which labels had too few test articles
+to judge), the most confident mistakes, the first label issues from `newstag review`, and the
+label counts per split. The page is rendered by Jinja2 with autoescaping, because article text and ids are
 untrusted input. Sections whose inputs are missing say so rather than fail: the page is written
 whatever else an evaluation produced.
 """
@@ -26,10 +27,17 @@ ISSUES_NAME = "label_issues.jsonl"
 REVIEWED_NAME = "label_issues.tasks.json"  # the tasks reviewed, with or without issues
 FIGURES = (("confusion", "Confusion matrix"), ("reliability", "Reliability diagram"),
            ("coverage", "Coverage and accuracy"))
+# A multi-label task has no one chosen label per article, so neither a confusion matrix nor a
+# confidence to plot: evaluate draws its F1 per label instead.
+MULTI_LABEL_FIGURES = (("label_f1", "F1 per label"),)
+WIDE_CONFUSION = 8  # a confusion matrix of more labels takes the whole row, to stay legible
 EXCERPT_CHARS = 300
 EXPLAIN_TERMS = 5
 MAX_JSON_BYTES = 64 << 20  # top_terms.json / leaks.json larger than this are not read
-MAX_ISSUE_ROWS = 1000
+SHOWN_ISSUES = 50  # per task; the review sorts them, most doubtful first
+SCORES = {"accuracy": "accuracy", "f1_macro": "macro-F1", "f1_micro": "micro-F1",
+          "f1_samples": "samples-F1", "hamming_loss": "Hamming loss"}
+MULTI_LABEL_SCORES = ("f1_micro", "f1_macro", "f1_samples", "hamming_loss", "accuracy")
 
 
 def write_report(config, bundle: dict, summary: dict) -> Path:
@@ -68,32 +76,66 @@ def render(context: dict) -> str:
     env.filters["num"] = _number
     env.filters["pct"] = _percent
     env.filters["labels"] = _labels
+    env.filters["term"] = _shown_term
     return env.get_template("report.html.j2").render(**context)
 
 
 def report_context(config, bundle: dict, summary: dict, out: Path) -> dict:
     """Everything the template shows, as plain values."""
-    top_terms = _by_task(_read_json(out / "top_terms.json"))
-    mistakes = _by_task(_read_json(out / MISTAKES_NAME))
-    leaks = leak_flags(_read_json(out / "leaks.json"))
-    issues = read_issues(out / ISSUES_NAME)
+    found = {"terms": _by_task(_read_json(out / "top_terms.json")),
+             "mistakes": _by_task(_read_json(out / MISTAKES_NAME)),
+             "leaks": leak_flags(_read_json(out / "leaks.json")),
+             "issues": issue_file(out / ISSUES_NAME)}
     metrics = summary.get("tasks", {}) if isinstance(summary, dict) else {}
-    tasks = []
-    for task in bundle["pipelines"]:
-        tasks.append({
-            "name": task,
-            "metrics": metrics.get(task) or {},
-            "figures": [{"title": title, "src": image_uri(out / f"{kind}_{task}.png")}
-                        for kind, title in FIGURES],
-            "terms": term_table(top_terms.get(task), (leaks or {}).get(task), leaks is not None),
-            "mistakes": mistakes.get(task) if isinstance(mistakes.get(task), list) else None,
-            "issues": issues.get(task) if issues is not None else None,
-            "distribution": label_distribution(config, task),
-        })
+    tasks = [task_context(config, task, pipeline, metrics.get(task) or {}, found, out)
+             for task, pipeline in bundle["pipelines"].items()]
     metadata = bundle.get("metadata", {})
     return {"experiment": config.name, "description": getattr(config, "description", "") or "",
             "tasks": tasks, "model": model_summary(config, metadata),
-            "issues_found": issues is not None, "leaks_found": leaks is not None}
+            "issues_found": found["issues"] is not None, "leaks_found": found["leaks"] is not None}
+
+
+def task_context(config, task: str, pipeline, metrics: dict, found: dict, out: Path) -> dict:
+    """One task's section: its scores, figures, terms, mistakes, label issues and label counts."""
+    from newstag.models.multilabel import is_multilabel
+
+    multi = bool(metrics.get("multi_label")) or is_multilabel(pipeline)
+    leaks, mistakes = found["leaks"], found["mistakes"].get(task)
+    issues, totals = found["issues"] or ({}, {})
+    return {
+        "name": task,
+        "multi_label": multi,
+        "metrics": metrics,
+        "scores": score_rows(metrics, multi),
+        "figures": figures(out, task, multi, len(metrics.get("per_class") or {})),
+        "terms": term_table(found["terms"].get(task), (leaks or {}).get(task), leaks is not None),
+        "leak_check": leak_check(metrics),
+        "mistakes": mistakes if isinstance(mistakes, list) else None,
+        "issues": issues.get(task) if found["issues"] is not None else None,
+        "issues_total": totals.get(task, 0),
+        "distribution": label_distribution(config, task),
+    }
+
+
+def score_rows(metrics: dict, multi: bool) -> list[dict]:
+    """The task's scores under readable names, headline first. A multi-label task's accuracy is
+    exact match of the whole label set, far below its F1 scores, so the page says so."""
+    order = MULTI_LABEL_SCORES if multi else ("accuracy", "f1_macro")
+    names = {**SCORES, "accuracy": "accuracy (exact match of the label set)"} if multi else SCORES
+    rows = [{"name": names[key], "value": metrics[key], "digits": 4 if key == "hamming_loss" else 3}
+            for key in order if key in metrics]
+    shown = set(order) | {"test_rows"}
+    return rows + [{"name": SCORES.get(key, key), "value": value, "digits": 3}
+                   for key, value in metrics.items() if key not in shown
+                   and isinstance(value, int | float) and not isinstance(value, bool)]
+
+
+def figures(out: Path, task: str, multi: bool, labels: int) -> list[dict]:
+    """The task's PNGs as data URIs; a confusion matrix of many labels is marked wide."""
+    kinds = MULTI_LABEL_FIGURES if multi else FIGURES
+    return [{"title": title, "src": image_uri(out / f"{kind}_{task}.png"),
+             "wide": kind == "label_f1" or (kind == "confusion" and labels > WIDE_CONFUSION)}
+            for kind, title in kinds]
 
 
 # ---- inputs -------------------------------------------------------------------------------------
@@ -194,24 +236,60 @@ def term_table(terms, leaks: dict | None, have_leaks: bool) -> list[dict] | None
     return rows
 
 
-def read_issues(path: Path, limit: int | None = MAX_ISSUE_ROWS) -> dict | None:
-    """label_issues.jsonl (written by `newstag review`) grouped by task, a reviewed task without
-    issues as an empty list (from label_issues.tasks.json beside it); None when absent. The page
-    shows the first `limit` rows; review rewrites the file from all of them."""
+def leak_check(metrics: dict) -> dict | None:
+    """The labels whose leak check could not be judged, and why: newstag.explain judges a label's
+    terms only with LEAK_MIN_IN_LABEL test articles of the label and LEAK_MIN_OTHERS of the
+    others, since shares of fewer say nothing. leaks.json does not say which were judged; the
+    test rows and per-label support in the metrics do. None when those are unknown."""
+    try:
+        from newstag.explain import LEAK_MIN_IN_LABEL, LEAK_MIN_OTHERS
+    except ImportError:  # as for explanations: the page builds without newstag.explain
+        return None
+    rows, per_label = metrics.get("test_rows"), metrics.get("per_class")
+    if not isinstance(rows, int) or not isinstance(per_label, dict) or not per_label:
+        return None
+    unjudged = {}
+    for label, values in per_label.items():
+        mine = int((values or {}).get("support") or 0)
+        few = [f"{count} test articles {who}" for count, least, who in
+               ((mine, LEAK_MIN_IN_LABEL, "with the label"), (rows - mine, LEAK_MIN_OTHERS, "without it"))
+               if count < least]
+        if few:
+            unjudged[str(label)] = " and ".join(few)
+    return {"labels": unjudged, "all": len(unjudged) == len(per_label), "rows": rows,
+            "min_in_label": LEAK_MIN_IN_LABEL, "min_others": LEAK_MIN_OTHERS}
+
+
+def read_issues(path: Path, limit: int | None = None) -> dict | None:
+    """label_issues.jsonl (written by `newstag review`) grouped by task, the first `limit` rows of
+    each (all when None), a reviewed task without issues as an empty list (from
+    label_issues.tasks.json beside it); None when absent."""
+    found = issue_file(path, limit)
+    return None if found is None else found[0]
+
+
+def issue_file(path: Path, limit: int | None = SHOWN_ISSUES) -> tuple[dict, dict] | None:
+    """read_issues' rows and each task's number of rows in the file: the page shows the first
+    `limit` of a task (1,048 on 20 Newsgroups multi-label made a page 30,000 pixels long) and
+    says how many more the file has."""
     if not path.is_file():
         return None
     grouped: dict = {str(task): [] for task in reviewed_tasks(path)}
+    totals: dict = {}
     with open(path, encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle):
-            if limit is not None and number >= limit:
-                break
+        for line in handle:
             try:
                 row = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(row, dict):
-                grouped.setdefault(str(row.get("task")), []).append(row)
-    return grouped
+            if not isinstance(row, dict):
+                continue
+            task = str(row.get("task"))
+            totals[task] = totals.get(task, 0) + 1
+            rows = grouped.setdefault(task, [])
+            if limit is None or len(rows) < limit:
+                rows.append(row)
+    return grouped, totals
 
 
 def reviewed_tasks(issues: Path) -> list:
@@ -298,6 +376,21 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
 
 
 # ---- formatting ---------------------------------------------------------------------------------
+
+def _shown_term(term) -> str:
+    """A term as the page shows it, a character n-gram's leading or trailing space as ␣: ' film',
+    'film' and 'film ' are three features that HTML would show alike."""
+    text, kind = str(term), ""
+    for prefix in ("word:", "char:"):  # a union's feature names start with their kind
+        if text.startswith(prefix):
+            kind, text = prefix, text[len(prefix):]
+            break
+    core = text.strip(" ")
+    if core == text or not core:
+        return kind + text
+    lead, trail = len(text) - len(text.lstrip(" ")), len(text) - len(text.rstrip(" "))
+    return kind + "␣" * lead + core + "␣" * trail
+
 
 def _labels(value) -> str:
     """A label, or a multi-label task's list of them, as text."""

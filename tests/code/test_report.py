@@ -107,16 +107,17 @@ def test_review_keeps_other_tasks_rows_and_honours_top(project, capsys):
 
 
 def test_a_task_reviewed_without_issues_shows_as_reviewed_and_no_row_is_lost(project):
-    from newstag.report import MAX_ISSUE_ROWS, read_issues
+    from newstag.report import SHOWN_ISSUES, issue_file, read_issues
     from newstag.review import write_issues
 
     config = load_config(toy_project(project))
-    many = [{"task": "tone", "id": f"t{n}"} for n in range(MAX_ISSUE_ROWS + 5)]
+    many = [{"task": "tone", "id": f"t{n}"} for n in range(SHOWN_ISSUES + 5)]
     write_issues(config, "tone", many)
     write_issues(config, "topic", [])  # reviewed: nothing disputed
-    issues = read_issues(config.report_dir / "label_issues.jsonl", limit=None)
+    issues = read_issues(config.report_dir / "label_issues.jsonl")
     assert issues == {"tone": many, "topic": []}
-    assert len(read_issues(config.report_dir / "label_issues.jsonl")["tone"]) == MAX_ISSUE_ROWS  # shown
+    shown, totals = issue_file(config.report_dir / "label_issues.jsonl")
+    assert shown == {"tone": many[:SHOWN_ISSUES], "topic": []} and totals == {"tone": SHOWN_ISSUES + 5}
 
 
 def test_one_labels_yes_no_rule_by_hand():
@@ -251,3 +252,138 @@ def test_report_shows_explanations_when_explain_offers_them(project, bundle, mon
     write_mistakes(project, bundle, test)
     page = render(report_context(config, bundle, summary, project / "reports/exp"))
     assert "Most confident mistakes" in page and "striker 0.410" not in page
+
+
+
+def multi_label_summary(summary: dict) -> dict:
+    """The toy summary with tone scored as a multi-label task is."""
+    tone = {"f1_micro": 0.8, "f1_macro": 0.7, "f1_samples": 0.75, "hamming_loss": 0.0412,
+            "accuracy": 0.6, "multi_label": True, "test_rows": 3,
+            "per_class": {"pos": {"precision": 1.0, "recall": 0.5, "f1-score": 0.667, "support": 2}}}
+    return {"tasks": {**summary["tasks"], "tone": tone}}
+
+
+def test_a_multi_label_task_shows_its_figure_and_readable_scores(project, bundle):
+    config, _, summary = toy_evaluation(project, bundle)
+    out = project / "reports/exp"
+    (out / "label_f1_tone.png").write_bytes(b"\x89PNG")
+    page = write_report(config, bundle, multi_label_summary(summary)).read_text()
+    tone = page.split("Task: tone")[1]
+    assert tone.count('src="data:image/png;base64,') == 1 and "F1 per label" in tone
+    assert "not available (evaluate wrote no figure)" not in tone
+    assert "each label is a yes/no decision with its own threshold and Platt sigmoid" in tone
+    for shown in ("micro-F1", "samples-F1", "Hamming loss", "0.0412",
+                  "accuracy (exact match of the label set)"):
+        assert f">{shown}<" in tone, shown
+    assert "f1_micro" not in tone and "multi_label" not in tone and "hamming_loss" not in tone
+    assert page.split("Task: tone")[0].count("not available (evaluate wrote no figure)") == 3
+
+
+def test_label_issues_are_capped_and_a_multi_label_rows_labels_explained(project, bundle):
+    from newstag.report import SHOWN_ISSUES
+
+    config, _, summary = toy_evaluation(project, bundle)
+    rows = [{"task": "topic", "id": f"a{n}", "label": "biz", "suggested": "sport", "confidence": 0.36,
+             "label_probability": 0.21, "text": "shares"} for n in range(SHOWN_ISSUES + 7)]
+    rows.append({"task": "tone", "id": "m1", "label": ["neg", "pos"], "suggested": ["neg", "neutral"],
+                 "confidence": 0.96, "label_probability": 0.04, "doubtful": {"pos": 0.04},
+                 "missing": {"neutral": 0.81}, "text": "fell"})
+    (project / "reports/exp/label_issues.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    page = write_report(config, bundle, multi_label_summary(summary)).read_text()
+    topic, tone = page.split("Task: tone")
+    assert topic.count('<code class="key">a') == SHOWN_ISSUES
+    assert f'<code class="key">a{SHOWN_ISSUES - 1}</code>' in topic
+    assert f"Showing the first {SHOWN_ISSUES} of {SHOWN_ISSUES + 7}" in topic
+    assert "the rest are in <code>label_issues.jsonl</code>" in topic
+    assert "confidently" not in page and "above that label's threshold" in " ".join(topic.split())
+    assert "(given, probably wrong)" in tone and "(not given, probably right)" in tone
+    assert ">pos</span> 0.040" in tone and ">neutral</span> 0.810" in tone and "Showing the first" not in tone
+
+
+def test_the_page_says_which_labels_the_leak_check_could_not_judge(project, bundle):
+    from newstag.report import leak_check
+
+    config, _, summary = toy_evaluation(project, bundle)
+    out = project / "reports/exp"
+    (out / "top_terms.json").write_text(json.dumps({"topic": {"biz": ["shares"], "sport": ["goal"]}}))
+    (out / "leaks.json").write_text(json.dumps({"topic": {}}))
+    page = write_report(config, bundle, summary).read_text()
+    assert "Leak check not judged for this task: the test split has 3 articles" in page
+    assert "at least 10 test articles with the label and 100 without it" in page
+    per_label = {"biz": {"support": 5}, "sport": {"support": 200}, "health": {"support": 295}}
+    summary["tasks"]["topic"].update(test_rows=500, per_class=per_label)
+    page = write_report(config, bundle, summary).read_text()
+    assert "Leak check not judged for this task" not in page and "terms that look like leaks" in page
+    assert page.count(">not judged: ") == 1 and ">not judged: 5 test articles with the label<" in page
+    check = leak_check({"test_rows": 500, "per_class": per_label})
+    assert check["labels"] == {"biz": "5 test articles with the label"} and not check["all"]
+    assert leak_check({"test_rows": 150, "per_class": {"biz": {"support": 60}}})["labels"] == \
+        {"biz": "90 test articles without it"}
+    assert leak_check({}) is None
+
+
+def test_a_char_ngrams_edge_spaces_are_shown():
+    from newstag.report import _shown_term
+
+    shown = [_shown_term(term) for term in ("char: film", "char:film", "char:film ", "film ", "word:a b")]
+    assert shown == ["char:␣film", "char:film", "char:film␣", "film␣", "word:a b"]
+    assert _shown_term("char: ") == "char: "
+
+
+def test_labels_and_ids_do_not_break_mid_word(project, bundle):
+    config, _, summary = toy_evaluation(project, bundle)
+    page = write_report(config, bundle, summary).read_text()
+    assert "overflow-wrap: anywhere; word-break" not in page
+    assert '<td class="excerpt"><code class="key">&lt;b&gt;id1&lt;/b&gt;</code><br>' in page
+    assert '<td class="key">biz</td>' in page
+
+# ---- figures ----------------------------------------------------------------------------------
+
+def reliability_table(accuracy: float) -> list[dict]:
+    """Ten bins, the top three filled, every bin at `accuracy`: both series' points coincide."""
+    return [{"low": b / 10, "high": (b + 1) / 10, "count": 40 if b >= 7 else 0,
+             "confidence": b / 10 + 0.05 if b >= 7 else None, "accuracy": accuracy if b >= 7 else None}
+            for b in range(10)]
+
+
+def test_reliability_values_stay_inside_the_axes_and_apart():
+    from newstag.plots import reliability_figure
+
+    fig = reliability_figure("topic", {"calibrated": reliability_table(1.0),
+                                       "uncalibrated": reliability_table(1.0)},
+                             {"calibrated": 0.01, "uncalibrated": 0.2})
+    ax, renderer = fig.axes[0], fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    boxes = [text.get_window_extent(renderer) for text in ax.texts]
+    assert len(boxes) == 6  # three bins of two series, each with its value
+    assert all(frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1) for box in boxes)
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert "confidence of the chosen label" in ax.get_title() and "top-label" not in ax.get_title()
+
+
+def test_coverage_marks_are_written_in_the_legend_not_across_the_curves():
+    import numpy as np
+
+    from newstag.plots import coverage_figure
+
+    x = np.linspace(0.01, 1, 50)
+    curves = {"calibrated scores": (x, 1 - 0.1 * x), "uncalibrated scores": (x, 1 - x / 5)}
+    fig = coverage_figure("topic", curves, {"min_confidence 0.886": (0.71, 0.978)})
+    ax = fig.axes[0]
+    assert len(ax.texts) == 0  # nothing written inside the axes
+    legend = [text.get_text() for text in ax.get_legend().texts]
+    assert "min_confidence 0.886: coverage 0.71, accuracy 0.978" in legend, legend
+
+
+def test_a_confusion_matrix_of_many_labels_takes_the_whole_row_at_the_size_it_is_shown(tmp_path):
+    import numpy as np
+
+    from newstag.plots import confusion_figure
+    from newstag.report import figures
+
+    labels = [f"group.{n}" for n in range(20)]
+    width = confusion_figure("topic", 300 * np.eye(20, dtype=int), labels).get_size_inches()[0]
+    assert width * 110 <= 1100  # about the page's width at save_figure's dpi: shown unshrunk
+    assert [figure["wide"] for figure in figures(tmp_path, "topic", False, 20)] == [True, False, False]
+    assert [figure["wide"] for figure in figures(tmp_path, "topic", False, 6)] == [False] * 3
+    assert [figure["title"] for figure in figures(tmp_path, "topics", True, 20)] == ["F1 per label"]

@@ -176,3 +176,29 @@ def test_evaluate_prints_the_multi_label_figures(trained):
     shown = (trained / "evaluate.out").read_text()
     line = f"topics: multi-label: micro-F1 {metrics['f1_micro']:.3f}, samples-F1 {metrics['f1_samples']:.3f}"
     assert line in shown, shown
+
+
+def test_the_report_shows_the_multi_label_figure_and_renders_whole(trained, tmp_path):
+    """The per-label F1 chart is inlined, with no placeholder for the figures a multi-label task
+    does not have, and the page renders in headless Chromium (see test_report)."""
+    from .test_report import renders_whole
+
+    report = trained / "reports/ml/report.html"
+    page = report.read_text()
+    assert page.count('src="data:image/png;base64,') == 1 and "F1 per label" in page
+    assert "not available (evaluate wrote no figure)" not in page
+    assert "micro-F1" in page and "f1_micro" not in page and "multi_label" not in page
+    renders_whole(report, tmp_path, images=1)
+
+
+def test_review_lists_doubtful_and_missing_labels_on_the_report(trained):
+    """`newstag review` rebuilds the page: a row's doubtful and missing labels, each with its
+    probability."""
+    run_newstag("review", "ml.yaml", "--task", "topics", "--top", "100", cwd=trained)
+    rows = [json.loads(line) for line in (trained / "reports/ml/label_issues.jsonl").open()]
+    assert rows, "the fixture's two-topic halves leave the review some labels to doubt"
+    page = (trained / "reports/ml/report.html").read_text()
+    assert "(given, probably wrong)" in page and "(not given, probably right)" in page
+    for row in rows[:50]:
+        for label, probability in {**row["doubtful"], **row["missing"]}.items():
+            assert f'<span class="key">{label}</span> {probability:.3f}' in page, (label, probability)
