@@ -321,6 +321,7 @@ def label_distribution(config, task: str) -> dict | None:
 
 def model_summary(config, metadata: dict) -> dict:
     """What the bundle says about itself, and the sha256 its sidecar recorded."""
+    from newstag.card import model_description
     from newstag.models.bundle import read_sidecar
     from newstag.train import bundle_path
 
@@ -332,6 +333,7 @@ def model_summary(config, metadata: dict) -> dict:
             "versions": metadata.get("versions", {}),
             "run": (metadata.get("mlflow") or {}).get("run_id") or "none",
             "tasks": {task: {"model": (info or {}).get("model", {}),
+                             "described": model_description(metadata, task),
                              "calibration": ((info or {}).get("calibration") or {}).get("method", "none"),
                              "min_confidence": (info or {}).get("min_confidence")}
                       for task, info in metadata.get("tasks", {}).items()}}
