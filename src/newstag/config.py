@@ -75,9 +75,21 @@ def _labels_as_text(value):
             raise _BadValue(f"should be text, a number or true/false, got {_shown(label)}", f"[{index}]")
     labels = tuple(str(label) for label in value)
     for index, label in enumerate(labels):
+        _check_label_text(label, index)
         if label in labels[:index]:
             raise _BadValue(f"repeats {label!r}; list each label once", f"[{index}]")
     return labels
+
+
+def _check_label_text(label: str, index: int) -> None:
+    """Labels in the data are read stripped, so an empty label or one with spaces around it could
+    never match a row: the task would then refuse every row, or predict a label no row has."""
+    if not label.strip():
+        raise _BadValue(f"is {label!r}, an empty label; remove it or write the label's text",
+                        f"[{index}]")
+    if label != label.strip():
+        raise _BadValue(f"is {label!r}, with spaces around it, which labels in the data never "
+                        f"have (they are read stripped); write {label.strip()!r}", f"[{index}]")
 
 
 TextColumns = Annotated[
@@ -86,7 +98,8 @@ TextColumns = Annotated[
                               {"type": "array", "items": {"type": "string"}, "minItems": 1}]})]
 Labels = Annotated[
     tuple[Str, ...] | None, BeforeValidator(_labels_as_text),
-    WithJsonSchema({"anyOf": [{"type": "array", "items": {"type": ["string", "number", "boolean"]},
+    WithJsonSchema({"anyOf": [{"type": "array", "items": {"type": ["string", "number", "boolean"],
+                                                          "pattern": r"^\S([\s\S]*\S)?$"},
                                "minItems": 1, "uniqueItems": True},
                               {"type": "null"}]})]
 Candidates = Annotated[list, Field(min_length=1)]
@@ -385,6 +398,23 @@ def _check_multi_label(task: "TaskSettings") -> None:
     if task.calibration != "auto":
         raise _BadValue(f"is {task.calibration!r}, but a multi_label task calibrates each label by "
                         f"its own Platt sigmoid; remove calibration or multi_label", ".calibration")
+    _check_separator_not_in_labels(task)
+
+
+SEPARATORS = ("|", ";", ",", "/", "+", "#")
+
+
+def _check_separator_not_in_labels(task: "TaskSettings") -> None:
+    """A declared label holding the label_separator would be one label in a JSONL list but two in
+    a CSV cell: the same data would mean different things by format."""
+    separator = task.label_separator
+    for index, label in enumerate(task.labels or ()):
+        if separator in label:
+            other = next((s for s in SEPARATORS if s != separator
+                          and not any(s in name for name in task.labels)), "::")
+            raise _BadValue(f"is {label!r}, which holds the label_separator {separator!r}, so a "
+                            f"CSV cell would split it into several labels; rename the label or "
+                            f"set label_separator to another text, e.g. {other!r}", f".labels[{index}]")
 
 
 def _check_streaming(task: "TaskSettings") -> None:
