@@ -198,3 +198,29 @@ def test_a_label_with_the_separator_is_fine_where_nothing_splits_it(tmp_path):
     config = load_config(write(tmp_path, VALID.replace("[a, b]", "['sport;business', b]")))
     assert config.tasks[0].labels == ("sport;business", "b")
 
+
+@pytest.mark.parametrize(("old", "new", "match"), [
+    # YAML 1.1 (PyYAML) reads a float only with a dot and a signed exponent
+    ("tone: {}", "tone: {min_confidence: 1e-9}",
+     r"'tasks\.tone\.min_confidence' should be a number, got the text '1e-9' \(YAML 1\.1 reads "
+     r"1e-9 as text: write 1\.0e-9\)$"),
+    ("tone: {}", "tone: {min_confidence: 5.0e3}", r"got the text '5\.0e3' .*: write 5\.0e\+3\)$"),
+    ("tone: {}", "tone: {min_confidence: '0.5'}",
+     r"should be a number, got the text '0\.5' \(it is quoted: write 0\.5 without quotes\)$"),
+    ("tone: {}", "tone: {min_confidence: high}", r"should be a number, got str 'high'$"),
+    ("tasks:", "seed: 1e3\ntasks:",
+     r"'seed' should be an integer, got the text '1e3' \(YAML 1\.1 reads 1e3 as text: write 1000\)$"),
+    ("tasks:", "seed: '7'\ntasks:", r"'seed' should be an integer, got the text '7' \(it is quoted"),
+    # .nan passes or misnames every bound check; .inf is no number to train with either
+    ("tone: {}", "tone: {min_confidence: .nan}",
+     r"'tasks\.tone\.min_confidence' should be a number in \(0, 1\), got \.nan \(not a number\)$"),
+    ("tone: {}", "tone: {search: {space: {clf__C: [1]}, timeout: .inf}}",
+     r"'tasks\.tone\.search\.timeout' should be a finite number greater than 0, got \.inf$"),
+    ("tone: {}", "tone: {search: {space: {clf__C: {low: .nan, high: 1}}}}",
+     r"'tasks\.tone\.search\.space\.clf__C\.low' should be a number, got \.nan \(not a number\)$"),
+])
+def test_number_errors_say_how_to_write_the_number(tmp_path, old, new, match):
+    assert old in VALID
+    with pytest.raises(NewstagError, match=match) as caught:
+        load_config(write(tmp_path, VALID.replace(old, new)))
+    assert "\n" not in str(caught.value)
