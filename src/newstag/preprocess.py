@@ -197,6 +197,10 @@ def _problem(row: dict, config: ExperimentConfig) -> str | None:
             continue
         if label is None or pd.isna(label):
             return f"missing label: column '{task.column}' is empty"
+        if multilabel.json_container(label) is not None:  # e.g. a JSONL list: one label is wanted
+            return (f"invalid label: column '{task.column}' holds a list or mapping "
+                    f"({multilabel.shorten(label)}); one label a row, unless the task sets "
+                    f"multi_label: true")
         if task.labels and label not in task.labels:
             return (f"unknown label: {label!r} in column '{task.column}' "
                     f"is not one of {', '.join(task.labels)}")

@@ -144,6 +144,9 @@ def test_class_folders_with_an_empty_class(project, capsys):
      r"row 3: missing label: column 'label' is empty"),
     (lambda f: f.__setitem__("label", f["label"].where(f.index != 9, "c")),
      r"row 10: unknown label: 'c' in column 'label' is not one of a, b"),
+    (lambda f: f.__setitem__("label", f["label"].where(f.index != 3, '["a", "b"]')),
+     r"row 4: invalid label: column 'label' holds a list or mapping \(\[\"a\", \"b\"\]\); one "
+     r"label a row, unless the task sets multi_label: true"),
     (lambda f: f.__setitem__("label", "a"), r"only one label \('a'\).*at least two"),
     (lambda f: f.__setitem__("text", "the same story"), r"only 1 distinct usable article.*39 duplicates"),
 ])
