@@ -296,7 +296,8 @@ class TaskSettings:
 
     column: Str | None = Field(None, description="Label column; default: the task's name.")
     labels: Labels = Field(None, description=(
-        "Allowed labels; rows with other labels are an error. Default: whatever the data holds."))
+        "Allowed labels; rows with other labels are an error, and each needs an article in train "
+        "+ validation. Default: whatever the data holds."))
     classifier: Classifier = Field("auto", description=(
         "The linear model; auto: chosen by a built-in search at train time."))
     features: Features = Field("word", description=(

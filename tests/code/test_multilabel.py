@@ -164,6 +164,39 @@ def test_a_jsonl_cell_that_is_no_list_of_labels_is_an_invalid_row(tmp_path, monk
     assert not (tmp_path / "data/processed").exists()
 
 
+def test_a_declared_label_no_article_has_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    """It used to train a constant model for it: every article tagged 'cooking' at 0.4261."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(NewstagError) as caught:
+        preprocess(experiment(tmp_path, rows(), labels="[a, b, c, cooking]"))
+    assert str(caught.value) == (f"{tmp_path / 'data.jsonl'}: task 'tags': label 'cooking' is declared "
+                                 f"in labels but has no article in train + validation; add articles "
+                                 f"or remove it from labels")
+    assert not (tmp_path / "data/processed").exists()
+
+
+def test_a_model_knows_only_the_labels_its_articles_have():
+    """Splits written before preprocess refused a declared label without article: no constant
+    model tagging every article with it, as for a single-label task's classes."""
+    from newstag.config import TaskConfig
+    from newstag.models.multilabel import fit_task, tag_texts
+
+    frame = pd.DataFrame(rows(60))
+    task = TaskConfig(name="tags", column="tags", multi_label=True, labels=("a", "b", "c", "cooking"))
+    result = fit_task(task, frame.iloc[:45], frame.iloc[45:], seed=0)
+    assert result.labels == ["a", "b", "c"]
+    assert not any("cooking" in found for found in tag_texts(result.pipeline, frame["text"].tolist()))
+
+
+def test_one_label_left_names_the_data_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = [{**row, "tags": ["a"]} for row in rows()]
+    with pytest.raises(NewstagError, match=re.escape(
+            f"{tmp_path / 'data.jsonl'}: task 'tags' has only one label ('a') after cleaning; a "
+            f"classifier needs at least two: add articles of another label")):
+        preprocess(experiment(tmp_path, data))
+
+
 def test_numbers_in_a_list_are_labels_as_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     data = [{**row, "tags": [{"a": 1, "b": 2, "c": 3}[tag] for tag in row["tags"]]} for row in rows()]

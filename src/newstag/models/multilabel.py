@@ -216,14 +216,6 @@ def split_frame(articles, config, shares: dict[str, float]) -> dict:
     return parts
 
 
-def check_label_set(articles, task) -> None:
-    """A multi-label task needs at least two labels in its data."""
-    seen = label_counts(articles[task.name])
-    if len(seen) < 2:
-        raise NewstagError(f"task '{task.name}' has only one label ({next(iter(seen), None)!r}) "
-                           f"after cleaning; a classifier needs at least two")
-
-
 # ---- the model ----------------------------------------------------------------------------------
 
 class MultiLabelLinear(ClassifierMixin, BaseEstimator):
@@ -403,7 +395,9 @@ def fit_task(task, train_df, validation_df, seed: int):
 
     X_train, y_train = train_df["text"].tolist(), label_lists(train_df[task.name])
     X_val, y_val = validation_df["text"].tolist(), label_lists(validation_df[task.name])
-    labels = tuple(sorted(set(task.labels or ()) | {label for row in y_train + y_val for label in row}))
+    # The labels the articles have, as a single-label model's classes are: a declared label with
+    # none (preprocess refuses it) would get a constant model, tagging every article with it.
+    labels = tuple(sorted({label for row in y_train + y_val for label in row}))
     candidates = []
     for params in list(ParameterGrid(task.grid)) or [{}]:
         pipeline = _fit(build(task, seed, labels, params), X_train, y_train, task)
