@@ -7,6 +7,8 @@ so editors can complete and check experiment files. A loaded experiment is immut
 in the YAML are relative to the directory newstag runs in (the project root when run through `make`).
 """
 
+import math
+import re
 from dataclasses import asdict, field, fields, is_dataclass
 from pathlib import Path
 from types import UnionType
@@ -26,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.dataclasses import dataclass
+from pydantic.types import AllowInfNan
 
 from newstag.data.safe_yaml import load_yaml
 from newstag.errors import NewstagError
@@ -42,7 +45,7 @@ PROTOCOLS: tuple[str, ...] = get_args(Protocol)
 
 # Values are taken as written: "3" is not 3, 1 is not true, 2.0 is not an integer.
 Int = Annotated[int, Strict()]
-Number = Annotated[float, Strict()]  # an integer is a number too
+Number = Annotated[float, Strict(), AllowInfNan(False)]  # an integer is a number too; .nan is not
 Str = Annotated[str, Strict()]
 Bool = Annotated[bool, Strict()]
 
@@ -75,9 +78,21 @@ def _labels_as_text(value):
             raise _BadValue(f"should be text, a number or true/false, got {_shown(label)}", f"[{index}]")
     labels = tuple(str(label) for label in value)
     for index, label in enumerate(labels):
+        _check_label_text(label, index)
         if label in labels[:index]:
             raise _BadValue(f"repeats {label!r}; list each label once", f"[{index}]")
     return labels
+
+
+def _check_label_text(label: str, index: int) -> None:
+    """Labels in the data are read stripped, so an empty label or one with spaces around it could
+    never match a row: the task would then refuse every row, or predict a label no row has."""
+    if not label.strip():
+        raise _BadValue(f"is {label!r}, an empty label; remove it or write the label's text",
+                        f"[{index}]")
+    if label != label.strip():
+        raise _BadValue(f"is {label!r}, with spaces around it, which labels in the data never "
+                        f"have (they are read stripped); write {label.strip()!r}", f"[{index}]")
 
 
 TextColumns = Annotated[
@@ -86,7 +101,8 @@ TextColumns = Annotated[
                               {"type": "array", "items": {"type": "string"}, "minItems": 1}]})]
 Labels = Annotated[
     tuple[Str, ...] | None, BeforeValidator(_labels_as_text),
-    WithJsonSchema({"anyOf": [{"type": "array", "items": {"type": ["string", "number", "boolean"]},
+    WithJsonSchema({"anyOf": [{"type": "array", "items": {"type": ["string", "number", "boolean"],
+                                                          "pattern": r"^\S([\s\S]*\S)?$"},
                                "minItems": 1, "uniqueItems": True},
                               {"type": "null"}]})]
 Candidates = Annotated[list, Field(min_length=1)]
@@ -280,7 +296,8 @@ class TaskSettings:
 
     column: Str | None = Field(None, description="Label column; default: the task's name.")
     labels: Labels = Field(None, description=(
-        "Allowed labels; rows with other labels are an error. Default: whatever the data holds."))
+        "Allowed labels; rows with other labels are an error, and each needs an article in train "
+        "+ validation. Default: whatever the data holds."))
     classifier: Classifier = Field("auto", description=(
         "The linear model; auto: chosen by a built-in search at train time."))
     features: Features = Field("word", description=(
@@ -385,6 +402,23 @@ def _check_multi_label(task: "TaskSettings") -> None:
     if task.calibration != "auto":
         raise _BadValue(f"is {task.calibration!r}, but a multi_label task calibrates each label by "
                         f"its own Platt sigmoid; remove calibration or multi_label", ".calibration")
+    _check_separator_not_in_labels(task)
+
+
+SEPARATORS = ("|", ";", ",", "/", "+", "#")
+
+
+def _check_separator_not_in_labels(task: "TaskSettings") -> None:
+    """A declared label holding the label_separator would be one label in a JSONL list but two in
+    a CSV cell: the same data would mean different things by format."""
+    separator = task.label_separator
+    for index, label in enumerate(task.labels or ()):
+        if separator in label:
+            other = next((s for s in SEPARATORS if s != separator
+                          and not any(s in name for name in task.labels)), "::")
+            raise _BadValue(f"is {label!r}, which holds the label_separator {separator!r}, so a "
+                            f"CSV cell would split it into several labels; rename the label or "
+                            f"set label_separator to another text, e.g. {other!r}", f".labels[{index}]")
 
 
 def _check_streaming(task: "TaskSettings") -> None:
@@ -584,9 +618,11 @@ def _one_line(exc: ValidationError, model: type) -> str:
     if unknown:
         return _unknown_keys(unknown, model)
     error = errors[0]
-    where, kind = _follow(model, error["loc"])
+    where, kind, declared = _follow(model, error["loc"])
     got = f"got {_shown(error['input'])}"
     name = error["type"]
+    if kind in (int, float) and (number := _number_error(error, where, kind, declared)):
+        return number
     if name == "missing":
         return f"missing required key '{where}'"
     if name == "value_error":
@@ -607,22 +643,84 @@ def _one_line(exc: ValidationError, model: type) -> str:
     return f"'{where}' {message[0].lower()}{message[1:]}, {got}"
 
 
+def _number_error(error: dict, where: str, kind: type, declared) -> str | None:
+    """A number field's error worded for what the user wrote: .nan or .inf (which bound checks
+    let through or misname: every comparison with .nan is false) and a number YAML read as text."""
+    value = error["input"]
+    if kind is float and isinstance(value, float) and not math.isfinite(value):
+        if math.isnan(value):
+            return f"'{where}' should be {_number_range(declared)}, got .nan (not a number)"
+        infinite = f"{'-' if value < 0 else ''}.inf"
+        return f"'{where}' should be {_number_range(declared, 'a finite number')}, got {infinite}"
+    if error["type"] in ("int_type", "float_type") and isinstance(value, str):
+        fix = _number_fix(value, whole=kind is int)
+        return f"'{where}' should be {KINDS[kind.__name__]}, got the text {value!r}{fix}" if fix else None
+    return None
+
+
+def _number_range(declared, noun: str = "a number") -> str:
+    """`a number in (0, 1)`, `a number greater than 0` or `a number`, from the key's bounds."""
+    bounds = {name: getattr(item, name) for item in getattr(declared, "metadata", ())
+              for name in ("gt", "ge", "lt", "le") if hasattr(item, name)}
+    low = ("(", bounds["gt"]) if "gt" in bounds else ("[", bounds["ge"]) if "ge" in bounds else None
+    high = (")", bounds["lt"]) if "lt" in bounds else ("]", bounds["le"]) if "le" in bounds else None
+    if low and high:
+        return f"{noun} in {low[0]}{low[1]:g}, {high[1]:g}{high[0]}"
+    if low or high:
+        words = {"(": "greater than", "[": "at least", ")": "less than", "]": "at most"}
+        mark, bound = low or high
+        return f"{noun} {words[mark]} {bound:g}"
+    return noun
+
+
+# YAML 1.1 (PyYAML) reads a float only with a dot and a signed exponent: 1e-9 and 1.0e9 are text.
+_EXPONENT = re.compile(r"([-+]?)([0-9]+)(?:\.([0-9]*))?[eE]([-+]?)([0-9]+)")
+
+
+def _number_fix(text: str, whole: bool) -> str:
+    """How to write a number that YAML read as text so that it reads a number (an integer for
+    an integer key); "" when the text is no such number."""
+    try:
+        value = float(text)
+    except ValueError:
+        return ""
+    written = _EXPONENT.fullmatch(text.strip())
+    if not math.isfinite(value) or (whole and not (value.is_integer() and (written or _is_int(text)))):
+        return ""
+    fix = str(int(value)) if whole and written else text.strip()
+    if written and not whole:
+        sign, digits, decimals, exponent_sign, exponent = written.groups()
+        fix = f"{sign}{digits}.{decimals or '0'}e{exponent_sign or '+'}{exponent}"
+    if fix == text.strip():  # YAML would have read it as a number: it was quoted
+        return f" (it is quoted: write {fix} without quotes)"
+    return f" (YAML 1.1 reads {text} as text: write {fix})"
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _unknown_keys(errors: list[dict], model: type) -> str:
     parent = errors[0]["loc"][:-1]
     keys = sorted(str(error["loc"][-1]) for error in errors if error["loc"][:-1] == parent)
-    where, kind = _follow(model, parent)
+    where, kind, _ = _follow(model, parent)
     place = f"in {where}" if where else "beside 'compose'" if model is ComposedFile else "in top level"
     valid = sorted(kind.__pydantic_fields__) if is_dataclass(kind) else []
     return (f"unknown key {', '.join(map(repr, keys))} {place}; "
             f"valid keys are: {', '.join(valid)}")
 
 
-def _follow(model: type, loc: tuple) -> tuple[str, Any]:
-    """The key path an error location names (`tasks.topic.labels[1]`), and the declared type there.
+def _follow(model: type, loc: tuple) -> tuple[str, Any, Any]:
+    """The key path an error location names (`tasks.topic.labels[1]`), the declared type there,
+    and the last key's declaration (its FieldInfo, with bounds such as gt=0), if it has one.
 
     Union members show up in pydantic's locations as tags; they are not keys, so they are skipped.
     """
-    where, kind = "", model
+    where, kind, declared = "", model, None
     for item in loc:
         kind = _bare(kind)
         if get_origin(kind) in (Union, UnionType):
@@ -639,9 +737,10 @@ def _follow(model: type, loc: tuple) -> tuple[str, Any]:
             kind = declared.annotation if declared else None
         elif get_origin(kind) in (dict, list, tuple):
             kind = [arg for arg in get_args(kind) if arg is not Ellipsis][-1] if get_args(kind) else None
+            declared = None
         else:
-            kind = None
-    return where, _bare(kind)
+            kind = declared = None
+    return where, _bare(kind), declared
 
 
 def _bare(kind):

@@ -52,7 +52,13 @@ def preprocess(config: ExperimentConfig, data_dir: str | None = None) -> dict:
     log.info("read %d rows from %s; dropped %d invalid, %d duplicates",
              len(raw), source, sum(dropped.values()), duplicates["removed"])
     _check_enough(articles, len(raw), duplicates["removed"], source)
-    splits = split_articles(articles, config)
+    _check_label_sets(articles, config, source)
+    try:
+        splits = split_articles(articles, config)
+    except NewstagError as exc:
+        raise NewstagError(f"{source}: {exc}") from None
+    check_declared_labels(config, {name: _label_tally(frame, config) for name, frame in splits.items()},
+                          source)
     with exclusive_lock(config.processed_dir / ".preprocess.lock", wait=True):  # one writer at a time
         return write_splits(splits, config, files, len(raw), dropped, duplicates)
 
@@ -89,6 +95,40 @@ def _check_enough(articles: pd.DataFrame, rows: int, duplicates: int, source) ->
         raise NewstagError(f"{source}: only {len(articles)} distinct usable article(s) of {rows} rows "
                            f"({duplicates} duplicates removed); train/validation/test splits need at "
                            f"least {MIN_ARTICLES}. Add articles")
+
+
+def _check_label_sets(articles: pd.DataFrame, config: ExperimentConfig, source) -> None:
+    """Every task needs two labels in the data left after cleaning (an ordinal task's are scores)."""
+    for task in config.tasks:
+        seen = (multilabel.label_counts(articles[task.name]) if task.multi_label
+                else _counts(articles[task.name]))
+        if len(seen) < 2:
+            raise NewstagError(f"{source}: task '{task.name}' has only one label "
+                               f"({next(iter(seen), None)!r}) after cleaning; a classifier needs at "
+                               f"least two: add articles of another label")
+
+
+def _label_tally(frame: pd.DataFrame, config: ExperimentConfig) -> dict[str, dict[str, int]]:
+    """Articles per label of each task in one split, as the manifest records them."""
+    return {task.name: multilabel.label_counts(frame[task.name]) if task.multi_label
+            else _counts(frame[task.name]) for task in config.tasks}
+
+
+def check_declared_labels(config: ExperimentConfig, tally: dict, source) -> None:
+    """Refuse a declared label that no train or validation article has (`tally`: split -> task ->
+    label -> articles). A model cannot learn it: a single-label model never predicts it, and a
+    multi-label task's model for it would be a constant, tagging every article or none."""
+    for task in config.tasks:
+        if not task.labels or task.ordinal is not None:  # an ordinal task's labels are its scores
+            continue
+        seen = {label for name in ("train", "validation") for label in tally[name][task.name]}
+        unseen = [label for label in task.labels if label not in seen]
+        if unseen:
+            in_test = tally["test"][task.name].get(unseen[0], 0)
+            raise NewstagError(f"{source}: task '{task.name}': label {unseen[0]!r} is declared in "
+                               f"labels but has no article in train + validation"
+                               f"{f' (only {in_test} in test)' if in_test else ''}; add articles "
+                               f"or remove it from labels")
 
 
 def _without_missing_official_split(config: ExperimentConfig, raw: pd.DataFrame) -> ExperimentConfig:
@@ -197,6 +237,10 @@ def _problem(row: dict, config: ExperimentConfig) -> str | None:
             continue
         if label is None or pd.isna(label):
             return f"missing label: column '{task.column}' is empty"
+        if multilabel.json_container(label) is not None:  # e.g. a JSONL list: one label is wanted
+            return (f"invalid label: column '{task.column}' holds a list or mapping "
+                    f"({multilabel.shorten(label)}); one label a row, unless the task sets "
+                    f"multi_label: true")
         if task.labels and label not in task.labels:
             return (f"unknown label: {label!r} in column '{task.column}' "
                     f"is not one of {', '.join(task.labels)}")
@@ -261,7 +305,6 @@ def split_articles(articles: pd.DataFrame, config: ExperimentConfig) -> dict[str
     if config.data.split_column:
         return _split_by_column(articles, config)
     if multilabel.multilabel_tasks(config):  # iterative stratification (newstag.models.multilabel)
-        multilabel.check_label_set(articles, multilabel.multilabel_tasks(config)[0])
         test, validation = config.split.test, config.split.validation
         return multilabel.split_frame(articles, config, {"train": 1 - test - validation,
                                                          "validation": validation, "test": test})
@@ -339,8 +382,7 @@ def write_splits(splits, config, files: list[Path], rows_read: int, dropped: dic
             "path": str(path),
             "sha256": sha256_file(path),
             "rows": len(frame),
-            "labels": {task.name: multilabel.label_counts(frame[task.name]) if task.multi_label
-                       else _counts(frame[task.name]) for task in config.tasks},
+            "labels": _label_tally(frame, config),
         }
     write_json(out / "manifest.json", manifest)
     _write_deps(out, files)
@@ -456,6 +498,7 @@ def _check_stream_splits(tally: dict, config: ExperimentConfig, source: str) -> 
                                f"or change split.test / split.validation" +
                                (f" (or mark some rows {name} in '{config.data.split_column}')"
                                 if config.data.split_column else ""))
+    check_declared_labels(config, tally["labels"], source)
 
 
 def _write_stream_manifest(config: ExperimentConfig, source, tally: dict) -> dict:

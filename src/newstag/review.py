@@ -99,7 +99,8 @@ def out_of_fold_scores(task, texts: list[str], labels: list[str], seed: int):
     rarest_label, rarest = counts.most_common()[-1]
     if rarest < 2:
         raise NewstagError(f"task '{task.name}': label {rarest_label!r} has only {rarest} article in "
-                           f"train + validation; review needs at least 2 per label")
+                           f"train + validation; review needs at least 2 per label: add articles "
+                           f"for it or drop it")
     folds = min(MAX_FOLDS, rarest)
     pipeline = review_pipeline(task, seed)
     method = "predict_proba"
@@ -173,7 +174,10 @@ def noise_rate_flags(given: np.ndarray, proba: np.ndarray) -> np.ndarray:
 def review_label_sets(task, ids: list[str], texts: list[str], frames, seed: int, top: int):
     """A multi-label task's review: each label judged on its own (is it wrongly given, or wrongly
     missing?), from out-of-fold probabilities. A row lists the article's labels, the set the
-    model suggests (the doubtful labels taken out, the missing ones put in) and which are which."""
+    model suggests (the doubtful labels taken out, the missing ones put in: see suggested_labels),
+    which are which with their probabilities (`doubtful`, `missing`), and as `confidence` the
+    probability of the change the model is surest of (1 - p of a doubtful label, p of a missing
+    one), by which the rows are ranked."""
     from newstag.models.multilabel import label_lists
 
     given = [row for frame in frames for row in label_lists(frame[task.name])]
@@ -186,13 +190,21 @@ def review_label_sets(task, ids: list[str], texts: list[str], frames, seed: int,
     for i in flagged_rows[np.argsort(doubt[flagged_rows], kind="stable")][:top]:
         flagged = {names[k]: round(float(proba[i, k]), 4) for k in np.flatnonzero(flags[i])}
         rows.append({"task": task.name, "id": ids[i], "label": given[i],
-                     "suggested": sorted(set(given[i]) ^ set(flagged)),
+                     "suggested": suggested_labels(given[i], flagged, names, proba[i]),
                      "confidence": round(1 - float(doubt[i]), 4),
-                     "label_probability": round(float(doubt[i]), 4),
                      "doubtful": {name: p for name, p in flagged.items() if name in given[i]},
                      "missing": {name: p for name, p in flagged.items() if name not in given[i]},
                      "text": _excerpt(texts[i])})
     return rows, method
+
+
+def suggested_labels(given: list[str], flagged: dict, names: list[str], proba: np.ndarray) -> list[str]:
+    """The given labels with the flagged ones switched (doubtful out, missing in); never an empty
+    set, which preprocess refuses and predict never gives: when every given label is doubtful and
+    none is missing, the label most probable out of fold (which may be the doubtful one itself,
+    when no other label is likelier), as predict falls back to the label nearest its threshold."""
+    suggested = sorted(set(given) ^ set(flagged))
+    return suggested or [names[int(proba.argmax())]]
 
 
 def out_of_fold_label_scores(task, texts: list[str], given: list[list[str]], seed: int):

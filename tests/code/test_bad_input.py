@@ -144,7 +144,11 @@ def test_class_folders_with_an_empty_class(project, capsys):
      r"row 3: missing label: column 'label' is empty"),
     (lambda f: f.__setitem__("label", f["label"].where(f.index != 9, "c")),
      r"row 10: unknown label: 'c' in column 'label' is not one of a, b"),
-    (lambda f: f.__setitem__("label", "a"), r"only one label \('a'\).*at least two"),
+    (lambda f: f.__setitem__("label", f["label"].where(f.index != 3, '["a", "b"]')),
+     r"row 4: invalid label: column 'label' holds a list or mapping \(\[\"a\", \"b\"\]\); one "
+     r"label a row, unless the task sets multi_label: true"),
+    (lambda f: f.__setitem__("label", "a"), r"data\.csv: task 'topic' has only one label \('a'\) after "
+                                            r"cleaning; a classifier needs at least two: add articles"),
     (lambda f: f.__setitem__("text", "the same story"), r"only 1 distinct usable article.*39 duplicates"),
 ])
 def test_bad_data(project, capsys, change, match):
@@ -162,6 +166,23 @@ def test_label_with_one_example_suggests_the_fix(project, capsys):
     experiment = write_experiment(project / "exp.yaml", "data.csv", labels="[a, b, c]")
     fails(capsys, project, "preprocess", str(experiment),
           match=r"label 'c' .* only 1 article.*add articles, drop that label, or add a split column")
+
+
+def test_a_declared_label_without_training_article_is_refused(project, capsys):
+    """A single-label model would never predict it (a multi-label one tagged every article)."""
+    corpus().to_csv(project / "data.csv", index=False)
+    experiment = write_experiment(project / "exp.yaml", "data.csv", labels="[a, b, c]")
+    fails(capsys, project, "preprocess", str(experiment),
+          match=r"data\.csv: task 'topic': label 'c' is declared in labels but has no article in "
+                r"train \+ validation; add articles or remove it from labels$")
+    frame = corpus().assign(split=["train"] * 30 + ["test"] * 10)
+    frame.loc[35:, "label"] = "c"
+    frame.to_csv(project / "data.csv", index=False)
+    experiment = write_experiment(project / "exp.yaml", "data.csv", data_extra=", split_column: split",
+                                  labels="[a, b, c]")
+    fails(capsys, project, "preprocess", str(experiment),
+          match=r"label 'c' is declared in labels but has no article in train \+ validation "
+                r"\(only 5 in test\); add articles")
 
 
 def test_huge_article_and_any_script_are_tagged(project, capsys):

@@ -149,6 +149,18 @@ def test_a_loaded_experiment_cannot_change_but_can_be_copied_with_changes(tmp_pa
     ("[a, b]", "[]", r"'tasks\.topic\.labels' is empty; list the allowed labels, or remove labels"),
     ("[a, b]", "[sport, sport, world]", r"'tasks\.topic\.labels\[1\]' repeats 'sport'; list each label once"),
     ("[a, b]", "[1, '1']", r"'tasks\.topic\.labels\[1\]' repeats '1'"),
+    # data labels are read stripped: these would never match a row
+    ("[a, b]", "[a, '']", r"'tasks\.topic\.labels\[1\]' is '', an empty label; remove it"),
+    ("[a, b]", "[a, ' sport']", r"'tasks\.topic\.labels\[1\]' is ' sport', with spaces around it, "
+                                r"which labels in the data never have .*; write 'sport'$"),
+    ("[a, b]", "['b\t', a]", r"'tasks\.topic\.labels\[0\]' is 'b\\t', with spaces around it"),
+    # a label holding the separator: one label in a JSONL list, two in a CSV cell
+    ("tone: {}", "tone: {multi_label: true, labels: [sport, 'sport;business']}",
+     r"'tasks\.tone\.labels\[1\]' is 'sport;business', which holds the label_separator ';', so a "
+     r"CSV cell would split it into several labels; rename the label or set label_separator to "
+     r"another text, e\.g\. '\|'$"),
+    ("tone: {}", "tone: {multi_label: true, labels: [a|b, c], label_separator: '|'}",
+     r"'tasks\.tone\.labels\[0\]' is 'a\|b', which holds the label_separator '\|'.*e\.g\. ';'$"),
     ("tone: {}", "tone: {label_separator: '|'}",
      r"'tasks\.tone\.label_separator' is set, but only a multi_label task splits its labels; remove "
      r"label_separator or set multi_label: true"),
@@ -180,3 +192,35 @@ def test_bad_values_are_named_in_one_line(tmp_path, old, new, match):
 def test_missing_required_key(tmp_path):
     with pytest.raises(NewstagError, match=r"missing required key 'tasks'"):
         load_config(write(tmp_path, "data: {path: x.csv}\n"))
+
+
+def test_a_label_with_the_separator_is_fine_where_nothing_splits_it(tmp_path):
+    config = load_config(write(tmp_path, VALID.replace("[a, b]", "['sport;business', b]")))
+    assert config.tasks[0].labels == ("sport;business", "b")
+
+
+@pytest.mark.parametrize(("old", "new", "match"), [
+    # YAML 1.1 (PyYAML) reads a float only with a dot and a signed exponent
+    ("tone: {}", "tone: {min_confidence: 1e-9}",
+     r"'tasks\.tone\.min_confidence' should be a number, got the text '1e-9' \(YAML 1\.1 reads "
+     r"1e-9 as text: write 1\.0e-9\)$"),
+    ("tone: {}", "tone: {min_confidence: 5.0e3}", r"got the text '5\.0e3' .*: write 5\.0e\+3\)$"),
+    ("tone: {}", "tone: {min_confidence: '0.5'}",
+     r"should be a number, got the text '0\.5' \(it is quoted: write 0\.5 without quotes\)$"),
+    ("tone: {}", "tone: {min_confidence: high}", r"should be a number, got str 'high'$"),
+    ("tasks:", "seed: 1e3\ntasks:",
+     r"'seed' should be an integer, got the text '1e3' \(YAML 1\.1 reads 1e3 as text: write 1000\)$"),
+    ("tasks:", "seed: '7'\ntasks:", r"'seed' should be an integer, got the text '7' \(it is quoted"),
+    # .nan passes or misnames every bound check; .inf is no number to train with either
+    ("tone: {}", "tone: {min_confidence: .nan}",
+     r"'tasks\.tone\.min_confidence' should be a number in \(0, 1\), got \.nan \(not a number\)$"),
+    ("tone: {}", "tone: {search: {space: {clf__C: [1]}, timeout: .inf}}",
+     r"'tasks\.tone\.search\.timeout' should be a finite number greater than 0, got \.inf$"),
+    ("tone: {}", "tone: {search: {space: {clf__C: {low: .nan, high: 1}}}}",
+     r"'tasks\.tone\.search\.space\.clf__C\.low' should be a number, got \.nan \(not a number\)$"),
+])
+def test_number_errors_say_how_to_write_the_number(tmp_path, old, new, match):
+    assert old in VALID
+    with pytest.raises(NewstagError, match=match) as caught:
+        load_config(write(tmp_path, VALID.replace(old, new)))
+    assert "\n" not in str(caught.value)

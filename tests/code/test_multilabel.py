@@ -1,6 +1,7 @@
 """Multi-label tasks: reading label lists, iterative stratification, thresholds, bad input."""
 
 import json
+import re
 from collections import Counter
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from newstag.config import load_config
 from newstag.errors import NewstagError
-from newstag.models.multilabel import best_threshold, f1_at, iterative_split, parse_labels
+from newstag.models.multilabel import BadLabels, best_threshold, f1_at, iterative_split, parse_labels
 from newstag.preprocess import preprocess
 
 WORDS = ["harbour", "tariff", "senate", "vaccine", "striker", "server", "budget", "clinic"]
@@ -30,7 +31,8 @@ def rows(count: int = 60) -> list[dict]:
 
 
 def experiment(tmp_path, data: list[dict], name: str = "data.jsonl", task_extra: str = "",
-               extra: str = "", labels: str = "[a, b, c]"):
+               extra: str = "", labels: str | None = "[a, b, c]"):
+    """The experiment on `data` written to `name`; labels None: no declared labels."""
     path = tmp_path / name
     if name.endswith(".jsonl"):
         path.write_text("".join(json.dumps(row) + "\n" for row in data))
@@ -40,7 +42,8 @@ def experiment(tmp_path, data: list[dict], name: str = "data.jsonl", task_extra:
         frame.to_csv(path, index=False)
     exp = tmp_path / "ml.yaml"
     exp.write_text(f"data: {{path: {path}, id_column: id{extra}}}\n"
-                   f"tasks:\n  tags: {{multi_label: true, labels: {labels}{task_extra}}}\n")
+                   f"tasks:\n  tags: {{multi_label: true{f', labels: {labels}' if labels else ''}"
+                   f"{task_extra}}}\n")
     return load_config(exp)
 
 
@@ -51,9 +54,26 @@ def experiment(tmp_path, data: list[dict], name: str = "data.jsonl", task_extra:
     (["sport", "sport"], ["sport"]),
     ("", []),
     (None, None),
+    ("[1, 2.5]", ["1", "2.5"]),  # numbers read as JSON wrote them, as in a single-label column
+    ('["a", " b ", ""]', ["a", "b"]),
+    ("[sport", ["[sport"]),  # no JSON: text
 ])
 def test_labels_are_read_from_lists_and_separated_text(value, expected):
     assert parse_labels(value, ";") == expected
+
+
+@pytest.mark.parametrize("value, reason", [
+    ("[true]", "holds a list with a non-text item (true); labels must be text or numbers"),
+    ('[null, "sport"]', "holds a list with a non-text item (null)"),
+    ('[["sport"], "business"]', 'holds a list with a non-text item (["sport"])'),
+    ("[NaN]", "holds a list with a non-text item (NaN)"),
+    (["sport", None], "holds a list with a non-text item (null)"),
+    ('{"sport": 1}', 'holds a mapping ({"sport": 1}); give a list of labels'),
+    ('["sport;business"]', "holds the label 'sport;business', which contains the label_separator ';'"),
+])
+def test_a_cell_that_is_no_list_of_labels_says_why(value, reason):
+    found = parse_labels(value, ";")
+    assert isinstance(found, BadLabels) and found.reason.startswith(reason)
 
 
 def test_iterative_split_spreads_rare_labels_and_keeps_shares():
@@ -124,12 +144,72 @@ def test_bad_label_lists_name_the_row_and_write_nothing(tmp_path, monkeypatch, b
     assert not (tmp_path / "data/processed").exists()
 
 
+@pytest.mark.parametrize("labels", ["[a, b, c]", None])
+@pytest.mark.parametrize("bad, reason", [
+    ([None, "a"], "holds a list with a non-text item (null); labels must be text or numbers"),
+    ([1, True], "holds a list with a non-text item (true)"),
+    ([["a"], "b"], 'holds a list with a non-text item (["a"])'),
+    ({"a": 1}, 'holds a mapping ({"a": 1}); give a list of labels'),
+])
+def test_a_jsonl_cell_that_is_no_list_of_labels_is_an_invalid_row(tmp_path, monkeypatch, labels, bad,
+                                                                  reason):
+    """Declared labels or not: before, such a cell became a label of its own (one '[null, "a"]'),
+    or, declared, an unknown label quoting that text."""
+    monkeypatch.chdir(tmp_path)
+    data = rows()
+    data[4]["tags"] = bad
+    message = f"data.jsonl: row 5: invalid label: column 'tags' {reason}"
+    with pytest.raises(NewstagError, match=re.escape(message)):
+        preprocess(experiment(tmp_path, data, labels=labels))
+    assert not (tmp_path / "data/processed").exists()
+
+
+def test_a_declared_label_no_article_has_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    """It used to train a constant model for it: every article tagged 'cooking' at 0.4261."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(NewstagError) as caught:
+        preprocess(experiment(tmp_path, rows(), labels="[a, b, c, cooking]"))
+    assert str(caught.value) == (f"{tmp_path / 'data.jsonl'}: task 'tags': label 'cooking' is declared "
+                                 f"in labels but has no article in train + validation; add articles "
+                                 f"or remove it from labels")
+    assert not (tmp_path / "data/processed").exists()
+
+
+def test_a_model_knows_only_the_labels_its_articles_have():
+    """Splits written before preprocess refused a declared label without article: no constant
+    model tagging every article with it, as for a single-label task's classes."""
+    from newstag.config import TaskConfig
+    from newstag.models.multilabel import fit_task, tag_texts
+
+    frame = pd.DataFrame(rows(60))
+    task = TaskConfig(name="tags", column="tags", multi_label=True, labels=("a", "b", "c", "cooking"))
+    result = fit_task(task, frame.iloc[:45], frame.iloc[45:], seed=0)
+    assert result.labels == ["a", "b", "c"]
+    assert not any("cooking" in found for found in tag_texts(result.pipeline, frame["text"].tolist()))
+
+
+def test_one_label_left_names_the_data_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = [{**row, "tags": ["a"]} for row in rows()]
+    with pytest.raises(NewstagError, match=re.escape(
+            f"{tmp_path / 'data.jsonl'}: task 'tags' has only one label ('a') after cleaning; a "
+            f"classifier needs at least two: add articles of another label")):
+        preprocess(experiment(tmp_path, data))
+
+
+def test_numbers_in_a_list_are_labels_as_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = [{**row, "tags": [{"a": 1, "b": 2, "c": 3}[tag] for tag in row["tags"]]} for row in rows()]
+    manifest = preprocess(experiment(tmp_path, data, labels=None))
+    assert set(manifest["splits"]["train"]["labels"]["tags"]) == {"1", "2", "3"}
+
+
 def test_bad_rows_can_be_dropped(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     data = rows()
-    data[4]["tags"], data[7]["tags"] = [], ["z"]
+    data[4]["tags"], data[7]["tags"], data[9]["tags"] = [], ["z"], ["a", None]
     manifest = preprocess(experiment(tmp_path, data, extra=", on_invalid: drop"))
-    assert manifest["rows_dropped"] == {"missing label": 1, "unknown label": 1}
+    assert manifest["rows_dropped"] == {"missing label": 1, "unknown label": 1, "invalid label": 1}
 
 
 @pytest.mark.parametrize("task_extra, message", [

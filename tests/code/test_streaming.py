@@ -2,6 +2,7 @@
 
 import gzip
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +143,17 @@ def test_a_row_with_more_fields_than_the_header_is_an_invalid_row(tmp_path):
         preprocess(experiment(tmp_path, "data.csv"))
     manifest = preprocess(experiment(tmp_path, "data.csv", extra=", on_invalid: drop"))
     assert manifest["rows_read"] == 250 and manifest["rows_dropped"] == {"too many fields": 1}
+
+
+def test_a_declared_label_without_training_article_is_refused_before_publishing(tmp_path):
+    write(corpus(250), tmp_path / "data.csv")
+    config = experiment(tmp_path, "data.csv")
+    config = replace(config, tasks=(replace(config.tasks[0], labels=("sport", "business", "health",
+                                                                     "weather")),))
+    with pytest.raises(NewstagError, match=r"data\.csv: task 'topic': label 'weather' is declared in "
+                                           r"labels but has no article in train \+ validation"):
+        preprocess(config)
+    assert sorted(p.name for p in config.processed_dir.iterdir()) == [".preprocess.lock"]
 
 
 def test_a_missing_column_and_a_missing_file_are_one_line(tmp_path):

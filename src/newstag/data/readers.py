@@ -322,12 +322,14 @@ def _as_strings(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _as_string(value) -> str | None:
-    """A cell as text; a list (JSON array, Parquet list) as JSON text, which multi-label tasks read
-    back as a list of labels."""
+    """A cell as text; a list (JSON array, Parquet list) or a mapping (JSON object, Parquet
+    struct) as JSON text, which multi-label tasks read back as a list of labels, or refuse."""
     if _is_missing(value):
         return None
     if isinstance(value, list | tuple | np.ndarray):
         return json.dumps(np.asarray(value, dtype=object).tolist(), ensure_ascii=False, default=str)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False, default=str)
     return value if isinstance(value, str) else str(value)
 
 

@@ -2,8 +2,9 @@
 
 Data. A row's labels are a JSON list (`"topics": ["sport", "business"]` in JSONL, or a list column in
 Parquet) or text joined by the task's `label_separator` (`sport;business` in a CSV cell). Rows with
-no label, or a label outside the task's declared `labels`, are invalid rows like any other. The
-processed splits keep each row's labels as a list column in Parquet (no separator to escape).
+no label, a label outside the task's declared `labels`, or a list that is no list of labels (see
+parse_labels) are invalid rows like any other. The processed splits keep each row's labels as a
+list column in Parquet (no separator to escape).
 
 Splitting. Stratified splits of multi-label data use iterative stratification (Sechidis, Tsoumakas
 & Vlahavas 2011): the label with the fewest unassigned rows goes first, each of its rows to the
@@ -67,39 +68,78 @@ MIN_THRESHOLD_F1 = 0.5  # a tuned threshold whose validation F1 is lower falls b
 
 # ---- labels in the data -------------------------------------------------------------------------
 
-def parse_labels(value, separator: str) -> list[str] | None:
+class BadLabels:
+    """A cell that holds no list of labels, and why: preprocess refuses or drops its row like any
+    other invalid row (it never reaches a split)."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+def parse_labels(value, separator: str) -> list[str] | BadLabels | None:
     """One cell's labels, in order, each once: a JSON list, or text split at `separator`.
-    None when the cell is missing."""
+    None when the cell is missing; BadLabels when it holds something else.
+
+    A list's items are text or numbers; a number reads as the text JSON wrote, 1 as '1' and 2.5
+    as '2.5', as a number does in a single-label column and in the config's `labels:`. null,
+    true/false (Python would make 'True' of it, which the data never wrote), a list in the list
+    and a mapping are no labels, and neither is a list item holding `separator` (the same labels
+    in a CSV cell would be split there): each makes the row invalid.
+    """
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
-    if isinstance(value, list | tuple | np.ndarray):
-        items = list(value)
-    else:
-        text = str(value).strip()
-        items = _json_list(text)
-        if items is None:
-            items = text.split(separator)
-    labels = [str(item).strip() for item in items if item is not None and str(item).strip()]
+    items = _cell_items(value, separator)
+    if isinstance(items, BadLabels):
+        return items
+    for item in items:
+        if problem := _item_problem(item, separator):
+            return BadLabels(problem)
+    labels = [str(item).strip() for item in items if str(item).strip()]
     return list(dict.fromkeys(labels))
 
 
-def _json_list(text: str) -> list | None:
-    """A JSON array of labels (how a JSONL list reaches us as text), else None."""
-    if not text.startswith("["):
+def _cell_items(value, separator: str) -> list | BadLabels:
+    """The cell's items: its list (a JSON array arrives as text), or its text split at `separator`."""
+    if isinstance(value, list | tuple | np.ndarray):
+        return [item.item() if isinstance(item, np.generic) else item for item in value]
+    text = str(value).strip()
+    parsed = json_container(text)
+    if isinstance(parsed, dict):
+        return BadLabels(f"holds a mapping ({shorten(text)}); give a list of labels")
+    return parsed if isinstance(parsed, list) else text.split(separator)
+
+
+def json_container(text: str) -> list | dict | None:
+    """A JSON array or object (how a JSONL list reaches us as text), else None."""
+    if not text.startswith(("[", "{")):
         return None
     try:
-        items = json.loads(text)
-    except ValueError:
+        return json.loads(text)
+    except (ValueError, RecursionError):
         return None
-    if isinstance(items, list) and all(isinstance(i, str | int | float | bool) for i in items):
-        return items
+
+
+def _item_problem(item, separator: str) -> str | None:
+    if isinstance(item, bool) or not isinstance(item, str | int | float) or \
+            (isinstance(item, float) and not math.isfinite(item)):
+        shown = shorten(json.dumps(item, ensure_ascii=False, default=str))
+        return f"holds a list with a non-text item ({shown}); labels must be text or numbers"
+    if isinstance(item, str) and separator in item:
+        return (f"holds the label {item!r}, which contains the label_separator {separator!r} (a "
+                f"CSV cell would split it); rename the label or set another label_separator")
     return None
+
+
+def shorten(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def label_problem(labels, task) -> str | None:
     """Why a row's labels are invalid for the task, or None."""
     if labels is None:
         return f"missing label: column '{task.column}' is empty"
+    if isinstance(labels, BadLabels):
+        return f"invalid label: column '{task.column}' {labels.reason}"
     if not len(labels):
         return f"missing label: column '{task.column}' holds an empty label list"
     if task.labels:
@@ -174,14 +214,6 @@ def split_frame(articles, config, shares: dict[str, float]) -> dict:
         raise NewstagError(f"cannot split the data: the {empty[0]} split would be empty; add "
                            f"articles or change split.test / split.validation")
     return parts
-
-
-def check_label_set(articles, task) -> None:
-    """A multi-label task needs at least two labels in its data."""
-    seen = label_counts(articles[task.name])
-    if len(seen) < 2:
-        raise NewstagError(f"task '{task.name}' has only one label ({next(iter(seen), None)!r}) "
-                           f"after cleaning; a classifier needs at least two")
 
 
 # ---- the model ----------------------------------------------------------------------------------
@@ -363,7 +395,9 @@ def fit_task(task, train_df, validation_df, seed: int):
 
     X_train, y_train = train_df["text"].tolist(), label_lists(train_df[task.name])
     X_val, y_val = validation_df["text"].tolist(), label_lists(validation_df[task.name])
-    labels = tuple(sorted(set(task.labels or ()) | {label for row in y_train + y_val for label in row}))
+    # The labels the articles have, as a single-label model's classes are: a declared label with
+    # none (preprocess refuses it) would get a constant model, tagging every article with it.
+    labels = tuple(sorted({label for row in y_train + y_val for label in row}))
     candidates = []
     for params in list(ParameterGrid(task.grid)) or [{}]:
         pipeline = _fit(build(task, seed, labels, params), X_train, y_train, task)
