@@ -505,10 +505,10 @@ class ExperimentConfig(_Common):
 
     def to_dict(self) -> dict:
         """A plain, JSON-friendly dict shaped like the YAML (tasks keyed by name)."""
-        plain = _plain(asdict(self))
-        plain.pop("path")
-        plain["tasks"] = {task.pop("name"): task for task in plain["tasks"]}
-        return plain
+        data = plain(asdict(self))
+        data.pop("path")
+        data["tasks"] = {task.pop("name"): task for task in data["tasks"]}
+        return data
 
     @property
     def processed_dir(self) -> Path:
@@ -527,12 +527,14 @@ class ExperimentConfig(_Common):
         return [task.name for task in self.tasks]
 
 
-def _plain(value):
+def plain(value):
+    """Tuples to lists and NumPy scalars to Python numbers, however nested: what YAML, JSON and
+    MLflow params can hold (a search's chosen parameters come back as NumPy scalars)."""
     if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
+        return {key: plain(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    return value
+        return [plain(item) for item in value]
+    return value.item() if type(value).__module__ == "numpy" and hasattr(value, "item") else value
 
 
 def json_schema() -> dict:

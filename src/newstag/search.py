@@ -37,7 +37,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.utils._param_validation import Interval
 
-from newstag.config import Distribution, SearchConfig, TaskConfig
+from newstag.config import Distribution, SearchConfig, TaskConfig, plain
 from newstag.errors import NewstagError
 from newstag.models.pipelines import build_pipeline, set_params
 
@@ -515,7 +515,7 @@ def write_best_yaml(config, results: dict[str, SearchResult]) -> Path:
             for key in ("search", "grid"):
                 task.pop(key, None)
             task.update(classifier=result.task.classifier, features=result.task.features,
-                        params=_plain(result.task.params))
+                        params=plain(result.task.params))
 
     path = best_yaml_path(config)
     header = (f"# Written by `newstag search {config.path}`: each searched task's best configuration\n"
@@ -529,10 +529,3 @@ def _folds(results: dict[str, SearchResult]) -> str:
     return "/".join(sorted({str(len(r.best.fit_seconds)) for r in results.values()}))
 
 
-def _plain(value):
-    """Tuples to lists and NumPy scalars to Python numbers, so the YAML stays plain."""
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    return value.item() if isinstance(value, np.generic) else value

@@ -142,7 +142,7 @@ def test_model_card_is_written_with_the_bundle(trained_sample):
     assert f"`{sidecar['sha256']}`" in card and "scikit-learn" in card
     assert "| topic | complement_nb on word features |" in card
     assert "| tone | logreg on word + negation features |" in card  # the sample's tone has negation
-    for task, meta in sidecar["tasks"].items():
+    for meta in sidecar["tasks"].values():
         assert meta["calibration"]["method"] in card
     # the rewritten sample corpus's tone labels no longer lean on "not" (the card said so before)
     limits = card.split("## Known limits")[1].split("## Versions")[0]
