@@ -243,7 +243,7 @@ def _load_skops(path: Path) -> dict:
 def read_sidecar(path: str | Path) -> dict:
     """The sidecar of a bundle file, read and checked for shape (check_sidecar); every reader of a
     sidecar goes through here, so a damaged one fails the same way everywhere."""
-    if Path(path).suffix not in (".joblib", ".skops"):  # e.g. the sidecar itself, or a README
+    if Path(path).suffix.lower() not in (".joblib", ".skops"):  # e.g. the sidecar itself, a README
         raise NewstagError(f"{path}: not a model bundle; give the .joblib or .skops file training "
                            f"wrote (e.g. models/default/model.joblib)")
     sidecar = sidecar_path(path)
