@@ -6,7 +6,7 @@ model, then is calibrated twice: by every method (sigmoid, isotonic, temperature
 model with probabilities) and by the decision-keeping ones only (temperature, none). The plain
 baseline (TfidfVectorizer() + LinearSVC()) is fitted on the same 80%. All are scored on the 20%.
 
-    make data/processed/econ_news_tone/manifest.json EXP=experiments/econ_news_tone.yaml
+    make data/processed/econ_news_tone/manifest.json
     .venv/bin/python scripts/calibration_decisions.py econ_news_tone [more experiments] [--splits 5]
 
 The README quotes `econ_news_tone`, and `hyperpartisan econ_news_tone_binary` (each preprocessed

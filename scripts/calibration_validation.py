@@ -8,7 +8,7 @@ article. The log-losses are the ones `train` compares (the sidecar's
 `tasks.<task>.calibration.validation_log_loss`); the ECE is over 15 equal-width bins of the top
 label's probability, as `evaluate` measures it. Train and validation rows only, never the test split.
 
-    make data/processed/20newsgroups/manifest.json EXP=experiments/20newsgroups.yaml
+    make data/processed/20newsgroups/manifest.json
     .venv/bin/python scripts/calibration_validation.py 20newsgroups [--task topic]
 """
 
