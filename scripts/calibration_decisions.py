@@ -8,6 +8,9 @@ baseline (TfidfVectorizer() + LinearSVC()) is fitted on the same 80%. All are sc
 
     make data/processed/econ_news_tone/manifest.json
     .venv/bin/python scripts/calibration_decisions.py econ_news_tone [more experiments] [--splits 5]
+
+The README quotes `econ_news_tone`, and `hyperpartisan econ_news_tone_binary` (each preprocessed
+the same way).
 """
 
 import argparse
