@@ -214,3 +214,33 @@ def test_multi_label_chunks_give_the_whole_split_numbers(tmp_path):
     assert [(m["id"], m["label"]) for m in tally.most_confident_mistakes()] == expected and expected
     result = tally.result(tmp_path)
     assert result["rows"] == len(test) and (tmp_path / "label_f1_labels.png").stat().st_size > 0
+
+
+def test_a_test_label_the_model_never_learnt_counts_as_missed():
+    """Articles carrying a label no training article had are misses of that label, scored as
+    scikit-learn scores the whole label set; before, the label vanished from the scores."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import MultiLabelBinarizer
+    from sklearn.svm import LinearSVC
+
+    from newstag.models.multilabel import MultiLabelLinear, multilabel_scores
+    from newstag.models.tally import LabelSetTally
+
+    corpus = toy_corpus()
+    corpus["labels"] = [[label] for label in corpus["label"]]
+    train, test = corpus.iloc[:60], corpus.iloc[60:].reset_index(drop=True)
+    test["labels"] = [row + (["late"] if i % 4 == 0 else []) for i, row in enumerate(test["labels"])]
+    names = sorted(set(train["label"]))
+    pipeline = Pipeline([("vect", TfidfVectorizer()), ("clf", MultiLabelLinear(LinearSVC(), tuple(names)))])
+    pipeline.fit(train["text"].tolist(), train["labels"].tolist())
+    tally = LabelSetTally("labels", pipeline)
+    for start in range(0, len(test), 7):
+        tally.add(test.iloc[start:start + 7])
+
+    binarizer = MultiLabelBinarizer(classes=names + ["late"])
+    truth = binarizer.fit_transform(test["labels"])
+    predicted = np.pad(pipeline.predict(test["text"].tolist()), ((0, 0), (0, 1)))
+    assert tally.scores() == pytest.approx(multilabel_scores(truth, predicted))
+    assert tally.per_label()["late"] == {"precision": 0.0, "recall": 0.0, "f1-score": 0.0,
+                                         "support": int(truth[:, -1].sum())}

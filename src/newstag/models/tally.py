@@ -150,7 +150,8 @@ class LabelSetTally(Mistakes):
         texts, raw = chunk["text"].tolist(), multilabel.label_lists(chunk[self.task])
         features = self.pipeline.named_steps["vect"].transform(texts)
         clf = self.pipeline.named_steps["clf"]
-        truth, predicted = clf.binarize(raw).astype(bool), clf.predict(features).astype(bool)
+        self._add_unseen(raw)
+        truth, predicted = self._indicators(raw), self._padded(clf.predict(features).astype(bool))
         self.true_positives += (truth & predicted).sum(axis=0)
         self.false_positives += (~truth & predicted).sum(axis=0)
         self.false_negatives += (truth & ~predicted).sum(axis=0)
@@ -160,10 +161,33 @@ class LabelSetTally(Mistakes):
         self.exact += int((~wrong).sum())
         ids = chunk["id"].tolist() if "id" in chunk else list(range(self.rows, self.rows + len(texts)))
         self._note_misclassified(ids, texts, truth, predicted, np.flatnonzero(wrong))
-        self._note_mistakes(ids, texts, truth, predicted, clf.predict_proba(features))
+        self._note_mistakes(ids, texts, truth, predicted, self._padded(clf.predict_proba(features)))
         if self.shares is not None:
             self.shares.add(texts, raw, features)
         self.rows += len(texts)
+
+    def _add_unseen(self, raw: list[list[str]]) -> None:
+        """A test label the model never learnt (none of its training articles had it) gets a
+        column of its own, never predicted: its articles count as misses rather than vanish from
+        the scores, which would flatter micro-F1 and leave the label out of macro-F1."""
+        unseen = sorted({label for labels in raw for label in labels} - set(self.labels))
+        if unseen:
+            self.labels += unseen
+            self.true_positives, self.false_positives, self.false_negatives = (
+                np.concatenate([counts, np.zeros(len(unseen), dtype=np.int64)])
+                for counts in (self.true_positives, self.false_positives, self.false_negatives))
+
+    def _indicators(self, raw: list[list[str]]) -> np.ndarray:
+        position = {label: i for i, label in enumerate(self.labels)}
+        truth = np.zeros((len(raw), len(self.labels)), dtype=bool)
+        for row, labels in enumerate(raw):
+            truth[row, [position[label] for label in labels]] = True
+        return truth
+
+    def _padded(self, columns: np.ndarray) -> np.ndarray:
+        """The model's columns (its labels come first) and zeros for the labels it never learnt."""
+        extra = len(self.labels) - columns.shape[1]
+        return np.pad(columns, ((0, 0), (0, extra))) if extra else columns
 
     def _note_mistakes(self, ids, texts, truth, predicted, proba: np.ndarray) -> None:
         """Keep the labels given wrongly with the highest probability, one per article (its
