@@ -183,10 +183,17 @@ def test_a_loaded_experiment_cannot_change_but_can_be_copied_with_changes(tmp_pa
      r"'tasks\.tone\.calibration' is 'isotonic', but a multi_label task calibrates each label"),
 ])
 def test_bad_values_are_named_in_one_line(tmp_path, old, new, match):
+    caught = refused(tmp_path, old, new, match)
+    assert str(caught.value).startswith(str(tmp_path / "exp.yaml"))
+
+
+def refused(tmp_path, old: str, new: str, match: str):
+    """VALID with `old` replaced by `new` fails to load in one line matching `match`."""
     assert old in VALID
     with pytest.raises(NewstagError, match=match) as caught:
         load_config(write(tmp_path, VALID.replace(old, new)))
-    assert "\n" not in str(caught.value) and str(caught.value).startswith(str(tmp_path / "exp.yaml"))
+    assert "\n" not in str(caught.value)
+    return caught
 
 
 def test_missing_required_key(tmp_path):
@@ -220,7 +227,4 @@ def test_a_label_with_the_separator_is_fine_where_nothing_splits_it(tmp_path):
      r"'tasks\.tone\.search\.space\.clf__C\.low' should be a number, got \.nan \(not a number\)$"),
 ])
 def test_number_errors_say_how_to_write_the_number(tmp_path, old, new, match):
-    assert old in VALID
-    with pytest.raises(NewstagError, match=match) as caught:
-        load_config(write(tmp_path, VALID.replace(old, new)))
-    assert "\n" not in str(caught.value)
+    refused(tmp_path, old, new, match)
